@@ -1,0 +1,1 @@
+//! `/etc/gpurun/config.toml` (or `$GPURUN_CONFIG`).

@@ -1,0 +1,1 @@
+//! NVIDIA GPU injection as plain spec edits: discover, request, edits, CDI, leases.

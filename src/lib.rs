@@ -1,0 +1,17 @@
+//! gpurun: a small, fast OCI container runtime for GPU jobs.
+//!
+//! The data flow is `cli` → `spec` (load, validate) → `gpu` (spec edits) → `plan`
+//! (resolved facts) → `process` (clone, init steps, execve). See docs in `runtime-spec/`.
+
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod features;
+pub mod gpu;
+pub mod hooks;
+pub mod linux;
+pub mod log;
+pub mod plan;
+pub mod process;
+pub mod spec;
+pub mod state;

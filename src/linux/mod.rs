@@ -1,0 +1,11 @@
+//! One kernel mechanism a module. Only `sys` holds `unsafe`.
+
+pub mod caps;
+pub mod cgroups;
+pub mod console;
+pub mod devices;
+pub mod namespaces;
+pub mod rlimits;
+pub mod rootfs;
+pub mod seccomp;
+pub mod sys;

@@ -1,0 +1,1 @@
+//! Raw bpf(2) wrappers for the cgroup device filter.

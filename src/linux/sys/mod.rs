@@ -1,0 +1,6 @@
+//! The only place with `unsafe`: raw system calls that nix lacks, each wrapped once with a
+//! named error. Submodules group them by the mechanism that uses them.
+#![allow(unsafe_code)]
+
+pub mod bpf;
+pub mod seccomp;

@@ -1,0 +1,1 @@
+//! Raw seccomp(2) wrappers.
