@@ -3,12 +3,14 @@
 //! The data flow is `cli` → `spec` (load, validate) → `gpu` (spec edits) → `plan`
 //! (resolved facts) → `process` (clone, init steps, execve). See docs in `runtime-spec/`.
 
+pub mod cgroup;
 pub mod cli;
 pub mod config;
 pub mod error;
 pub mod features;
 pub mod gpu;
 pub mod hooks;
+pub mod lifecycle;
 pub mod linux;
 pub mod log;
 pub mod plan;

@@ -1,1 +1,163 @@
-//! (to be written)
+//! `--log` / `--log-format`: one line per message. JSON lines are what containerd and podman
+//! parse (`{"level":"error","msg":…,"time":RFC3339}`); the last error line is what they
+//! show a user. Nothing is printed on success: stdout and stderr belong to the container.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Error,
+    Warn,
+    Info,
+    Debug,
+}
+
+impl Level {
+    fn as_str(self) -> &'static str {
+        match self {
+            Level::Error => "error",
+            Level::Warn => "warning",
+            Level::Info => "info",
+            Level::Debug => "debug",
+        }
+    }
+}
+
+struct Logger {
+    file: Option<File>,
+    json: bool,
+    max: Level,
+}
+
+static LOGGER: Mutex<Option<Logger>> = Mutex::new(None);
+
+/// Configure the process-wide logger. Without a file, warnings and errors go to stderr.
+pub fn init(path: Option<&Path>, json: bool, debug: bool) -> std::io::Result<()> {
+    let file = match path {
+        Some(p) => Some(
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .custom_flags(libc::O_SYNC | libc::O_CLOEXEC)
+                .mode(0o644)
+                .open(p)?,
+        ),
+        None => None,
+    };
+    let max = if debug { Level::Debug } else { Level::Warn };
+    if let Ok(mut g) = LOGGER.lock() {
+        *g = Some(Logger { file, json, max });
+    }
+    Ok(())
+}
+
+pub fn log(level: Level, msg: &str) {
+    let Ok(mut g) = LOGGER.lock() else { return };
+    let (json, max) = g.as_ref().map(|l| (l.json, l.max)).unwrap_or((false, Level::Warn));
+    if level > max {
+        return;
+    }
+    let line = format_line(level, msg, json, SystemTime::now());
+    match g.as_mut().and_then(|l| l.file.as_mut()) {
+        Some(f) => {
+            let _ = f.write_all(line.as_bytes());
+        }
+        // Without --log only errors reach stderr: on success stdout/stderr are the
+        // container's, and a warning there would corrupt its output.
+        None if level == Level::Error => {
+            let _ = std::io::stderr().write_all(line.as_bytes());
+        }
+        None => {}
+    }
+}
+
+/// Errors also go to stderr when a log file is set, as runc does, so a person at a
+/// shell sees them; containerd reads the file.
+pub fn error(msg: &str) {
+    log(Level::Error, msg);
+    let has_file = LOGGER
+        .lock()
+        .map(|g| g.as_ref().is_some_and(|l| l.file.is_some()))
+        .unwrap_or(false);
+    if has_file {
+        let _ = writeln!(std::io::stderr(), "gpurun: {msg}");
+    }
+}
+
+pub fn warn(msg: &str) {
+    log(Level::Warn, msg);
+}
+
+pub fn debug(msg: &str) {
+    log(Level::Debug, msg);
+}
+
+pub fn format_line(level: Level, msg: &str, json: bool, now: SystemTime) -> String {
+    let time = rfc3339(now);
+    if json {
+        let v = serde_json::json!({"level": level.as_str(), "msg": msg, "time": time});
+        format!("{v}\n")
+    } else {
+        format!("time=\"{time}\" level={} msg={:?}\n", level.as_str(), msg)
+    }
+}
+
+/// RFC 3339 in UTC with nanoseconds, e.g. `2026-11-28T12:00:00.123456789Z`.
+pub fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (y, m, day) = civil_from_days(secs.div_euclid(86_400));
+    let rem = secs.rem_euclid(86_400);
+    format!(
+        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60,
+        d.subsec_nanos()
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
+/// (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn rfc3339_formats_known_instants() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000000000Z");
+        let t = UNIX_EPOCH + Duration::new(1_795_852_800, 5);
+        assert_eq!(rfc3339(t), "2026-11-28T08:00:00.000000005Z");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400);
+        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000000000Z");
+    }
+
+    #[test]
+    fn json_line_has_the_fields_containerd_decodes() {
+        let line = format_line(Level::Error, "boom \"x\"", true, UNIX_EPOCH);
+        assert!(line.ends_with('\n'));
+        let v: serde_json::Value = serde_json::from_str(line.trim()).expect("json");
+        assert_eq!(v["level"], "error");
+        assert_eq!(v["msg"], "boom \"x\"");
+        assert_eq!(v["time"], "1970-01-01T00:00:00.000000000Z");
+    }
+}

@@ -1,1 +1,232 @@
-//! (to be written)
+//! Spec → Plan: everything resolved in the parent, before clone, where an error is easy
+//! to report. The plan holds resolved facts (flags, fds, ordered mounts, masks, argv),
+//! not a second copy of the spec.
+
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+
+use nix::sched::CloneFlags;
+use oci_spec::runtime::{LinuxNamespaceType, PosixRlimit};
+
+use crate::error::{Error, Result};
+use crate::linux::caps::CapSets;
+use crate::linux::devices::{self, Device};
+use crate::linux::namespaces::{self, Join};
+use crate::linux::rootfs::{self, MountOp};
+use crate::spec::{self, Bundle};
+
+pub struct Plan {
+    pub id: String,
+    pub rootfs: PathBuf,
+    /// Namespaces created by the clone itself (the one-process path).
+    pub clone_flags: CloneFlags,
+    /// Namespaces created by the child after it joined the others and was placed in
+    /// its cgroup (the cgroup namespace must be rooted at the container's cgroup).
+    pub unshare_flags: CloneFlags,
+    /// A user namespace, joined pid or time namespace, or new time namespace needs a
+    /// second fork: those only apply to the children of the process that enters them.
+    pub two_stage: bool,
+    pub joins: Vec<Join>,
+    pub new_user: bool,
+    pub uid_map: String,
+    pub gid_map: String,
+    pub time_offsets: Option<String>,
+    pub mounts: Vec<MountOp>,
+    pub make_devices: bool,
+    pub devices: Vec<Device>,
+    pub bind_devices: bool,
+    pub masked: Vec<String>,
+    pub readonly: Vec<String>,
+    pub root_readonly: bool,
+    pub rootfs_propagation: Option<String>,
+    pub no_pivot: bool,
+    pub hostname: Option<String>,
+    pub domainname: Option<String>,
+    pub sysctl: Vec<(String, String)>,
+    pub caps: CapSets,
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+    pub umask: u32,
+    pub rlimits: Vec<PosixRlimit>,
+    pub no_new_privileges: bool,
+    pub oom_score_adj: Option<i32>,
+    pub personality: Option<u64>,
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: PathBuf,
+    /// fds 3.. that pass into the container (LISTEN_FDS plus --preserve-fds).
+    pub preserve_fds: u32,
+    pub seccomp: Option<crate::linux::seccomp::CompiledSeccomp>,
+}
+
+pub struct Options {
+    pub no_pivot: bool,
+    pub preserve_fds: u32,
+}
+
+fn id_map(maps: Option<&Vec<oci_spec::runtime::LinuxIdMapping>>) -> String {
+    maps.into_iter()
+        .flatten()
+        .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+        .collect()
+}
+
+pub fn build(id: &str, b: &Bundle, opts: &Options) -> Result<Plan> {
+    let spec = &b.spec;
+    let linux = spec.linux().as_ref().ok_or_else(|| Error::Config("linux: missing".into()))?;
+    let process = spec.process().as_ref().ok_or_else(|| Error::Config("process: missing".into()))?;
+
+    let mut joins = Vec::new();
+    let mut created = CloneFlags::empty();
+    for ns in spec::namespaces(spec) {
+        match ns.path() {
+            Some(p) => joins.push(namespaces::open_join(ns.typ(), p)?),
+            None => created |= namespaces::flag(ns.typ()),
+        }
+    }
+    joins.sort_by_key(|j| namespaces::join_order(j.typ));
+    let new_user = created.contains(CloneFlags::CLONE_NEWUSER);
+    let new_time = created.contains(namespaces::flag(LinuxNamespaceType::Time));
+    let joins_child_only = joins.iter().any(|j| {
+        matches!(j.typ, LinuxNamespaceType::User | LinuxNamespaceType::Pid | LinuxNamespaceType::Time)
+    });
+    let two_stage = new_user || new_time || joins_child_only;
+    let mut unshare_flags = created - CloneFlags::CLONE_NEWUSER;
+    let mut clone_flags = CloneFlags::empty();
+    if !two_stage && created.contains(CloneFlags::CLONE_NEWPID) {
+        // One process: the clone makes it pid 1 of its new pid namespace.
+        clone_flags |= CloneFlags::CLONE_NEWPID;
+        unshare_flags -= CloneFlags::CLONE_NEWPID;
+    }
+
+    let time_offsets = linux.time_offsets().as_ref().map(|offs| {
+        let mut lines: Vec<String> = offs
+            .iter()
+            .map(|(clock, o)| format!("{clock} {} {}\n", o.secs().unwrap_or(0), o.nanosecs().unwrap_or(0)))
+            .collect();
+        lines.sort();
+        lines.concat()
+    });
+
+    let mut mounts = Vec::new();
+    for m in spec.mounts().as_deref().unwrap_or(&[]) {
+        mounts.push(rootfs::parse_mount(m, &b.dir)?);
+    }
+    let dev_is_bind = mounts
+        .iter()
+        .any(|m| m.bind && spec::lexical_clean(&m.dest) == Path::new("/dev"));
+    let mut devs = devices::defaults();
+    for d in linux.devices().as_deref().unwrap_or(&[]) {
+        let d = devices::from_spec(d)?;
+        devs.retain(|x| x.path != d.path);
+        devs.push(d);
+    }
+    let in_user = spec::has_namespace(spec, LinuxNamespaceType::User);
+
+    let user = process.user();
+    let mut env: Vec<String> = process.env().clone().unwrap_or_default();
+    let listen_fds = inherited_listen_fds();
+    if listen_fds > 0 {
+        env.retain(|e| !e.starts_with("LISTEN_FDS=") && !e.starts_with("LISTEN_PID="));
+        env.push(format!("LISTEN_FDS={listen_fds}"));
+        env.push("LISTEN_PID=1".into());
+    }
+    for e in &env {
+        if e.contains('\0') {
+            return Err(Error::Config(format!("process.env: {e:?} contains a NUL byte")));
+        }
+    }
+    let args = process.args().clone().unwrap_or_default();
+    if args.iter().any(|a| a.contains('\0')) {
+        return Err(Error::Config("process.args: an argument contains a NUL byte".into()));
+    }
+    let personality = linux.personality().as_ref().map(|p| match p.domain() {
+        oci_spec::runtime::LinuxPersonalityDomain::PerLinux32 => 0x0008,
+        _ => 0,
+    });
+    let seccomp = match linux.seccomp() {
+        Some(s) => {
+            let c = crate::linux::seccomp::compile(s)
+                .map_err(|e| Error::Config(format!("linux.seccomp: {e}")))?;
+            Some(c)
+        }
+        None => None,
+    };
+    Ok(Plan {
+        id: id.to_string(),
+        rootfs: b.rootfs.clone(),
+        clone_flags,
+        unshare_flags,
+        two_stage,
+        joins,
+        new_user,
+        uid_map: id_map(linux.uid_mappings().as_ref()),
+        gid_map: id_map(linux.gid_mappings().as_ref()),
+        time_offsets,
+        mounts,
+        make_devices: !dev_is_bind,
+        devices: devs,
+        bind_devices: in_user,
+        masked: linux.masked_paths().clone().unwrap_or_default(),
+        readonly: linux.readonly_paths().clone().unwrap_or_default(),
+        root_readonly: spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false),
+        rootfs_propagation: linux.rootfs_propagation().clone(),
+        no_pivot: opts.no_pivot,
+        hostname: spec.hostname().clone(),
+        domainname: spec.domainname().clone(),
+        sysctl: linux
+            .sysctl()
+            .as_ref()
+            .map(|m| {
+                let mut v: Vec<_> = m.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                v.sort();
+                v
+            })
+            .unwrap_or_default(),
+        caps: CapSets::from_spec(process.capabilities().as_ref())?,
+        uid: user.uid(),
+        gid: user.gid(),
+        additional_gids: user.additional_gids().clone().unwrap_or_default(),
+        umask: user.umask().unwrap_or(0o022),
+        rlimits: process.rlimits().clone().unwrap_or_default(),
+        no_new_privileges: process.no_new_privileges().unwrap_or(false),
+        oom_score_adj: process.oom_score_adj(),
+        personality,
+        args,
+        env,
+        cwd: process.cwd().clone(),
+        preserve_fds: listen_fds + opts.preserve_fds,
+        seccomp,
+    })
+}
+
+/// systemd socket activation: `LISTEN_FDS=n` for this process means fds 3..3+n are
+/// sockets to pass on.
+fn inherited_listen_fds() -> u32 {
+    let pid_ok = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+        .is_none_or(|p| p == std::process::id());
+    if !pid_ok {
+        return 0;
+    }
+    std::env::var("LISTEN_FDS").ok().and_then(|n| n.parse().ok()).unwrap_or(0)
+}
+
+/// Check that fds 3..3+n exist, so a bad `--preserve-fds` fails before anything starts.
+pub fn check_preserved_fds(n: u32) -> Result<()> {
+    for fd in 3..3 + n {
+        let borrowed = crate::linux::sys::proc::borrow_fd(fd as i32);
+        if nix::fcntl::fcntl(borrowed, nix::fcntl::FcntlArg::F_GETFD).is_err() {
+            return Err(Error::Config(format!("--preserve-fds: fd {fd} is not open")));
+        }
+    }
+    Ok(())
+}
+
+pub fn cstrings(v: &[String]) -> Vec<CString> {
+    v.iter()
+        .filter_map(|s| CString::new(s.as_bytes()).ok())
+        .collect()
+}

@@ -1,1 +1,423 @@
-//! (to be written)
+//! Load a bundle's `config.json` and validate it. Everything unsupported is rejected here,
+//! by name, before anything is created.
+
+use std::collections::HashSet;
+use std::path::{Component, Path, PathBuf};
+
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+
+use crate::error::{Error, Result};
+
+pub struct Bundle {
+    /// Absolute bundle directory.
+    pub dir: PathBuf,
+    pub spec: Spec,
+    /// Absolute root filesystem path.
+    pub rootfs: PathBuf,
+}
+
+/// Mounts under `/proc` are refused, as runc does, except these: lxcfs-style overrides of
+/// single files, and the GPU edits' `/proc/driver/nvidia`.
+const PROC_MOUNT_ALLOWED: &[&str] = &[
+    "/proc/cpuinfo",
+    "/proc/diskstats",
+    "/proc/meminfo",
+    "/proc/stat",
+    "/proc/swaps",
+    "/proc/uptime",
+    "/proc/loadavg",
+    "/proc/slabinfo",
+    "/proc/net/dev",
+    "/proc/sys/kernel/ns_last_pid",
+    "/proc/driver/nvidia",
+];
+
+pub fn load(bundle: &Path) -> Result<Bundle> {
+    let dir = if bundle.is_absolute() {
+        bundle.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map_err(|e| Error::io("resolving bundle against", ".", e))?
+            .join(bundle)
+    };
+    let cfg = dir.join("config.json");
+    let data = std::fs::read(&cfg).map_err(|e| Error::io("reading", &cfg, e))?;
+    let spec: Spec = serde_json::from_slice(&data)
+        .map_err(|e| Error::Config(format!("parsing {}: {e}", cfg.display())))?;
+    let root = spec
+        .root()
+        .as_ref()
+        .ok_or_else(|| Error::Config("root: missing".into()))?;
+    let rootfs = lexical_clean(&dir.join(root.path()));
+    let md = std::fs::metadata(&rootfs).map_err(|e| Error::io("root.path", &rootfs, e))?;
+    if !md.is_dir() {
+        return Err(Error::Config(format!(
+            "root.path {} is not a directory",
+            rootfs.display()
+        )));
+    }
+    validate(&spec)?;
+    Ok(Bundle { dir, spec, rootfs })
+}
+
+/// `a/./b/../c` → `a/c` without touching the filesystem.
+pub fn lexical_clean(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("/");
+                }
+            }
+            Component::CurDir => {}
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+fn cfg_err(msg: impl Into<String>) -> Error {
+    Error::Config(msg.into())
+}
+
+pub fn has_namespace(spec: &Spec, t: LinuxNamespaceType) -> bool {
+    namespaces(spec).iter().any(|n| n.typ() == t)
+}
+
+/// A namespace of this type that the container creates (listed, without a path).
+pub fn creates_namespace(spec: &Spec, t: LinuxNamespaceType) -> bool {
+    namespaces(spec)
+        .iter()
+        .any(|n| n.typ() == t && n.path().is_none())
+}
+
+pub fn namespaces(spec: &Spec) -> &[oci_spec::runtime::LinuxNamespace] {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_deref())
+        .unwrap_or(&[])
+}
+
+pub fn validate(spec: &Spec) -> Result<()> {
+    if !spec.version().starts_with("1.") {
+        return Err(cfg_err(format!(
+            "ociVersion {:?} is not supported (1.x only)",
+            spec.version()
+        )));
+    }
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| cfg_err("process: missing"))?;
+    if process.args().as_ref().is_none_or(|a| a.is_empty()) {
+        return Err(cfg_err("process.args: must not be empty"));
+    }
+    if !process.cwd().is_absolute() {
+        return Err(cfg_err(format!(
+            "process.cwd {:?} must be an absolute path",
+            process.cwd()
+        )));
+    }
+    if process.command_line().is_some() {
+        return Err(cfg_err("process.commandLine is Windows-only"));
+    }
+    if process.io_priority().is_some() {
+        return Err(cfg_err("process.ioPriority is not supported by gpurun"));
+    }
+    if process.scheduler().is_some() {
+        return Err(cfg_err("process.scheduler is not supported by gpurun"));
+    }
+    if process.exec_cpu_affinity().is_some() {
+        return Err(cfg_err("process.execCPUAffinity is not supported by gpurun"));
+    }
+    if let Some(rl) = process.rlimits() {
+        let mut seen = HashSet::new();
+        for r in rl {
+            if !seen.insert(format!("{:?}", r.typ())) {
+                return Err(cfg_err(format!("process.rlimits: duplicate {:?}", r.typ())));
+            }
+            if r.soft() > r.hard() {
+                return Err(cfg_err(format!(
+                    "process.rlimits: {:?} soft limit {} is above its hard limit {}",
+                    r.typ(),
+                    r.soft(),
+                    r.hard()
+                )));
+            }
+        }
+    }
+    let Some(linux) = spec.linux() else {
+        return Err(cfg_err("linux: missing (gpurun runs Linux containers)"));
+    };
+    let mut seen = HashSet::new();
+    for ns in namespaces(spec) {
+        if !seen.insert(ns.typ()) {
+            return Err(cfg_err(format!(
+                "linux.namespaces: {:?} listed twice",
+                ns.typ()
+            )));
+        }
+        if let Some(p) = ns.path() {
+            if !p.is_absolute() {
+                return Err(cfg_err(format!(
+                    "linux.namespaces: {:?} path {} must be absolute",
+                    ns.typ(),
+                    p.display()
+                )));
+            }
+        }
+    }
+    let has = |t| has_namespace(spec, t);
+    let user = has(LinuxNamespaceType::User);
+    let maps = linux.uid_mappings().as_ref().is_some_and(|m| !m.is_empty())
+        || linux.gid_mappings().as_ref().is_some_and(|m| !m.is_empty());
+    if creates_namespace(spec, LinuxNamespaceType::User) && !maps {
+        return Err(cfg_err(
+            "linux.uidMappings/gidMappings: a new user namespace needs both mappings",
+        ));
+    }
+    if maps && !creates_namespace(spec, LinuxNamespaceType::User) {
+        return Err(cfg_err(
+            "linux.uidMappings/gidMappings: mappings need a new user namespace",
+        ));
+    }
+    if spec.hostname().is_some() && !has(LinuxNamespaceType::Uts) {
+        return Err(cfg_err(
+            "hostname: unable to set hostname without a private UTS namespace",
+        ));
+    }
+    if spec.domainname().is_some() && !has(LinuxNamespaceType::Uts) {
+        return Err(cfg_err(
+            "domainname: unable to set domainname without a private UTS namespace",
+        ));
+    }
+    let mnt = has(LinuxNamespaceType::Mount);
+    if !mnt {
+        return Err(cfg_err(
+            "linux.namespaces: gpurun needs a mount namespace (type \"mount\")",
+        ));
+    }
+    if linux.time_offsets().is_some() && !creates_namespace(spec, LinuxNamespaceType::Time) {
+        return Err(cfg_err("linux.timeOffsets: needs a new time namespace"));
+    }
+    if let Some(sysctl) = linux.sysctl() {
+        for key in sysctl.keys() {
+            validate_sysctl(key, spec, user)?;
+        }
+    }
+    if linux.intel_rdt().is_some() {
+        return Err(cfg_err("linux.intelRdt is not supported by gpurun"));
+    }
+    if linux.memory_policy().is_some() {
+        return Err(cfg_err("linux.memoryPolicy is not supported by gpurun"));
+    }
+    if linux.net_devices().is_some() {
+        return Err(cfg_err("linux.netDevices is not supported by gpurun"));
+    }
+    if let Some(prop) = linux.rootfs_propagation() {
+        if !matches!(
+            prop.as_str(),
+            "" | "private" | "rprivate" | "slave" | "rslave" | "shared" | "rshared" | "unbindable" | "runbindable"
+        ) {
+            return Err(cfg_err(format!("linux.rootfsPropagation {prop:?} is not valid")));
+        }
+    }
+    if let Some(p) = linux.personality() {
+        use oci_spec::runtime::LinuxPersonalityDomain as D;
+        if !matches!(p.domain(), D::PerLinux | D::PerLinux32) {
+            return Err(cfg_err("linux.personality: only LINUX and LINUX32 domains"));
+        }
+    }
+    for m in spec.mounts().as_deref().unwrap_or(&[]) {
+        validate_mount(m)?;
+    }
+    for d in linux.devices().as_deref().unwrap_or(&[]) {
+        let p = d.path();
+        if !p.is_absolute() || !lexical_clean(p).starts_with("/dev") {
+            return Err(cfg_err(format!(
+                "linux.devices: path {} must be absolute and under /dev",
+                p.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn validate_mount(m: &oci_spec::runtime::Mount) -> Result<()> {
+    let dest = m.destination();
+    if !dest.is_absolute() {
+        return Err(cfg_err(format!(
+            "mounts: destination {} must be an absolute path",
+            dest.display()
+        )));
+    }
+    let clean = lexical_clean(dest);
+    if clean.starts_with("/proc") && clean != Path::new("/proc") {
+        let allowed = PROC_MOUNT_ALLOWED
+            .iter()
+            .any(|a| clean == Path::new(a) || clean.starts_with(a) && a.ends_with("nvidia"));
+        if !allowed {
+            return Err(cfg_err(format!(
+                "mounts: destination {} is not allowed: mounts under /proc are refused",
+                dest.display()
+            )));
+        }
+    }
+    if m.uid_mappings().is_some() || m.gid_mappings().is_some() {
+        return Err(cfg_err(format!(
+            "mounts: {} uses idmapped mounts, which gpurun does not support",
+            dest.display()
+        )));
+    }
+    Ok(())
+}
+
+/// runc's validation: a sysctl may only be set in a namespace the container owns.
+fn validate_sysctl(key: &str, spec: &Spec, user: bool) -> Result<()> {
+    let created = |t| creates_namespace(spec, t);
+    let has = |t| has_namespace(spec, t);
+    let ipc = key.starts_with("kernel.msg")
+        || key.starts_with("kernel.sem")
+        || key.starts_with("kernel.shm")
+        || key.starts_with("fs.mqueue.");
+    if ipc {
+        return if has(LinuxNamespaceType::Ipc) {
+            Ok(())
+        } else {
+            Err(cfg_err(format!(
+                "linux.sysctl: {key} needs a private IPC namespace"
+            )))
+        };
+    }
+    if key.starts_with("net.") {
+        return if has(LinuxNamespaceType::Network) {
+            Ok(())
+        } else {
+            Err(cfg_err(format!(
+                "linux.sysctl: {key} needs a private network namespace"
+            )))
+        };
+    }
+    if key == "kernel.hostname" || key == "kernel.domainname" {
+        return Err(cfg_err(format!(
+            "linux.sysctl: {key} is not allowed: use the hostname/domainname fields"
+        )));
+    }
+    if key.starts_with("user.") {
+        return if user {
+            Ok(())
+        } else {
+            Err(cfg_err(format!("linux.sysctl: {key} needs a user namespace")))
+        };
+    }
+    let _ = created;
+    Err(cfg_err(format!(
+        "linux.sysctl: {key} is not namespaced and cannot be set from a container"
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec_from(json: serde_json::Value) -> Spec {
+        serde_json::from_value(json).expect("spec")
+    }
+
+    fn base() -> serde_json::Value {
+        serde_json::json!({
+            "ociVersion": "1.0.2",
+            "root": {"path": "rootfs"},
+            "process": {"args": ["sh"], "cwd": "/", "user": {"uid": 0, "gid": 0}},
+            "linux": {"namespaces": [{"type": "mount"}, {"type": "pid"}, {"type": "uts"}]}
+        })
+    }
+
+    fn err_of(v: serde_json::Value) -> String {
+        validate(&spec_from(v)).expect_err("must be rejected").to_string()
+    }
+
+    #[test]
+    fn base_spec_is_valid() {
+        validate(&spec_from(base())).expect("valid");
+    }
+
+    #[test]
+    fn empty_args_and_relative_cwd_are_rejected() {
+        let mut v = base();
+        v["process"]["args"] = serde_json::json!([]);
+        assert!(err_of(v).contains("process.args"));
+        let mut v = base();
+        v["process"]["cwd"] = "rel".into();
+        assert!(err_of(v).contains("process.cwd"));
+    }
+
+    #[test]
+    fn hostname_needs_uts() {
+        let mut v = base();
+        v["hostname"] = "h".into();
+        v["linux"]["namespaces"] = serde_json::json!([{"type": "mount"}]);
+        assert!(err_of(v).contains("private UTS namespace"));
+    }
+
+    #[test]
+    fn sysctls_are_checked_against_namespaces() {
+        let mut v = base();
+        v["linux"]["sysctl"] = serde_json::json!({"net.ipv4.ip_forward": "1"});
+        assert!(err_of(v).contains("private network namespace"));
+        let mut v = base();
+        v["linux"]["sysctl"] = serde_json::json!({"kernel.panic": "1"});
+        assert!(err_of(v).contains("not namespaced"));
+        let mut v = base();
+        v["linux"]["namespaces"] =
+            serde_json::json!([{"type": "mount"}, {"type": "ipc"}]);
+        v["linux"]["sysctl"] = serde_json::json!({"kernel.shmmax": "1000"});
+        validate(&spec_from(v)).expect("ipc sysctl with ipc ns");
+    }
+
+    #[test]
+    fn mounts_under_proc_are_refused_except_the_allow_list() {
+        let mut v = base();
+        v["mounts"] = serde_json::json!([{"destination": "/proc/sys/kernel", "type": "bind", "source": "/tmp"}]);
+        assert!(err_of(v).contains("under /proc are refused"));
+        let mut v = base();
+        v["mounts"] = serde_json::json!([{"destination": "/proc/driver/nvidia/params", "type": "bind", "source": "/tmp/p"}]);
+        validate(&spec_from(v)).expect("nvidia procfs is allowed");
+        let mut v = base();
+        v["mounts"] = serde_json::json!([{"destination": "/proc/../proc/kcore", "type": "bind", "source": "/tmp/p"}]);
+        assert!(err_of(v).contains("refused"));
+    }
+
+    #[test]
+    fn user_namespace_needs_maps() {
+        let mut v = base();
+        v["linux"]["namespaces"] = serde_json::json!([{"type": "mount"}, {"type": "user"}]);
+        assert!(err_of(v).contains("needs both mappings"));
+    }
+
+    #[test]
+    fn duplicate_rlimits_and_namespaces_are_rejected() {
+        let mut v = base();
+        v["process"]["rlimits"] = serde_json::json!([
+            {"type": "RLIMIT_NOFILE", "soft": 1, "hard": 2},
+            {"type": "RLIMIT_NOFILE", "soft": 1, "hard": 2}]);
+        assert!(err_of(v).contains("duplicate"));
+        let mut v = base();
+        v["linux"]["namespaces"] = serde_json::json!([{"type": "mount"}, {"type": "mount"}]);
+        assert!(err_of(v).contains("listed twice"));
+    }
+
+    #[test]
+    fn unsupported_fields_are_named() {
+        let mut v = base();
+        v["linux"]["intelRdt"] = serde_json::json!({"closID": "x"});
+        assert!(err_of(v).contains("linux.intelRdt"));
+    }
+
+    #[test]
+    fn lexical_clean_never_climbs_above_root() {
+        assert_eq!(lexical_clean(Path::new("/a/../../b")), PathBuf::from("/b"));
+        assert_eq!(lexical_clean(Path::new("/a/./b/../c")), PathBuf::from("/a/c"));
+    }
+}

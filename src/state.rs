@@ -1,1 +1,363 @@
-//! (to be written)
+//! `<root>/<id>/`: state.json (written atomically), a lock per container, the status
+//! derived from the real process, and `list`.
+//!
+//! The status is never trusted from the file alone: a container is `created`/`running` only
+//! while its init pid is alive *and* has the start time recorded at create, so a reused pid
+//! after the container died (or after a reboot) reads as `stopped`.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Format version of state.json; a file of another version is reported, never trusted.
+pub const FORMAT: u32 = 1;
+pub const STATE_FILE: &str = "state.json";
+pub const EXEC_FIFO: &str = "exec.fifo";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Creating,
+    Created,
+    Running,
+    Paused,
+    Stopped,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Creating => "creating",
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Paused => "paused",
+            Status::Stopped => "stopped",
+        }
+    }
+}
+
+/// What gpurun keeps about a container between calls. Everything a later call needs is
+/// here, because later calls may come without the flags create had (`--systemd-cgroup`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct State {
+    pub gpurun_state_format: u32,
+    pub oci_version: String,
+    pub id: String,
+    pub pid: i32,
+    /// `/proc/<pid>/stat` field 22 of init, to tell init from a reused pid.
+    pub init_start_time: u64,
+    /// Recorded status: `creating` until create finishes; otherwise derived at read time.
+    pub status: Status,
+    pub bundle: PathBuf,
+    pub rootfs: PathBuf,
+    pub created: String,
+    pub owner: String,
+    #[serde(default, skip_serializing_if = "HashMap::is_empty")]
+    pub annotations: HashMap<String, String>,
+    #[serde(default)]
+    pub systemd_cgroup: bool,
+    #[serde(default)]
+    pub rootless: bool,
+    /// The container has its own pid namespace: when init dies every process dies with it.
+    #[serde(default)]
+    pub private_pid_ns: bool,
+    #[serde(default)]
+    pub cgroup: Option<serde_json::Value>,
+    #[serde(default)]
+    pub hooks: Option<oci_spec::runtime::Hooks>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpus: Vec<String>,
+}
+
+/// The runc-compatible view printed by `state` and `list --format json`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PublicState {
+    pub oci_version: String,
+    pub id: String,
+    pub pid: i32,
+    pub status: String,
+    pub bundle: PathBuf,
+    pub rootfs: PathBuf,
+    pub created: String,
+    pub owner: String,
+    #[serde(skip_serializing_if = "HashMap::is_empty", default)]
+    pub annotations: HashMap<String, String>,
+}
+
+/// runc's rule: `[A-Za-z0-9_+.-]+`, and not `.` or `..`.
+pub fn validate_id(id: &str) -> Result<()> {
+    let ok_chars = id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"_+.-".contains(&b));
+    if id.is_empty() || !ok_chars || id == "." || id == ".." || id.len() > 1024 {
+        return Err(Error::InvalidId(id.to_string()));
+    }
+    Ok(())
+}
+
+/// The directory holding every container's state for one `--root`.
+#[derive(Clone, Debug)]
+pub struct Root {
+    pub path: PathBuf,
+}
+
+/// A container's state directory, locked for the lifetime of this value.
+pub struct Container {
+    pub dir: PathBuf,
+    _lock: Flock<File>,
+}
+
+impl Root {
+    pub fn new(path: &Path) -> Result<Self> {
+        if path == Path::new("/") {
+            return Err(Error::Config("--root must not be /".into()));
+        }
+        let path = if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            std::env::current_dir()
+                .map_err(|e| Error::io("resolving --root against", ".", e))?
+                .join(path)
+        };
+        Ok(Root { path })
+    }
+
+    pub fn dir(&self, id: &str) -> PathBuf {
+        self.path.join(id)
+    }
+
+    /// Make the directory for a new container. Exactly one of several concurrent creates
+    /// of one id wins the `mkdir`; the others get runc's "already exists" error.
+    pub fn create(&self, id: &str) -> Result<Container> {
+        validate_id(id)?;
+        fs::create_dir_all(&self.path)
+            .map_err(|e| Error::io("creating state root", &self.path, e))?;
+        let dir = self.dir(id);
+        match fs::DirBuilder::new().mode_0711().create(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(Error::AlreadyExists(id.to_string()))
+            }
+            Err(e) => return Err(Error::io("creating state directory", &dir, e)),
+        }
+        lock_dir(&dir).inspect_err(|_| {
+            let _ = fs::remove_dir_all(&dir);
+        })
+    }
+
+    /// Lock an existing container's directory.
+    pub fn open(&self, id: &str) -> Result<Container> {
+        validate_id(id)?;
+        let dir = self.dir(id);
+        if !dir.is_dir() {
+            return Err(Error::NotExist(id.to_string()));
+        }
+        lock_dir(&dir)
+    }
+
+    pub fn ids(&self) -> Result<Vec<String>> {
+        let rd = match fs::read_dir(&self.path) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io("listing state root", &self.path, e)),
+        };
+        let mut ids: Vec<String> = rd
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|id| validate_id(id).is_ok())
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+}
+
+trait DirBuilderExt {
+    fn mode_0711(&mut self) -> &mut Self;
+}
+
+impl DirBuilderExt for fs::DirBuilder {
+    fn mode_0711(&mut self) -> &mut Self {
+        std::os::unix::fs::DirBuilderExt::mode(self, 0o711)
+    }
+}
+
+fn lock_dir(dir: &Path) -> Result<Container> {
+    let f = File::open(dir).map_err(|e| Error::io("opening state directory", dir, e))?;
+    let lock = Flock::lock(f, FlockArg::LockExclusive)
+        .map_err(|(_, errno)| Error::sys("locking state directory", "flock", dir, errno))?;
+    Ok(Container {
+        dir: dir.to_path_buf(),
+        _lock: lock,
+    })
+}
+
+impl Container {
+    pub fn state_path(&self) -> PathBuf {
+        self.dir.join(STATE_FILE)
+    }
+
+    pub fn fifo_path(&self) -> PathBuf {
+        self.dir.join(EXEC_FIFO)
+    }
+
+    pub fn load(&self) -> Result<State> {
+        load_file(&self.state_path())
+    }
+
+    /// Write state.json atomically: a temp file in the same directory, then rename.
+    pub fn save(&self, st: &State) -> Result<()> {
+        let path = self.state_path();
+        let tmp = self.dir.join(".state.json.tmp");
+        let data = serde_json::to_vec(st).map_err(|e| Error::Other(e.to_string()))?;
+        let mut f = File::create(&tmp).map_err(|e| Error::io("writing state", &tmp, e))?;
+        f.write_all(&data)
+            .map_err(|e| Error::io("writing state", &tmp, e))?;
+        drop(f);
+        fs::rename(&tmp, &path).map_err(|e| Error::io("renaming state into place", &path, e))
+    }
+
+    /// Remove the directory; the lock goes with it.
+    pub fn remove(self) -> Result<()> {
+        match fs::remove_dir_all(&self.dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("removing state directory", &self.dir, e)),
+        }
+    }
+
+    pub fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self._lock.as_fd()
+    }
+}
+
+pub fn load_file(path: &Path) -> Result<State> {
+    let data = fs::read(path).map_err(|e| Error::io("reading state", path, e))?;
+    let st: State = serde_json::from_slice(&data)
+        .map_err(|e| Error::State(format!("corrupt state file {}: {e}", path.display())))?;
+    if st.gpurun_state_format != FORMAT {
+        return Err(Error::State(format!(
+            "state file {} has format {}, this gpurun reads format {FORMAT}",
+            path.display(),
+            st.gpurun_state_format
+        )));
+    }
+    Ok(st)
+}
+
+/// The start time (clock ticks since boot) of a live, non-zombie process.
+pub fn process_start_time(pid: i32) -> Option<u64> {
+    if pid <= 0 {
+        return None;
+    }
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&stat).and_then(|(state, start)| (state != 'Z' && state != 'X').then_some(start))
+}
+
+/// (state, starttime) from `/proc/<pid>/stat`; the comm field may hold spaces and parens.
+pub fn parse_stat(stat: &str) -> Option<(char, u64)> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    // starttime is field 22 overall; after ") " the state is field 3.
+    let start = fields.nth(18)?.parse().ok()?;
+    Some((state, start))
+}
+
+impl State {
+    pub fn init_alive(&self) -> bool {
+        self.pid > 0 && process_start_time(self.pid) == Some(self.init_start_time)
+    }
+
+    /// The live status. `frozen` says whether the container's cgroup is frozen.
+    pub fn current_status(&self, dir: &Path, frozen: impl FnOnce() -> bool) -> Status {
+        if self.status == Status::Creating {
+            return Status::Creating;
+        }
+        if !self.init_alive() {
+            return Status::Stopped;
+        }
+        if frozen() {
+            return Status::Paused;
+        }
+        if dir.join(EXEC_FIFO).exists() {
+            Status::Created
+        } else {
+            Status::Running
+        }
+    }
+
+    pub fn public(&self, status: Status) -> PublicState {
+        PublicState {
+            oci_version: self.oci_version.clone(),
+            id: self.id.clone(),
+            pid: if status == Status::Stopped { 0 } else { self.pid },
+            status: status.as_str().to_string(),
+            bundle: self.bundle.clone(),
+            rootfs: self.rootfs.clone(),
+            created: self.created.clone(),
+            owner: self.owner.clone(),
+            annotations: self.annotations.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_follow_runc_rules() {
+        for ok in ["a", "A-b_c+d.e", "123", "x.."] {
+            assert!(validate_id(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", ".", "..", "a/b", "a b", "../x", "é"] {
+            let err = validate_id(bad).expect_err(bad).to_string();
+            assert!(err.contains("invalid container ID format"), "{err}");
+        }
+    }
+
+    #[test]
+    fn stat_parsing_survives_parens_in_comm() {
+        let stat = "42 (a) b (c)) S 1 42 42 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 98765 1000 10";
+        assert_eq!(parse_stat(stat), Some(('S', 98765)));
+    }
+
+    #[test]
+    fn own_start_time_is_readable_and_a_dead_pid_has_none() {
+        let me = std::process::id() as i32;
+        assert!(process_start_time(me).is_some());
+        assert_eq!(process_start_time(0), None);
+        assert_eq!(process_start_time(i32::MAX), None);
+    }
+
+    #[test]
+    fn second_create_of_an_id_fails_and_leaves_the_first() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = Root::new(tmp.path()).expect("root");
+        let c = root.create("one").expect("first create");
+        std::fs::write(c.dir.join("marker"), "x").expect("marker");
+        drop(c);
+        let err = root.create("one").err().expect("second create must fail");
+        assert!(err.to_string().contains("container with given ID already exists"));
+        assert!(tmp.path().join("one/marker").exists());
+    }
+
+    #[test]
+    fn corrupt_and_foreign_state_files_are_reported_by_name() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let p = tmp.path().join("state.json");
+        std::fs::write(&p, "{not json").expect("write");
+        let err = load_file(&p).expect_err("corrupt").to_string();
+        assert!(err.contains("corrupt state file") && err.contains("state.json"), "{err}");
+    }
+}

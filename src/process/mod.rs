@@ -1,1 +1,7 @@
-//! (to be written)
+//! Spawning the container: the parent side (`spawn`), the child's init steps (`init`) and
+//! the channel between them (`sync`).
+
+pub mod init;
+pub mod sealed;
+pub mod spawn;
+pub mod sync;

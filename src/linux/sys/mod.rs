@@ -4,3 +4,4 @@
 
 pub mod bpf;
 pub mod seccomp;
+pub mod proc;

@@ -1,0 +1,340 @@
+//! The container lifecycle behind the CLI verbs: create, start, kill, delete, state, and
+//! the foreground `run` loop.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
+use crate::error::{Error, Result};
+use crate::plan;
+use crate::spec;
+use crate::state::{self, Container, Root, State, Status};
+
+/// What every verb gets from the global flags.
+pub struct Globals {
+    pub root: Root,
+    pub systemd_cgroup: bool,
+    pub rootless: bool,
+}
+
+pub struct CreateOpts {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub pid_file: Option<PathBuf>,
+    pub console_socket: Option<PathBuf>,
+    pub no_pivot: bool,
+    pub no_new_keyring: bool,
+    pub preserve_fds: u32,
+}
+
+/// A container being created: undone entirely if anything fails before `commit`.
+struct Creating {
+    container: Option<Container>,
+    cgroup: Option<crate::cgroup::Handle>,
+    init: Option<Pid>,
+}
+
+impl Creating {
+    fn commit(mut self) -> Container {
+        self.cgroup = None;
+        self.init = None;
+        self.container.take().expect("commit is called once, with the container set")
+    }
+}
+
+impl Drop for Creating {
+    fn drop(&mut self) {
+        if let Some(pid) = self.init.take() {
+            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(pid, None);
+        }
+        if let Some(cg) = self.cgroup.take() {
+            if let Err(e) = cg.destroy() {
+                crate::log::warn(&format!("removing the cgroup of a failed create: {e}"));
+            }
+        }
+        if let Some(c) = self.container.take() {
+            let _ = c.remove();
+        }
+    }
+}
+
+/// Create a container and leave its init waiting for `start`. Returns the init pid.
+pub fn create(g: &Globals, o: &CreateOpts) -> Result<(Pid, Container)> {
+    state::validate_id(&o.id)?;
+    let bundle = spec::load(&o.bundle)?;
+    if bundle.spec.process().as_ref().and_then(|p| p.terminal()).unwrap_or(false) {
+        return Err(Error::Config(
+            "process.terminal: terminals are not supported by this gpurun build yet; set \"terminal\": false".into(),
+        ));
+    }
+    if o.console_socket.is_some() {
+        return Err(Error::Config(
+            "--console-socket needs process.terminal: true".into(),
+        ));
+    }
+    plan::check_preserved_fds(o.preserve_fds)?;
+    let plan = plan::build(&o.id, &bundle, &plan::Options { no_pivot: o.no_pivot, preserve_fds: o.preserve_fds })?;
+    let _ = o.no_new_keyring;
+
+    let container = g.root.create(&o.id)?;
+    let mut guard = Creating { container: Some(container), cgroup: None, init: None };
+    let c = guard.container.as_ref().expect("set above");
+    let mut st = State {
+        gpurun_state_format: state::FORMAT,
+        oci_version: bundle.spec.version().clone(),
+        id: o.id.clone(),
+        pid: 0,
+        init_start_time: 0,
+        status: Status::Creating,
+        bundle: bundle.dir.clone(),
+        rootfs: bundle.rootfs.clone(),
+        created: crate::log::rfc3339(SystemTime::now()),
+        owner: owner(),
+        annotations: bundle.spec.annotations().clone().unwrap_or_default(),
+        systemd_cgroup: g.systemd_cgroup,
+        rootless: g.rootless,
+        private_pid_ns: spec::creates_namespace(&bundle.spec, oci_spec::runtime::LinuxNamespaceType::Pid),
+        cgroup: None,
+        hooks: bundle.spec.hooks().clone(),
+        gpus: Vec::new(),
+    };
+    c.save(&st)?;
+    let fifo = c.fifo_path();
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o622))
+        .map_err(|e| Error::sys("creating the start fifo", "mkfifo", &fifo, e))?;
+    let start_fd: std::os::fd::OwnedFd = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(&fifo)
+        .map_err(|e| Error::io("opening the start fifo", &fifo, e))?
+        .into();
+
+    let (cg, warnings) = crate::cgroup::create(&bundle.spec, &o.id, g.systemd_cgroup)?;
+    for w in warnings {
+        crate::log::warn(&w);
+    }
+    st.cgroup = cg.as_ref().map(|h| h.to_json());
+    guard.cgroup = cg;
+    let cgref = guard.cgroup.as_ref();
+    let spawned = crate::process::spawn::spawn(&plan, start_fd, &mut |pid| match cgref {
+        Some(h) => h.add_task(pid.as_raw()),
+        None => Ok(()),
+    })?;
+    guard.init = Some(spawned.pid);
+    st.pid = spawned.pid.as_raw();
+    st.init_start_time = state::process_start_time(st.pid)
+        .ok_or_else(|| Error::Other("container init died right after it was ready".into()))?;
+    st.status = Status::Created;
+    let c = guard.container.as_ref().expect("set above");
+    c.save(&st)?;
+    if let Some(p) = &o.pid_file {
+        write_pid_file(p, st.pid)?;
+    }
+    Ok((spawned.pid, guard.commit()))
+}
+
+fn owner() -> String {
+    let uid = nix::unistd::getuid();
+    nix::unistd::User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| uid.to_string())
+}
+
+/// Decimal, no newline, written to a temp file and renamed: callers parse it with
+/// `atoi`/`strconv.Atoi` and must never see it half written.
+pub fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
+    let path = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir().map_err(|e| Error::io("resolving", path, e))?.join(path)
+    };
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}", std::process::id()));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(&tmp)
+        .map_err(|e| Error::io("writing pid file", &tmp, e))?;
+    f.write_all(pid.to_string().as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(|e| Error::io("writing pid file", &tmp, e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io("renaming pid file into place", &path, e)
+    })
+}
+
+fn frozen(st: &State) -> bool {
+    crate::cgroup::from_state(st).is_some_and(|h| h.is_frozen())
+}
+
+pub fn status_of(c_dir: &Path, st: &State) -> Status {
+    st.current_status(c_dir, || frozen(st))
+}
+
+/// Release init: write one byte to the fifo it is blocked reading.
+pub fn start(g: &Globals, id: &str) -> Result<()> {
+    let c = g.root.open(id)?;
+    let st = c.load()?;
+    match status_of(&c.dir, &st) {
+        Status::Created => {}
+        Status::Stopped => return Err(Error::State("cannot start a container that has stopped".into())),
+        Status::Running => return Err(Error::State("cannot start an already running container".into())),
+        s => return Err(Error::State(format!("cannot start a container in the {} state", s.as_str()))),
+    }
+    let fifo = c.fifo_path();
+    let mut f = match std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(&fifo)
+    {
+        Ok(f) => f,
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+            return Err(Error::State("container init died before start: cannot start the container".into()))
+        }
+        Err(e) => return Err(Error::io("opening the start fifo", &fifo, e)),
+    };
+    std::fs::remove_file(&fifo).map_err(|e| Error::io("removing the start fifo", &fifo, e))?;
+    f.write_all(b"0").map_err(|e| Error::io("releasing container init through", &fifo, e))?;
+    Ok(())
+}
+
+pub fn parse_signal(s: &str) -> Result<Signal> {
+    if let Ok(n) = s.parse::<i32>() {
+        return Signal::try_from(n).map_err(|_| Error::Other(format!("invalid signal {s:?}")));
+    }
+    let up = s.to_ascii_uppercase();
+    let name = if up.starts_with("SIG") { up } else { format!("SIG{up}") };
+    name.parse::<Signal>().map_err(|_| Error::Other(format!("invalid signal {s:?}")))
+}
+
+pub fn kill(g: &Globals, id: &str, sig: Signal, all: bool) -> Result<()> {
+    let c = g.root.open(id)?;
+    let st = c.load()?;
+    let status = status_of(&c.dir, &st);
+    if matches!(status, Status::Stopped | Status::Creating) {
+        if all {
+            // containerd sends `kill --all` after init exited; the rest of the cgroup
+            // may still need it.
+            if let Some(cg) = crate::cgroup::from_state(&st) {
+                cg.signal_all(sig)?;
+            }
+            return Ok(());
+        }
+        return Err(Error::NotRunning(id.to_string()));
+    }
+    if all {
+        if let Some(cg) = crate::cgroup::from_state(&st) {
+            return cg.signal_all(sig);
+        }
+    }
+    signal_init(&st, sig)
+}
+
+/// Signal init through a pidfd opened and then checked against the recorded start time,
+/// so a pid reused after init died is never signalled.
+fn signal_init(st: &State, sig: Signal) -> Result<()> {
+    let pidfd = match crate::linux::sys::proc::pidfd_open(st.pid) {
+        Ok(fd) => fd,
+        Err(nix::errno::Errno::ESRCH) => return Err(Error::NotRunning(st.id.clone())),
+        Err(e) => return Err(Error::sys("signalling container init", "pidfd_open", st.pid.to_string(), e)),
+    };
+    if !st.init_alive() {
+        return Err(Error::NotRunning(st.id.clone()));
+    }
+    crate::linux::sys::proc::pidfd_send_signal(std::os::fd::AsFd::as_fd(&pidfd), sig as i32).map_err(|e| match e {
+        nix::errno::Errno::ESRCH => Error::NotRunning(st.id.clone()),
+        e => Error::sys(format!("sending {sig} to container init"), "pidfd_send_signal", st.pid.to_string(), e),
+    })
+}
+
+pub fn delete(g: &Globals, id: &str, force: bool) -> Result<()> {
+    let c = match g.root.open(id) {
+        Ok(c) => c,
+        Err(Error::NotExist(_)) if force => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let st = match c.load() {
+        Ok(st) => st,
+        Err(e) if force => {
+            crate::log::warn(&format!("removing {id} with an unreadable state: {e}"));
+            return c.remove();
+        }
+        Err(e) => return Err(e),
+    };
+    match status_of(&c.dir, &st) {
+        Status::Stopped => {}
+        Status::Created | Status::Creating => kill_and_wait(&st)?,
+        s if force => {
+            let _ = s;
+            kill_and_wait(&st)?;
+        }
+        s => {
+            return Err(Error::State(format!(
+                "cannot delete container {id} that is not stopped: {}",
+                s.as_str()
+            )))
+        }
+    }
+    destroy(c, &st)
+}
+
+fn kill_and_wait(st: &State) -> Result<()> {
+    let cg = crate::cgroup::from_state(st);
+    match &cg {
+        Some(cg) => cg.signal_all(Signal::SIGKILL)?,
+        None => match signal_init(st, Signal::SIGKILL) {
+            Ok(()) | Err(Error::NotRunning(_)) => {}
+            Err(e) => return Err(e),
+        },
+    }
+    for _ in 0..200 {
+        if !st.init_alive() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Err(Error::Other(format!("container init {} did not die after SIGKILL", st.pid)))
+}
+
+/// Remove everything the container had: leftover processes and the cgroup, then the
+/// state directory.
+pub fn destroy(c: Container, st: &State) -> Result<()> {
+    if let Some(cg) = crate::cgroup::from_state(st) {
+        cg.destroy()?;
+    }
+    c.remove()
+}
+
+pub fn load_public(g: &Globals, id: &str) -> Result<state::PublicState> {
+    state::validate_id(id)?;
+    let dir = g.root.dir(id);
+    if !dir.is_dir() {
+        return Err(Error::NotExist(id.to_string()));
+    }
+    let st = state::load_file(&dir.join(state::STATE_FILE))?;
+    Ok(st.public(status_of(&dir, &st)))
+}
+
+pub fn pids(g: &Globals, id: &str) -> Result<Vec<i32>> {
+    state::validate_id(id)?;
+    let dir = g.root.dir(id);
+    if !dir.is_dir() {
+        return Err(Error::NotExist(id.to_string()));
+    }
+    let st = state::load_file(&dir.join(state::STATE_FILE))?;
+    match crate::cgroup::from_state(&st) {
+        Some(cg) => cg.pids(),
+        None => Ok(if st.init_alive() { vec![st.pid] } else { vec![] }),
+    }
+}

@@ -1,0 +1,227 @@
+//! Process, mount and credential system calls that nix does not wrap.
+
+use std::ffi::CStr;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::unistd::Pid;
+
+fn cstr(p: &Path) -> Result<std::ffi::CString, Errno> {
+    std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).map_err(|_| Errno::EINVAL)
+}
+
+/// `clone(2)` without a new stack: fork semantics plus namespace flags. Returns `None`
+/// in the child.
+pub fn clone_fork(flags: u64) -> Result<Option<Pid>, Errno> {
+    // SAFETY: with a NULL stack the child runs on a copy-on-write copy of the parent's
+    // stack, exactly like fork(). gpurun is single-threaded until the container is cloned
+    // (DESIGN rule 4), so no lock can be held by a thread that does not exist in the child.
+    // No CLONE_VM, CLONE_SETTLS or tid pointers are passed, so the trailing arguments are
+    // unused.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD as u64) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    match ret {
+        -1 => Err(Errno::last()),
+        0 => Ok(None),
+        pid => Ok(Some(Pid::from_raw(pid as i32))),
+    }
+}
+
+/// Exit the current process without running atexit handlers or flushing stdio buffers
+/// inherited from the parent (a forked child must not write them a second time).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit has no preconditions and never returns.
+    unsafe { libc::_exit(code) }
+}
+
+/// `close_range(first, ~0, flags)`: close (or mark close-on-exec) every fd from `first`.
+pub fn close_range_from(first: u32, cloexec: bool) -> Result<(), Errno> {
+    let flags: libc::c_uint = if cloexec { libc::CLOSE_RANGE_CLOEXEC } else { 0 };
+    // SAFETY: close_range only affects this process's fd table; callers own every fd at
+    // or above `first` (nothing else in the process uses them after this point).
+    let ret = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, flags) };
+    if ret == -1 {
+        return Err(Errno::last());
+    }
+    Ok(())
+}
+
+/// A detached bind mount of `path` (`open_tree(OPEN_TREE_CLONE)`).
+pub fn open_tree_clone(path: &Path) -> Result<OwnedFd, Errno> {
+    let c = cstr(path)?;
+    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call; on
+    // success the kernel returns a new fd that nothing else owns.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            (libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC) as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: fd is a fresh descriptor returned by the kernel and owned by no one else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// `mount_setattr(2)` on the mount an fd (or path relative to it) refers to.
+pub fn mount_setattr(
+    dirfd: BorrowedFd<'_>,
+    path: &CStr,
+    at_flags: u32,
+    attr_set: u64,
+    attr_clr: u64,
+) -> Result<(), Errno> {
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    let attr = MountAttr {
+        attr_set,
+        attr_clr,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: `attr` is a properly laid out `struct mount_attr` (MOUNT_ATTR_SIZE_VER0 =
+    // 32 bytes) that outlives the call; `path` is NUL-terminated; dirfd is a valid fd.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            dirfd.as_raw_fd(),
+            path.as_ptr(),
+            at_flags,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if ret == -1 {
+        return Err(Errno::last());
+    }
+    Ok(())
+}
+
+/// `execveat(fd, "", argv, envp, AT_EMPTY_PATH)`. Returns only on failure.
+pub fn execveat_fd(fd: BorrowedFd<'_>, argv: &[&CStr], envp: &[&CStr]) -> Errno {
+    let mut a: Vec<*const libc::c_char> = argv.iter().map(|s| s.as_ptr()).collect();
+    a.push(std::ptr::null());
+    let mut e: Vec<*const libc::c_char> = envp.iter().map(|s| s.as_ptr()).collect();
+    e.push(std::ptr::null());
+    let empty = c"";
+    // SAFETY: argv and envp are NULL-terminated arrays of pointers to NUL-terminated
+    // strings that stay alive (borrowed from the caller) until execveat returns, which
+    // it only does on failure.
+    unsafe {
+        libc::syscall(
+            libc::SYS_execveat,
+            fd.as_raw_fd(),
+            empty.as_ptr(),
+            a.as_ptr(),
+            e.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        );
+    }
+    Errno::last()
+}
+
+pub fn setdomainname(name: &str) -> Result<(), Errno> {
+    // SAFETY: the pointer and length describe `name`'s bytes, valid for the call.
+    let ret = unsafe { libc::setdomainname(name.as_ptr().cast(), name.len()) };
+    if ret == -1 {
+        return Err(Errno::last());
+    }
+    Ok(())
+}
+
+/// Set the effective, permitted and inheritable capability sets in one `capset(2)`, so
+/// that no ordering between the three can fail half way.
+pub fn capset(effective: u64, permitted: u64, inheritable: u64) -> Result<(), Errno> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    let mut hdr = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let lo = |v: u64| v as u32;
+    let hi = |v: u64| (v >> 32) as u32;
+    let data = [
+        Data {
+            effective: lo(effective),
+            permitted: lo(permitted),
+            inheritable: lo(inheritable),
+        },
+        Data {
+            effective: hi(effective),
+            permitted: hi(permitted),
+            inheritable: hi(inheritable),
+        },
+    ];
+    // SAFETY: version 3 takes a header and an array of two data structs, both laid out
+    // as the kernel's `__user_cap_header_struct` / `__user_cap_data_struct`; both live
+    // across the call.
+    let ret = unsafe { libc::syscall(libc::SYS_capset, &mut hdr as *mut Header, data.as_ptr()) };
+    if ret == -1 {
+        return Err(Errno::last());
+    }
+    Ok(())
+}
+
+pub fn pidfd_open(pid: i32) -> Result<OwnedFd, Errno> {
+    // SAFETY: pidfd_open takes plain integers; on success it returns a new fd we own.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: fd is a fresh descriptor returned by the kernel and owned by no one else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, sig: i32) -> Result<(), Errno> {
+    // SAFETY: a NULL siginfo is allowed and means "as kill(2)"; pidfd is a valid fd.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if ret == -1 {
+        return Err(Errno::last());
+    }
+    Ok(())
+}
+
+/// Borrow an fd number the caller knows to be open for the life of the process (an
+/// inherited fd such as a preserved socket), to query it.
+pub fn borrow_fd(fd: i32) -> BorrowedFd<'static> {
+    // SAFETY: callers only pass fds they are checking with fcntl(F_GETFD) or that were
+    // inherited and are never closed by this process; a closed fd makes the query fail
+    // with EBADF rather than touching another object.
+    unsafe { BorrowedFd::borrow_raw(fd) }
+}

@@ -1,0 +1,470 @@
+//! The container's init: a flat list of named steps in runc's order. A failing step
+//! sends its name and error to the parent, which reports one clear message.
+
+use std::ffi::CString;
+use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::sched::{unshare, CloneFlags};
+use nix::unistd::{setresgid, setresuid, Gid, Uid};
+use pathrs::Root;
+
+use crate::error::{Error, Result};
+use crate::linux::sys::proc::{clone_fork, close_range_from};
+use crate::linux::{caps, devices, namespaces, rlimits, rootfs};
+use crate::plan::Plan;
+use crate::process::sync::{Channel, ChildMsg};
+
+/// State carried between steps.
+struct Ctx<'a> {
+    plan: &'a Plan,
+    root: Option<Root>,
+    exe: Option<CString>,
+}
+
+type Step = fn(&mut Ctx) -> Result<()>;
+
+/// The init sequence. The order is runc's, and most of it is forced: mounts before
+/// pivot_root; sysctls and masks while the host's procfs can still reach the container's
+/// namespaces by fd; the executable looked up before privileges drop, so a missing
+/// binary fails `create`; no_new_privs before a seccomp filter that needs it; capabilities
+/// after the uid change (keep-caps bridges it).
+const STEPS: &[(&str, Step)] = &[
+    ("rootfs-prepare", step_prepare),
+    ("mounts", step_mounts),
+    ("devices", step_devices),
+    ("dev-symlinks", step_dev_symlinks),
+    ("sysctl", step_sysctl),
+    ("masked-paths", step_masked),
+    ("readonly-paths", step_readonly_paths),
+    ("cwd-create", step_cwd_create),
+    ("pivot-root", step_pivot),
+    ("readonly-root", step_readonly_root),
+    ("hostname", step_hostname),
+    ("rlimits", step_rlimits),
+    ("personality", step_personality),
+    ("lookup-executable", step_lookup),
+    ("no-new-privileges", step_nnp),
+    ("seccomp-privileged", step_seccomp_early),
+    ("capabilities-bounding", step_bounding),
+    ("user-ids", step_ids),
+    ("capabilities", step_caps),
+    ("cwd", step_cwd),
+    ("seccomp", step_seccomp_late),
+];
+
+fn report(ch: &Channel, step: &str, e: &Error) -> i32 {
+    let _ = ch.send_msg(&ChildMsg::Failed {
+        step: step.to_string(),
+        msg: e.to_string(),
+    });
+    1
+}
+
+#[cfg(feature = "failpoints")]
+fn failpoint(step: &str) {
+    if std::env::var("GPURUN_FAILPOINT").is_ok_and(|f| f == step) {
+        // Die the way a killed runtime would: no message, no cleanup.
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+#[cfg(not(feature = "failpoints"))]
+fn failpoint(_step: &str) {}
+
+/// The first child: join and create namespaces, then either become init or fork it.
+/// Returns an exit code only on failure.
+pub fn stage1(plan: &Plan, ch: &Channel, start: &OwnedFd) -> i32 {
+    match stage1_inner(plan, ch) {
+        Ok(true) => run_init(plan, ch, start),
+        Ok(false) => 0,
+        Err((step, e)) => report(ch, step, &e),
+    }
+}
+
+/// Ok(true): this process is init. Ok(false): init was forked; exit.
+fn stage1_inner(plan: &Plan, ch: &Channel) -> std::result::Result<bool, (&'static str, Error)> {
+    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+    ch.wait_ack().map_err(|e| ("wait-for-parent", e))?;
+    failpoint("namespaces");
+    if let Some(adj) = plan.oom_score_adj {
+        // Before the process becomes non-dumpable and before any user namespace: both
+        // would stop the write.
+        write_oom_score_adj(adj).map_err(|e| ("oom-score-adj", e))?;
+    }
+    for j in &plan.joins {
+        namespaces::setns(j).map_err(|e| ("namespaces", e))?;
+    }
+    if plan.new_user {
+        unshare(CloneFlags::CLONE_NEWUSER)
+            .map_err(|e| ("namespaces", Error::sys("creating user namespace", "unshare", "", e)))?;
+        let me = nix::unistd::getpid().as_raw();
+        ch.send_msg(&ChildMsg::IdMaps(me)).map_err(|e| ("namespaces", e))?;
+        ch.wait_ack().map_err(|e| ("namespaces", e))?;
+        setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
+            .map_err(|e| ("namespaces", Error::sys("becoming root in the user namespace", "setresgid", "", e)))?;
+        setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
+            .map_err(|e| ("namespaces", Error::sys("becoming root in the user namespace", "setresuid", "", e)))?;
+    }
+    if !plan.unshare_flags.is_empty() {
+        unshare(plan.unshare_flags).map_err(|e| {
+            ("namespaces", Error::sys(format!("creating namespaces {:?}", plan.unshare_flags), "unshare", "", e))
+        })?;
+    }
+    if plan.time_offsets.is_some() {
+        let me = nix::unistd::getpid().as_raw();
+        ch.send_msg(&ChildMsg::TimeOffsets(me)).map_err(|e| ("namespaces", e))?;
+        ch.wait_ack().map_err(|e| ("namespaces", e))?;
+    }
+    if !plan.two_stage {
+        return Ok(true);
+    }
+    // CLONE_PARENT: init becomes a child of the gpurun process that called create, so
+    // it can wait for it (run) or hand it to its caller's subreaper (create).
+    match clone_fork(libc::CLONE_PARENT as u64)
+        .map_err(|e| ("namespaces", Error::sys("forking init", "clone", "", e)))?
+    {
+        None => Ok(true),
+        Some(pid) => {
+            ch.send_msg(&ChildMsg::InitPid(pid.as_raw())).map_err(|e| ("namespaces", e))?;
+            Ok(false)
+        }
+    }
+}
+
+fn run_init(plan: &Plan, ch: &Channel, start: &OwnedFd) -> i32 {
+    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+    // Other processes in the container must not ptrace or open /proc/<init>/ while
+    // init still holds host fds (CVE-2016-9962). execve restores dumpability.
+    let _ = nix::sys::prctl::set_dumpable(false);
+    let mut ctx = Ctx { plan, root: None, exe: None };
+    for (name, step) in STEPS {
+        failpoint(name);
+        if let Err(e) = step(&mut ctx) {
+            return report(ch, name, &e);
+        }
+    }
+    failpoint("ready");
+    // Past this point the parent (create) exits; init must survive it.
+    let _ = nix::sys::prctl::set_pdeathsig(None);
+    if let Err(e) = ch.send_msg(&ChildMsg::Ready) {
+        return report(ch, "ready", &e);
+    }
+    if let Err(e) = wait_for_start(start) {
+        return report(ch, "wait-for-start", &e);
+    }
+    exec(&ctx, ch)
+}
+
+/// Block until `start` writes to the exec fifo. Init holds it read-write, so the read
+/// blocks until a byte arrives, and `start` can tell a dead init (no reader: ENXIO).
+fn wait_for_start(start: &OwnedFd) -> Result<()> {
+    let mut f = std::fs::File::from(start.try_clone().map_err(|e| Error::io("waiting for start", "exec.fifo", e))?);
+    let mut b = [0u8; 1];
+    loop {
+        match f.read(&mut b) {
+            Ok(1) => return Ok(()),
+            Ok(_) => return Err(Error::Other("exec fifo closed before start".into())),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io("waiting for start on", "exec.fifo", e)),
+        }
+    }
+}
+
+fn exec(ctx: &Ctx, ch: &Channel) -> i32 {
+    let plan = ctx.plan;
+    let Some(exe) = ctx.exe.as_ref() else {
+        return report(ch, "exec", &Error::Other("no executable resolved".into()));
+    };
+    let args = crate::plan::cstrings(&plan.args);
+    let env = crate::plan::cstrings(&env_with_defaults(plan));
+    // Every fd past stdio and the preserved ones is closed on exec: nothing of the host
+    // (state dir, rootfs, cgroup or namespace fds) reaches the container (CVE-2024-21626).
+    if let Err(e) = close_range_from(3 + plan.preserve_fds, true) {
+        return report(ch, "close-fds", &Error::sys("closing fds", "close_range", "", e));
+    }
+    let _ = nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&nix::sys::signal::SigSet::empty()),
+        None,
+    );
+    let err = match nix::unistd::execve(exe, &args, &env) {
+        Err(e) => e,
+        Ok(never) => match never {},
+    };
+    report(
+        ch,
+        "exec",
+        &Error::sys("starting the container process", "execve", exe.to_string_lossy().as_ref(), err),
+    )
+}
+
+/// runc fills in HOME from the container's /etc/passwd when the spec leaves it out.
+fn env_with_defaults(plan: &Plan) -> Vec<String> {
+    let mut env = plan.env.clone();
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        let home = home_of(plan.uid).unwrap_or_else(|| "/".into());
+        env.push(format!("HOME={home}"));
+    }
+    env
+}
+
+fn home_of(uid: u32) -> Option<String> {
+    let pw = std::fs::read_to_string("/etc/passwd").ok()?;
+    pw.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() >= 6 && f[2].parse::<u32>().ok() == Some(uid)).then(|| f[5].to_string())
+    })
+}
+
+fn write_oom_score_adj(adj: i32) -> Result<()> {
+    let procfs = pathrs::procfs::ProcfsHandle::new()
+        .map_err(|e| Error::Other(format!("opening a private procfs handle: {e}")))?;
+    let mut f = procfs
+        .open(pathrs::procfs::ProcfsBase::ProcSelf, "oom_score_adj", pathrs::flags::OpenFlags::O_WRONLY)
+        .map_err(|e| Error::Other(format!("opening /proc/self/oom_score_adj: {e}")))?;
+    std::io::Write::write_all(&mut f, adj.to_string().as_bytes()).map_err(|e| {
+        let hint = if e.raw_os_error() == Some(libc::EACCES) {
+            " (lowering oom_score_adj needs CAP_SYS_RESOURCE)"
+        } else {
+            ""
+        };
+        Error::Other(format!("writing {adj} to /proc/self/oom_score_adj: {e}{hint}"))
+    })
+}
+
+fn root<'a>(ctx: &'a Ctx) -> Result<&'a Root> {
+    ctx.root.as_ref().ok_or_else(|| Error::Other("rootfs not prepared".into()))
+}
+
+fn step_prepare(ctx: &mut Ctx) -> Result<()> {
+    let p = ctx.plan;
+    ctx.root = Some(rootfs::prepare(&p.rootfs, p.rootfs_propagation.as_deref())?);
+    Ok(())
+}
+
+fn step_mounts(ctx: &mut Ctx) -> Result<()> {
+    let r = root(ctx)?;
+    for m in &ctx.plan.mounts {
+        rootfs::mount_one(r, m)?;
+    }
+    Ok(())
+}
+
+fn step_devices(ctx: &mut Ctx) -> Result<()> {
+    if !ctx.plan.make_devices {
+        return Ok(());
+    }
+    devices::create_all(root(ctx)?, &ctx.plan.devices, ctx.plan.bind_devices)
+}
+
+fn step_dev_symlinks(ctx: &mut Ctx) -> Result<()> {
+    if !ctx.plan.make_devices {
+        return Ok(());
+    }
+    devices::symlinks(root(ctx)?)
+}
+
+/// Sysctls through a private, verified procfs handle: a bind mount over /proc/sys in
+/// the container cannot redirect the write (CVE-2025-52881). The host's procfs shows
+/// the writer's own network and IPC namespaces, which are the container's now.
+fn step_sysctl(ctx: &mut Ctx) -> Result<()> {
+    if ctx.plan.sysctl.is_empty() {
+        return Ok(());
+    }
+    let procfs = pathrs::procfs::ProcfsHandle::new()
+        .map_err(|e| Error::Other(format!("opening a private procfs handle: {e}")))?;
+    for (k, v) in &ctx.plan.sysctl {
+        let rel = PathBuf::from("sys").join(k.replace('.', "/"));
+        let mut f = procfs
+            .open(pathrs::procfs::ProcfsBase::ProcRoot, &rel, pathrs::flags::OpenFlags::O_WRONLY)
+            .map_err(|e| Error::Other(format!("sysctl {k}: opening /proc/{}: {e}", rel.display())))?;
+        std::io::Write::write_all(&mut f, v.as_bytes())
+            .map_err(|e| Error::Other(format!("sysctl {k}={v}: write: {e}")))?;
+    }
+    Ok(())
+}
+
+fn step_masked(ctx: &mut Ctx) -> Result<()> {
+    rootfs::mask_paths(root(ctx)?, &ctx.plan.masked)
+}
+
+fn step_readonly_paths(ctx: &mut Ctx) -> Result<()> {
+    rootfs::readonly_paths(root(ctx)?, &ctx.plan.readonly)
+}
+
+fn step_cwd_create(ctx: &mut Ctx) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let cwd = &ctx.plan.cwd;
+    root(ctx)?
+        .mkdir_all(cwd, &std::fs::Permissions::from_mode(0o755))
+        .map(|_| ())
+        .map_err(|e| Error::Other(format!("creating process.cwd {} in the container root: {e}", cwd.display())))
+}
+
+fn step_pivot(ctx: &mut Ctx) -> Result<()> {
+    // The rootfs handle refers to the old view; after the switch "/" is the root.
+    ctx.root = None;
+    if ctx.plan.no_pivot {
+        rootfs::move_root(&ctx.plan.rootfs)?;
+    } else {
+        rootfs::pivot(&ctx.plan.rootfs)?;
+    }
+    rootfs::root_propagation(ctx.plan.rootfs_propagation.as_deref())
+}
+
+fn step_readonly_root(ctx: &mut Ctx) -> Result<()> {
+    if ctx.plan.root_readonly {
+        rootfs::readonly_root()?;
+    }
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(ctx.plan.umask));
+    Ok(())
+}
+
+fn step_hostname(ctx: &mut Ctx) -> Result<()> {
+    if let Some(h) = &ctx.plan.hostname {
+        nix::unistd::sethostname(h).map_err(|e| Error::sys("setting hostname", "sethostname", h.as_str(), e))?;
+    }
+    if let Some(d) = &ctx.plan.domainname {
+        crate::linux::sys::proc::setdomainname(d)
+            .map_err(|e| Error::sys("setting domainname", "setdomainname", d.as_str(), e))?;
+    }
+    Ok(())
+}
+
+fn step_rlimits(ctx: &mut Ctx) -> Result<()> {
+    rlimits::apply(&ctx.plan.rlimits)
+}
+
+fn step_personality(ctx: &mut Ctx) -> Result<()> {
+    if let Some(p) = ctx.plan.personality {
+        nix::sys::personality::set(nix::sys::personality::Persona::from_bits_retain(p as i32))
+            .map_err(|e| Error::sys("setting personality", "personality", "", e))?;
+    }
+    Ok(())
+}
+
+fn step_lookup(ctx: &mut Ctx) -> Result<()> {
+    let path = lookup_executable(&ctx.plan.args[0], &ctx.plan.env, &ctx.plan.cwd)?;
+    ctx.exe = Some(
+        CString::new(path.as_os_str().as_encoded_bytes())
+            .map_err(|_| Error::Config("process.args[0] contains a NUL byte".into()))?,
+    );
+    Ok(())
+}
+
+/// `exec: "x": executable file not found in $PATH` is what runc says and what podman
+/// maps to exit code 127.
+pub fn lookup_executable(arg0: &str, env: &[String], cwd: &Path) -> Result<PathBuf> {
+    let is_exec = |p: &Path| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if arg0.contains('/') {
+        let p = if Path::new(arg0).is_absolute() { PathBuf::from(arg0) } else { cwd.join(arg0) };
+        if is_exec(&p) {
+            return Ok(p);
+        }
+        return Err(Error::Other(format!(
+            "exec: {arg0:?}: stat {arg0}: no such file or directory, or not an executable file"
+        )));
+    }
+    let path = env
+        .iter()
+        .rev()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    for dir in path.split(':').filter(|d| !d.is_empty()) {
+        let p = Path::new(dir).join(arg0);
+        if is_exec(&p) {
+            return Ok(p);
+        }
+    }
+    Err(Error::Other(format!("exec: {arg0:?}: executable file not found in $PATH")))
+}
+
+fn step_nnp(ctx: &mut Ctx) -> Result<()> {
+    if ctx.plan.no_new_privileges {
+        nix::sys::prctl::set_no_new_privs()
+            .map_err(|e| Error::sys("setting no_new_privs", "prctl", "PR_SET_NO_NEW_PRIVS", e))?;
+    }
+    Ok(())
+}
+
+/// Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it while init still
+/// has it.
+fn step_seccomp_early(ctx: &mut Ctx) -> Result<()> {
+    match &ctx.plan.seccomp {
+        Some(s) if !ctx.plan.no_new_privileges => crate::linux::seccomp::install(s)
+            .map_err(|e| Error::Other(format!("loading seccomp filter: {e}"))),
+        _ => Ok(()),
+    }
+}
+
+/// With no_new_privs, load as late as possible so the filter restricts the least of
+/// gpurun's own work.
+fn step_seccomp_late(ctx: &mut Ctx) -> Result<()> {
+    match &ctx.plan.seccomp {
+        Some(s) if ctx.plan.no_new_privileges => crate::linux::seccomp::install(s)
+            .map_err(|e| Error::Other(format!("loading seccomp filter: {e}"))),
+        _ => Ok(()),
+    }
+}
+
+fn step_bounding(ctx: &mut Ctx) -> Result<()> {
+    caps::drop_bounding(&ctx.plan.caps)
+}
+
+fn step_ids(ctx: &mut Ctx) -> Result<()> {
+    let p = ctx.plan;
+    caps::set_keep_caps(true)?;
+    let gids: Vec<Gid> = p.additional_gids.iter().map(|g| Gid::from_raw(*g)).collect();
+    nix::unistd::setgroups(&gids).map_err(|e| Error::sys("setting additional gids", "setgroups", "", e))?;
+    let g = Gid::from_raw(p.gid);
+    setresgid(g, g, g).map_err(|e| Error::sys(format!("setting gid {}", p.gid), "setresgid", "", e))?;
+    let u = Uid::from_raw(p.uid);
+    setresuid(u, u, u).map_err(|e| Error::sys(format!("setting uid {}", p.uid), "setresuid", "", e))?;
+    caps::set_keep_caps(false)
+}
+
+fn step_caps(ctx: &mut Ctx) -> Result<()> {
+    caps::apply(&ctx.plan.caps)
+}
+
+/// chdir, then make sure the result is inside the container: a cwd such as
+/// `/proc/self/fd/N` pointing at a leaked host directory reads "(unreachable)"
+/// (CVE-2024-21626).
+fn step_cwd(ctx: &mut Ctx) -> Result<()> {
+    let cwd = &ctx.plan.cwd;
+    nix::unistd::chdir(cwd).map_err(|e| Error::sys("entering process.cwd", "chdir", cwd, e))?;
+    let now = nix::unistd::getcwd().map_err(|e| Error::sys("checking process.cwd", "getcwd", cwd, e))?;
+    if !now.is_absolute() || now.to_string_lossy().starts_with("(unreachable)") {
+        return Err(Error::Other(format!(
+            "process.cwd {} resolves outside the container root",
+            cwd.display()
+        )));
+    }
+    Ok(())
+}
+
+#[allow(dead_code)]
+fn raw(fd: &OwnedFd) -> i32 {
+    fd.as_fd().as_raw_fd()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookup_finds_executables_on_path_and_reports_missing_ones() {
+        let env = vec!["PATH=/nonexistent:/bin:/usr/bin".to_string()];
+        let p = lookup_executable("sh", &env, Path::new("/")).expect("sh");
+        assert!(p.ends_with("sh"));
+        let err = lookup_executable("no-such-binary-xyz", &env, Path::new("/")).expect_err("missing");
+        assert!(err.to_string().contains("executable file not found in $PATH"));
+        let err = lookup_executable("/etc/passwd", &env, Path::new("/")).expect_err("not exec");
+        assert!(err.to_string().contains("not an executable"));
+    }
+}

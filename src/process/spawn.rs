@@ -1,0 +1,108 @@
+//! The parent side of container creation: clone the child, place it in its cgroup, write
+//! what only the parent can (id maps, time offsets), and wait until init is ready or
+//! reports the step that failed.
+
+use std::os::fd::OwnedFd;
+use std::path::Path;
+
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid;
+
+use crate::error::{Error, Result};
+use crate::linux::sys::proc::{clone_fork, exit_now};
+use crate::plan::Plan;
+use crate::process::init;
+use crate::process::sync::{self, ChildMsg};
+
+pub struct Spawned {
+    /// Host pid of the container's init.
+    pub pid: Pid,
+}
+
+/// Clone the container. `place` puts a pid into the container's cgroup; it runs before
+/// the child does anything, so every process of the container is born into it.
+/// `start_fd` is the exec fifo init waits on after it is ready.
+pub fn spawn(
+    plan: &Plan,
+    start_fd: OwnedFd,
+    place: &mut dyn FnMut(Pid) -> Result<()>,
+) -> Result<Spawned> {
+    let (parent, child) = sync::pair()?;
+    let first = clone_fork(plan.clone_flags.bits() as u64)
+        .map_err(|e| Error::sys("creating the container process", "clone", &plan.rootfs, e))?;
+    let Some(first) = first else {
+        drop(parent);
+        let code = init::stage1(plan, &child, &start_fd);
+        exit_now(code);
+    };
+    drop(child);
+    drop(start_fd);
+    let reap_on_error = |e: Error| {
+        let _ = nix::sys::signal::kill(first, nix::sys::signal::Signal::SIGKILL);
+        let _ = waitpid(first, None);
+        e
+    };
+    place(first).map_err(reap_on_error)?;
+    parent.send_ack().map_err(reap_on_error)?;
+    let mut init_pid = if plan.two_stage { None } else { Some(first) };
+    loop {
+        let msg = match parent.recv_msg() {
+            Ok(m) => m,
+            Err(e) => return Err(cleanup(first, init_pid, e)),
+        };
+        match msg {
+            Some(ChildMsg::IdMaps(pid)) => {
+                write_proc(pid, "uid_map", &plan.uid_map)
+                    .and_then(|()| write_proc(pid, "gid_map", &plan.gid_map))
+                    .and_then(|()| parent.send_ack())
+                    .map_err(|e| cleanup(first, init_pid, e))?;
+            }
+            Some(ChildMsg::TimeOffsets(pid)) => {
+                let offs = plan.time_offsets.as_deref().unwrap_or("");
+                write_proc(pid, "timens_offsets", offs)
+                    .and_then(|()| parent.send_ack())
+                    .map_err(|e| cleanup(first, init_pid, e))?;
+            }
+            Some(ChildMsg::InitPid(pid)) => {
+                init_pid = Some(Pid::from_raw(pid));
+                // The intermediate process exits once it has forked init.
+                let _ = waitpid(first, None);
+            }
+            Some(ChildMsg::Ready) => {
+                let pid = init_pid.ok_or_else(|| {
+                    cleanup(first, None, Error::Other("container init never reported its pid".into()))
+                })?;
+                return Ok(Spawned { pid });
+            }
+            Some(ChildMsg::Failed { step, msg }) => {
+                return Err(cleanup(first, init_pid, Error::Init { step, msg }));
+            }
+            None => {
+                let status = init_pid.and_then(|p| waitpid(p, None).ok());
+                let why = match status {
+                    Some(WaitStatus::Signaled(_, sig, _)) => format!(" (killed by {sig})"),
+                    Some(WaitStatus::Exited(_, code)) => format!(" (exit status {code})"),
+                    _ => String::new(),
+                };
+                return Err(cleanup(
+                    first,
+                    init_pid,
+                    Error::Other(format!("container init exited before it was ready{why}")),
+                ));
+            }
+        }
+    }
+}
+
+fn cleanup(first: Pid, init: Option<Pid>, e: Error) -> Error {
+    for p in [Some(first), init].into_iter().flatten() {
+        let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGKILL);
+        let _ = waitpid(p, None);
+    }
+    e
+}
+
+fn write_proc(pid: i32, file: &str, content: &str) -> Result<()> {
+    let path = Path::new("/proc").join(pid.to_string()).join(file);
+    std::fs::write(&path, content.as_bytes()).map_err(|e| Error::io("writing", &path, e))
+}
