@@ -101,7 +101,9 @@ mod tests {
         let f = features();
         assert_eq!(f["ociVersionMin"], OCI_VERSION_MIN);
         assert_eq!(f["ociVersionMax"], OCI_VERSION_MAX);
-        assert!(f["linux"]["namespaces"].as_array().is_some_and(|a| a.len() == 8));
+        assert!(f["linux"]["namespaces"]
+            .as_array()
+            .is_some_and(|a| a.len() == 8));
         assert_eq!(f["linux"]["mountExtensions"]["idmap"]["enabled"], false);
     }
 

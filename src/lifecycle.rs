@@ -42,7 +42,9 @@ impl Creating {
     fn commit(mut self) -> Container {
         self.cgroup = None;
         self.init = None;
-        self.container.take().expect("commit is called once, with the container set")
+        self.container
+            .take()
+            .expect("commit is called once, with the container set")
     }
 }
 
@@ -67,7 +69,13 @@ impl Drop for Creating {
 pub fn create(g: &Globals, o: &CreateOpts) -> Result<(Pid, Container)> {
     state::validate_id(&o.id)?;
     let bundle = spec::load(&o.bundle)?;
-    if bundle.spec.process().as_ref().and_then(|p| p.terminal()).unwrap_or(false) {
+    if bundle
+        .spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false)
+    {
         return Err(Error::Config(
             "process.terminal: terminals are not supported by this gpurun build yet; set \"terminal\": false".into(),
         ));
@@ -78,11 +86,22 @@ pub fn create(g: &Globals, o: &CreateOpts) -> Result<(Pid, Container)> {
         ));
     }
     plan::check_preserved_fds(o.preserve_fds)?;
-    let plan = plan::build(&o.id, &bundle, &plan::Options { no_pivot: o.no_pivot, preserve_fds: o.preserve_fds })?;
+    let plan = plan::build(
+        &o.id,
+        &bundle,
+        &plan::Options {
+            no_pivot: o.no_pivot,
+            preserve_fds: o.preserve_fds,
+        },
+    )?;
     let _ = o.no_new_keyring;
 
     let container = g.root.create(&o.id)?;
-    let mut guard = Creating { container: Some(container), cgroup: None, init: None };
+    let mut guard = Creating {
+        container: Some(container),
+        cgroup: None,
+        init: None,
+    };
     let c = guard.container.as_ref().expect("set above");
     let mut st = State {
         gpurun_state_format: state::FORMAT,
@@ -98,7 +117,10 @@ pub fn create(g: &Globals, o: &CreateOpts) -> Result<(Pid, Container)> {
         annotations: bundle.spec.annotations().clone().unwrap_or_default(),
         systemd_cgroup: g.systemd_cgroup,
         rootless: g.rootless,
-        private_pid_ns: spec::creates_namespace(&bundle.spec, oci_spec::runtime::LinuxNamespaceType::Pid),
+        private_pid_ns: spec::creates_namespace(
+            &bundle.spec,
+            oci_spec::runtime::LinuxNamespaceType::Pid,
+        ),
         cgroup: None,
         hooks: bundle.spec.hooks().clone(),
         gpus: Vec::new(),
@@ -154,10 +176,15 @@ pub fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
     let path = if path.is_absolute() {
         path.to_path_buf()
     } else {
-        std::env::current_dir().map_err(|e| Error::io("resolving", path, e))?.join(path)
+        std::env::current_dir()
+            .map_err(|e| Error::io("resolving", path, e))?
+            .join(path)
     };
     let dir = path.parent().unwrap_or(Path::new("/"));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.{}", std::process::id()));
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -188,9 +215,22 @@ pub fn start(g: &Globals, id: &str) -> Result<()> {
     let st = c.load()?;
     match status_of(&c.dir, &st) {
         Status::Created => {}
-        Status::Stopped => return Err(Error::State("cannot start a container that has stopped".into())),
-        Status::Running => return Err(Error::State("cannot start an already running container".into())),
-        s => return Err(Error::State(format!("cannot start a container in the {} state", s.as_str()))),
+        Status::Stopped => {
+            return Err(Error::State(
+                "cannot start a container that has stopped".into(),
+            ))
+        }
+        Status::Running => {
+            return Err(Error::State(
+                "cannot start an already running container".into(),
+            ))
+        }
+        s => {
+            return Err(Error::State(format!(
+                "cannot start a container in the {} state",
+                s.as_str()
+            )))
+        }
     }
     let fifo = c.fifo_path();
     let mut f = match std::fs::OpenOptions::new()
@@ -200,12 +240,15 @@ pub fn start(g: &Globals, id: &str) -> Result<()> {
     {
         Ok(f) => f,
         Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
-            return Err(Error::State("container init died before start: cannot start the container".into()))
+            return Err(Error::State(
+                "container init died before start: cannot start the container".into(),
+            ))
         }
         Err(e) => return Err(Error::io("opening the start fifo", &fifo, e)),
     };
     std::fs::remove_file(&fifo).map_err(|e| Error::io("removing the start fifo", &fifo, e))?;
-    f.write_all(b"0").map_err(|e| Error::io("releasing container init through", &fifo, e))?;
+    f.write_all(b"0")
+        .map_err(|e| Error::io("releasing container init through", &fifo, e))?;
     Ok(())
 }
 
@@ -214,8 +257,13 @@ pub fn parse_signal(s: &str) -> Result<Signal> {
         return Signal::try_from(n).map_err(|_| Error::Other(format!("invalid signal {s:?}")));
     }
     let up = s.to_ascii_uppercase();
-    let name = if up.starts_with("SIG") { up } else { format!("SIG{up}") };
-    name.parse::<Signal>().map_err(|_| Error::Other(format!("invalid signal {s:?}")))
+    let name = if up.starts_with("SIG") {
+        up
+    } else {
+        format!("SIG{up}")
+    };
+    name.parse::<Signal>()
+        .map_err(|_| Error::Other(format!("invalid signal {s:?}")))
 }
 
 pub fn kill(g: &Globals, id: &str, sig: Signal, all: bool) -> Result<()> {
@@ -247,15 +295,28 @@ fn signal_init(st: &State, sig: Signal) -> Result<()> {
     let pidfd = match crate::linux::sys::proc::pidfd_open(st.pid) {
         Ok(fd) => fd,
         Err(nix::errno::Errno::ESRCH) => return Err(Error::NotRunning(st.id.clone())),
-        Err(e) => return Err(Error::sys("signalling container init", "pidfd_open", st.pid.to_string(), e)),
+        Err(e) => {
+            return Err(Error::sys(
+                "signalling container init",
+                "pidfd_open",
+                st.pid.to_string(),
+                e,
+            ))
+        }
     };
     if !st.init_alive() {
         return Err(Error::NotRunning(st.id.clone()));
     }
-    crate::linux::sys::proc::pidfd_send_signal(std::os::fd::AsFd::as_fd(&pidfd), sig as i32).map_err(|e| match e {
-        nix::errno::Errno::ESRCH => Error::NotRunning(st.id.clone()),
-        e => Error::sys(format!("sending {sig} to container init"), "pidfd_send_signal", st.pid.to_string(), e),
-    })
+    crate::linux::sys::proc::pidfd_send_signal(std::os::fd::AsFd::as_fd(&pidfd), sig as i32)
+        .map_err(|e| match e {
+            nix::errno::Errno::ESRCH => Error::NotRunning(st.id.clone()),
+            e => Error::sys(
+                format!("sending {sig} to container init"),
+                "pidfd_send_signal",
+                st.pid.to_string(),
+                e,
+            ),
+        })
 }
 
 pub fn delete(g: &Globals, id: &str, force: bool) -> Result<()> {
@@ -304,7 +365,10 @@ fn kill_and_wait(st: &State) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    Err(Error::Other(format!("container init {} did not die after SIGKILL", st.pid)))
+    Err(Error::Other(format!(
+        "container init {} did not die after SIGKILL",
+        st.pid
+    )))
 }
 
 /// Remove everything the container had: leftover processes and the cgroup, then the
@@ -335,6 +399,10 @@ pub fn pids(g: &Globals, id: &str) -> Result<Vec<i32>> {
     let st = state::load_file(&dir.join(state::STATE_FILE))?;
     match crate::cgroup::from_state(&st) {
         Some(cg) => cg.pids(),
-        None => Ok(if st.init_alive() { vec![st.pid] } else { vec![] }),
+        None => Ok(if st.init_alive() {
+            vec![st.pid]
+        } else {
+            vec![]
+        }),
     }
 }

@@ -58,7 +58,10 @@ pub fn init(path: Option<&Path>, json: bool, debug: bool) -> std::io::Result<()>
 
 pub fn log(level: Level, msg: &str) {
     let Ok(mut g) = LOGGER.lock() else { return };
-    let (json, max) = g.as_ref().map(|l| (l.json, l.max)).unwrap_or((false, Level::Warn));
+    let (json, max) = g
+        .as_ref()
+        .map(|l| (l.json, l.max))
+        .unwrap_or((false, Level::Warn));
     if level > max {
         return;
     }

@@ -74,8 +74,14 @@ fn id_map(maps: Option<&Vec<oci_spec::runtime::LinuxIdMapping>>) -> String {
 
 pub fn build(id: &str, b: &Bundle, opts: &Options) -> Result<Plan> {
     let spec = &b.spec;
-    let linux = spec.linux().as_ref().ok_or_else(|| Error::Config("linux: missing".into()))?;
-    let process = spec.process().as_ref().ok_or_else(|| Error::Config("process: missing".into()))?;
+    let linux = spec
+        .linux()
+        .as_ref()
+        .ok_or_else(|| Error::Config("linux: missing".into()))?;
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| Error::Config("process: missing".into()))?;
 
     let mut joins = Vec::new();
     let mut created = CloneFlags::empty();
@@ -89,7 +95,10 @@ pub fn build(id: &str, b: &Bundle, opts: &Options) -> Result<Plan> {
     let new_user = created.contains(CloneFlags::CLONE_NEWUSER);
     let new_time = created.contains(namespaces::flag(LinuxNamespaceType::Time));
     let joins_child_only = joins.iter().any(|j| {
-        matches!(j.typ, LinuxNamespaceType::User | LinuxNamespaceType::Pid | LinuxNamespaceType::Time)
+        matches!(
+            j.typ,
+            LinuxNamespaceType::User | LinuxNamespaceType::Pid | LinuxNamespaceType::Time
+        )
     });
     let two_stage = new_user || new_time || joins_child_only;
     let mut unshare_flags = created - CloneFlags::CLONE_NEWUSER;
@@ -103,7 +112,13 @@ pub fn build(id: &str, b: &Bundle, opts: &Options) -> Result<Plan> {
     let time_offsets = linux.time_offsets().as_ref().map(|offs| {
         let mut lines: Vec<String> = offs
             .iter()
-            .map(|(clock, o)| format!("{clock} {} {}\n", o.secs().unwrap_or(0), o.nanosecs().unwrap_or(0)))
+            .map(|(clock, o)| {
+                format!(
+                    "{clock} {} {}\n",
+                    o.secs().unwrap_or(0),
+                    o.nanosecs().unwrap_or(0)
+                )
+            })
             .collect();
         lines.sort();
         lines.concat()
@@ -134,12 +149,16 @@ pub fn build(id: &str, b: &Bundle, opts: &Options) -> Result<Plan> {
     }
     for e in &env {
         if e.contains('\0') {
-            return Err(Error::Config(format!("process.env: {e:?} contains a NUL byte")));
+            return Err(Error::Config(format!(
+                "process.env: {e:?} contains a NUL byte"
+            )));
         }
     }
     let args = process.args().clone().unwrap_or_default();
     if args.iter().any(|a| a.contains('\0')) {
-        return Err(Error::Config("process.args: an argument contains a NUL byte".into()));
+        return Err(Error::Config(
+            "process.args: an argument contains a NUL byte".into(),
+        ));
     }
     let personality = linux.personality().as_ref().map(|p| match p.domain() {
         oci_spec::runtime::LinuxPersonalityDomain::PerLinux32 => 0x0008,
@@ -170,7 +189,11 @@ pub fn build(id: &str, b: &Bundle, opts: &Options) -> Result<Plan> {
         bind_devices: in_user,
         masked: linux.masked_paths().clone().unwrap_or_default(),
         readonly: linux.readonly_paths().clone().unwrap_or_default(),
-        root_readonly: spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false),
+        root_readonly: spec
+            .root()
+            .as_ref()
+            .and_then(|r| r.readonly())
+            .unwrap_or(false),
         rootfs_propagation: linux.rootfs_propagation().clone(),
         no_pivot: opts.no_pivot,
         hostname: spec.hostname().clone(),
@@ -211,7 +234,10 @@ fn inherited_listen_fds() -> u32 {
     if !pid_ok {
         return 0;
     }
-    std::env::var("LISTEN_FDS").ok().and_then(|n| n.parse().ok()).unwrap_or(0)
+    std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Check that fds 3..3+n exist, so a bad `--preserve-fds` fails before anything starts.
@@ -219,7 +245,9 @@ pub fn check_preserved_fds(n: u32) -> Result<()> {
     for fd in 3..3 + n {
         let borrowed = crate::linux::sys::proc::borrow_fd(fd as i32);
         if nix::fcntl::fcntl(borrowed, nix::fcntl::FcntlArg::F_GETFD).is_err() {
-            return Err(Error::Config(format!("--preserve-fds: fd {fd} is not open")));
+            return Err(Error::Config(format!(
+                "--preserve-fds: fd {fd} is not open"
+            )));
         }
     }
     Ok(())

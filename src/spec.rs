@@ -129,7 +129,9 @@ pub fn validate(spec: &Spec) -> Result<()> {
         return Err(cfg_err("process.scheduler is not supported by gpurun"));
     }
     if process.exec_cpu_affinity().is_some() {
-        return Err(cfg_err("process.execCPUAffinity is not supported by gpurun"));
+        return Err(cfg_err(
+            "process.execCPUAffinity is not supported by gpurun",
+        ));
     }
     if let Some(rl) = process.rlimits() {
         let mut seen = HashSet::new();
@@ -218,9 +220,18 @@ pub fn validate(spec: &Spec) -> Result<()> {
     if let Some(prop) = linux.rootfs_propagation() {
         if !matches!(
             prop.as_str(),
-            "" | "private" | "rprivate" | "slave" | "rslave" | "shared" | "rshared" | "unbindable" | "runbindable"
+            "" | "private"
+                | "rprivate"
+                | "slave"
+                | "rslave"
+                | "shared"
+                | "rshared"
+                | "unbindable"
+                | "runbindable"
         ) {
-            return Err(cfg_err(format!("linux.rootfsPropagation {prop:?} is not valid")));
+            return Err(cfg_err(format!(
+                "linux.rootfsPropagation {prop:?} is not valid"
+            )));
         }
     }
     if let Some(p) = linux.personality() {
@@ -308,7 +319,9 @@ fn validate_sysctl(key: &str, spec: &Spec, user: bool) -> Result<()> {
         return if user {
             Ok(())
         } else {
-            Err(cfg_err(format!("linux.sysctl: {key} needs a user namespace")))
+            Err(cfg_err(format!(
+                "linux.sysctl: {key} needs a user namespace"
+            )))
         };
     }
     let _ = created;
@@ -335,7 +348,9 @@ mod tests {
     }
 
     fn err_of(v: serde_json::Value) -> String {
-        validate(&spec_from(v)).expect_err("must be rejected").to_string()
+        validate(&spec_from(v))
+            .expect_err("must be rejected")
+            .to_string()
     }
 
     #[test]
@@ -370,8 +385,7 @@ mod tests {
         v["linux"]["sysctl"] = serde_json::json!({"kernel.panic": "1"});
         assert!(err_of(v).contains("not namespaced"));
         let mut v = base();
-        v["linux"]["namespaces"] =
-            serde_json::json!([{"type": "mount"}, {"type": "ipc"}]);
+        v["linux"]["namespaces"] = serde_json::json!([{"type": "mount"}, {"type": "ipc"}]);
         v["linux"]["sysctl"] = serde_json::json!({"kernel.shmmax": "1000"});
         validate(&spec_from(v)).expect("ipc sysctl with ipc ns");
     }
@@ -418,6 +432,9 @@ mod tests {
     #[test]
     fn lexical_clean_never_climbs_above_root() {
         assert_eq!(lexical_clean(Path::new("/a/../../b")), PathBuf::from("/b"));
-        assert_eq!(lexical_clean(Path::new("/a/./b/../c")), PathBuf::from("/a/c"));
+        assert_eq!(
+            lexical_clean(Path::new("/a/./b/../c")),
+            PathBuf::from("/a/c")
+        );
     }
 }

@@ -300,7 +300,11 @@ impl State {
         PublicState {
             oci_version: self.oci_version.clone(),
             id: self.id.clone(),
-            pid: if status == Status::Stopped { 0 } else { self.pid },
+            pid: if status == Status::Stopped {
+                0
+            } else {
+                self.pid
+            },
             status: status.as_str().to_string(),
             bundle: self.bundle.clone(),
             rootfs: self.rootfs.clone(),
@@ -348,7 +352,9 @@ mod tests {
         std::fs::write(c.dir.join("marker"), "x").expect("marker");
         drop(c);
         let err = root.create("one").err().expect("second create must fail");
-        assert!(err.to_string().contains("container with given ID already exists"));
+        assert!(err
+            .to_string()
+            .contains("container with given ID already exists"));
         assert!(tmp.path().join("one/marker").exists());
     }
 
@@ -358,6 +364,9 @@ mod tests {
         let p = tmp.path().join("state.json");
         std::fs::write(&p, "{not json").expect("write");
         let err = load_file(&p).expect_err("corrupt").to_string();
-        assert!(err.contains("corrupt state file") && err.contains("state.json"), "{err}");
+        assert!(
+            err.contains("corrupt state file") && err.contains("state.json"),
+            "{err}"
+        );
     }
 }

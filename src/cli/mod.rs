@@ -13,7 +13,11 @@ use crate::lifecycle::{self, CreateOpts, Globals};
 use crate::state::Root;
 
 #[derive(Parser, Debug)]
-#[command(name = "gpurun", about = "A small, fast OCI container runtime for GPU jobs", disable_version_flag = true)]
+#[command(
+    name = "gpurun",
+    about = "A small, fast OCI container runtime for GPU jobs",
+    disable_version_flag = true
+)]
 pub struct Cli {
     /// Root directory for container state.
     #[arg(long, default_value = "/run/gpurun")]
@@ -213,7 +217,9 @@ fn globals(cli: &Cli) -> Result<Globals> {
 
 fn create_opts(c: &CreateArgs, id: String) -> Result<CreateOpts> {
     if c.pidfd_socket.is_some() {
-        return Err(Error::Config("--pidfd-socket is not supported by gpurun".into()));
+        return Err(Error::Config(
+            "--pidfd-socket is not supported by gpurun".into(),
+        ));
     }
     Ok(CreateOpts {
         id,
@@ -244,7 +250,13 @@ fn dispatch(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Cmd::Start { id } => lifecycle::start(&g, &id).map(|()| 0),
-        Cmd::Run { c, detach, keep, no_subreaper, id } => {
+        Cmd::Run {
+            c,
+            detach,
+            keep,
+            no_subreaper,
+            id,
+        } => {
             crate::process::sealed::ensure()?;
             let (id, bundle) = run::resolve_target(&id, c.bundle.clone())?;
             let mut c = c;
@@ -254,7 +266,10 @@ fn dispatch(cli: Cli) -> Result<i32> {
         }
         Cmd::State { id } => {
             let st = lifecycle::load_public(&g, &id)?;
-            println!("{}", serde_json::to_string_pretty(&st).map_err(|e| Error::Other(e.to_string()))?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&st).map_err(|e| Error::Other(e.to_string()))?
+            );
             Ok(0)
         }
         Cmd::Kill { all, id, signal } => {
@@ -263,7 +278,11 @@ fn dispatch(cli: Cli) -> Result<i32> {
         }
         Cmd::Delete { force, id } => lifecycle::delete(&g, &id, force).map(|()| 0),
         Cmd::List { format, quiet } => output::list(&g, &format, quiet).map(|()| 0),
-        Cmd::Ps { format, id, ps_args } => output::ps(&g, &id, &format, &ps_args).map(|()| 0),
+        Cmd::Ps {
+            format,
+            id,
+            ps_args,
+        } => output::ps(&g, &id, &format, &ps_args).map(|()| 0),
         Cmd::Spec { bundle, rootless } => output::spec(bundle, rootless).map(|()| 0),
         Cmd::Features => {
             println!("{}", crate::features::json());
@@ -287,8 +306,19 @@ mod tests {
     #[test]
     fn containerd_create_argv_parses() {
         let cli = parse(&[
-            "gpurun", "--root", "/run/containerd/runc/k8s.io", "--log", "/b/log.json", "--log-format", "json",
-            "create", "--bundle", "/b", "--pid-file", "/b/init.pid", "abc",
+            "gpurun",
+            "--root",
+            "/run/containerd/runc/k8s.io",
+            "--log",
+            "/b/log.json",
+            "--log-format",
+            "json",
+            "create",
+            "--bundle",
+            "/b",
+            "--pid-file",
+            "/b/init.pid",
+            "abc",
         ]);
         assert_eq!(cli.log_format, "json");
         match cli.cmd {
@@ -302,11 +332,24 @@ mod tests {
 
     #[test]
     fn equals_and_single_dash_long_options_are_accepted() {
-        let cli = parse(&["gpurun", "--log-format=json", "--rootless=true", "list", "--format=json"]);
+        let cli = parse(&[
+            "gpurun",
+            "--log-format=json",
+            "--rootless=true",
+            "list",
+            "--format=json",
+        ]);
         assert_eq!(cli.rootless.as_deref(), Some("true"));
         assert!(matches!(cli.cmd, Some(Cmd::List { ref format, .. }) if format == "json"));
         let cli = parse(&["gpurun", "run", "-no-subreaper", "-d", "x"]);
-        assert!(matches!(cli.cmd, Some(Cmd::Run { no_subreaper: true, detach: true, .. })));
+        assert!(matches!(
+            cli.cmd,
+            Some(Cmd::Run {
+                no_subreaper: true,
+                detach: true,
+                ..
+            })
+        ));
     }
 
     #[test]

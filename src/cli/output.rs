@@ -49,7 +49,10 @@ pub fn list(g: &Globals, format: &str, quiet: bool) -> Result<()> {
             ]
         })
         .collect();
-    print_table(&["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"], &table);
+    print_table(
+        &["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"],
+        &table,
+    );
     Ok(())
 }
 
@@ -64,7 +67,11 @@ fn print_table<const N: usize>(head: &[&str; N], rows: &[[String; N]]) {
         }
     }
     let line = |cells: Vec<&str>| {
-        let s: Vec<String> = cells.iter().enumerate().map(|(i, c)| format!("{c:<width$}", width = w[i])).collect();
+        let s: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<width$}", width = w[i]))
+            .collect();
         println!("{}", s.join("   ").trim_end());
     };
     line(head.to_vec());
@@ -79,7 +86,11 @@ pub fn ps(g: &Globals, id: &str, format: &str, args: &[String]) -> Result<()> {
         println!("{}", json(&pids)?);
         return Ok(());
     }
-    let args: Vec<String> = if args.is_empty() { vec!["-ef".into()] } else { args.to_vec() };
+    let args: Vec<String> = if args.is_empty() {
+        vec!["-ef".into()]
+    } else {
+        args.to_vec()
+    };
     let out = std::process::Command::new("ps")
         .args(&args)
         .output()
@@ -100,7 +111,10 @@ pub fn ps(g: &Globals, id: &str, format: &str, args: &[String]) -> Result<()> {
         .ok_or_else(|| Error::Other("ps output has no PID column".into()))?;
     println!("{head}");
     for l in lines {
-        let pid = l.split_whitespace().nth(pid_col).and_then(|p| p.parse::<i32>().ok());
+        let pid = l
+            .split_whitespace()
+            .nth(pid_col)
+            .and_then(|p| p.parse::<i32>().ok());
         if pid.is_some_and(|p| pids.contains(&p)) {
             println!("{l}");
         }
@@ -112,7 +126,10 @@ pub fn spec(bundle: Option<PathBuf>, rootless: bool) -> Result<()> {
     let dir = bundle.unwrap_or_else(|| PathBuf::from("."));
     let path = dir.join("config.json");
     if path.exists() {
-        return Err(Error::Other(format!("File {} exists. Remove it first", path.display())));
+        return Err(Error::Other(format!(
+            "File {} exists. Remove it first",
+            path.display()
+        )));
     }
     let v = crate::features::default_spec(rootless);
     let text = serde_json::to_string_pretty(&v).map_err(|e| Error::Other(e.to_string()))?;

@@ -17,39 +17,67 @@ use crate::lifecycle::{self, CreateOpts, Globals};
 pub fn resolve_target(arg: &str, bundle: Option<PathBuf>) -> Result<(String, PathBuf)> {
     if bundle.is_none() && arg.contains('/') {
         let dir = Path::new(arg);
-        let abs = crate::spec::lexical_clean(&std::env::current_dir().map_err(|e| Error::io("resolving", arg, e))?.join(dir));
+        let abs = crate::spec::lexical_clean(
+            &std::env::current_dir()
+                .map_err(|e| Error::io("resolving", arg, e))?
+                .join(dir),
+        );
         let base: String = abs
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "container".into())
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || "_+.-".contains(c) { c } else { '-' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "_+.-".contains(c) {
+                    c
+                } else {
+                    '-'
+                }
+            })
             .collect();
         let base = base.trim_matches('.').to_string();
-        let base = if base.is_empty() { "container".to_string() } else { base };
+        let base = if base.is_empty() {
+            "container".to_string()
+        } else {
+            base
+        };
         return Ok((format!("{base}-{}", random_suffix()), abs));
     }
-    Ok((arg.to_string(), bundle.unwrap_or_else(|| PathBuf::from("."))))
+    Ok((
+        arg.to_string(),
+        bundle.unwrap_or_else(|| PathBuf::from(".")),
+    ))
 }
 
 fn random_suffix() -> String {
     use std::io::Read;
     let mut b = [0u8; 3];
-    let ok = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).is_ok();
+    let ok = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .is_ok();
     if !ok {
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         let n = std::process::id() ^ t.subsec_nanos();
         b = [n as u8, (n >> 8) as u8, (n >> 16) as u8];
     }
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-pub fn run(g: &Globals, o: &CreateOpts, detach: bool, keep: bool, no_subreaper: bool) -> Result<i32> {
+pub fn run(
+    g: &Globals,
+    o: &CreateOpts,
+    detach: bool,
+    keep: bool,
+    no_subreaper: bool,
+) -> Result<i32> {
     if !detach && !no_subreaper {
         // Orphans of a container without its own pid namespace are reparented to us and
         // reaped here instead of by the host's init.
-        nix::sys::prctl::set_child_subreaper(true)
-            .map_err(|e| Error::sys("becoming a subreaper", "prctl", "PR_SET_CHILD_SUBREAPER", e))?;
+        nix::sys::prctl::set_child_subreaper(true).map_err(|e| {
+            Error::sys("becoming a subreaper", "prctl", "PR_SET_CHILD_SUBREAPER", e)
+        })?;
     }
     // Signals are queued from before start so none is lost between start and the loop.
     let mut mask = SigSet::all();
@@ -59,10 +87,7 @@ pub fn run(g: &Globals, o: &CreateOpts, detach: bool, keep: bool, no_subreaper: 
         nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)
             .map_err(|e| Error::sys("blocking signals", "sigprocmask", "", e))?;
     }
-    let (pid, container) = match lifecycle::create(g, o) {
-        Ok(v) => v,
-        Err(e) => return Err(e),
-    };
+    let (pid, container) = lifecycle::create(g, o)?;
     drop(container);
     if let Err(e) = lifecycle::start(g, &o.id) {
         let _ = lifecycle::delete(g, &o.id, true);
@@ -90,7 +115,9 @@ fn forward_and_wait(init: Pid, mask: &SigSet) -> Result<i32> {
             Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => return Err(Error::sys("reading signals", "read", "signalfd", e)),
         };
-        let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else { continue };
+        let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
+            continue;
+        };
         match sig {
             Signal::SIGCHLD | Signal::SIGWINCH | Signal::SIGURG => {}
             s => {
@@ -109,7 +136,9 @@ fn reap(init: Pid) -> Result<Option<i32>> {
             Ok(WaitStatus::StillAlive) => return Ok(None),
             Ok(_) => continue,
             Err(nix::errno::Errno::ECHILD) => {
-                return Err(Error::Other("container init is not a child of gpurun run".into()))
+                return Err(Error::Other(
+                    "container init is not a child of gpurun run".into(),
+                ))
             }
             Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => return Err(Error::sys("waiting for the container", "waitpid", "", e)),
@@ -124,7 +153,10 @@ mod tests {
     #[test]
     fn a_path_argument_is_a_bundle_with_a_derived_id() {
         let (id, b) = resolve_target("./my bundle/", None).expect("resolve");
-        assert!(id.starts_with("my-bundle-") && id.len() == "my-bundle-".len() + 6, "{id}");
+        assert!(
+            id.starts_with("my-bundle-") && id.len() == "my-bundle-".len() + 6,
+            "{id}"
+        );
         assert!(b.is_absolute() && b.ends_with("my bundle"));
         crate::state::validate_id(&id).expect("derived id is valid");
         let (id, b) = resolve_target("c1", Some(PathBuf::from("/x"))).expect("resolve");

@@ -82,9 +82,8 @@ pub fn apply(sets: &CapSets) -> Result<()> {
         .map_err(|e| Error::Other(format!("clearing ambient capabilities: prctl: {e}")))?;
     for cap in supported() {
         if sets.ambient & cap.bitmask() != 0 {
-            caps::raise(None, CapSet::Ambient, cap).map_err(|e| {
-                Error::Other(format!("raising ambient {cap}: prctl: {e}"))
-            })?;
+            caps::raise(None, CapSet::Ambient, cap)
+                .map_err(|e| Error::Other(format!("raising ambient {cap}: prctl: {e}")))?;
         }
     }
     Ok(())

@@ -29,18 +29,25 @@ pub struct Device {
 
 /// The runtime spec's mandatory devices.
 pub fn defaults() -> Vec<Device> {
-    [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)]
-        .iter()
-        .map(|(n, ma, mi)| Device {
-            path: PathBuf::from(format!("/dev/{n}")),
-            kind: 'c',
-            major: *ma,
-            minor: *mi,
-            mode: 0o666,
-            uid: 0,
-            gid: 0,
-        })
-        .collect()
+    [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ]
+    .iter()
+    .map(|(n, ma, mi)| Device {
+        path: PathBuf::from(format!("/dev/{n}")),
+        kind: 'c',
+        major: *ma,
+        minor: *mi,
+        mode: 0o666,
+        uid: 0,
+        gid: 0,
+    })
+    .collect()
 }
 
 pub fn from_spec(d: &LinuxDevice) -> Result<Device> {
@@ -87,7 +94,12 @@ fn create(root: &Root, d: &Device, bind_from_host: bool) -> Result<()> {
     let parent = d.path.parent().unwrap_or(Path::new("/dev"));
     let dir = root
         .mkdir_all(parent, &std::fs::Permissions::from_mode(0o755))
-        .map_err(|e| Error::Other(format!("creating {} in the container root: {e}", parent.display())))?;
+        .map_err(|e| {
+            Error::Other(format!(
+                "creating {} in the container root: {e}",
+                parent.display()
+            ))
+        })?;
     if bind_from_host {
         return bind_host_node(root, d);
     }
@@ -96,7 +108,13 @@ fn create(root: &Root, d: &Device, bind_from_host: bool) -> Result<()> {
         'p' => SFlag::S_IFIFO,
         _ => SFlag::S_IFCHR,
     };
-    match mknodat(dir.as_fd(), name, kind, Mode::from_bits_truncate(d.mode), makedev(d.major, d.minor)) {
+    match mknodat(
+        dir.as_fd(),
+        name,
+        kind,
+        Mode::from_bits_truncate(d.mode),
+        makedev(d.major, d.minor),
+    ) {
         Ok(()) => {}
         Err(nix::errno::Errno::EEXIST) => return Ok(()),
         Err(nix::errno::Errno::EPERM) => return bind_host_node(root, d),
@@ -121,7 +139,10 @@ fn create(root: &Root, d: &Device, bind_from_host: bool) -> Result<()> {
 }
 
 fn bind_host_node(root: &Root, d: &Device) -> Result<()> {
-    match root.create(&d.path, &pathrs::InodeType::File(std::fs::Permissions::from_mode(0o644))) {
+    match root.create(
+        &d.path,
+        &pathrs::InodeType::File(std::fs::Permissions::from_mode(0o644)),
+    ) {
         Ok(()) => {}
         Err(e) if e.kind() == pathrs::error::ErrorKind::OsError(Some(libc::EEXIST)) => {}
         Err(e) => {
@@ -134,8 +155,14 @@ fn bind_host_node(root: &Root, d: &Device) -> Result<()> {
     let h = root
         .resolve_nofollow(&d.path)
         .map_err(|e| Error::Other(format!("resolving {}: {e}", d.path.display())))?;
-    mount(Some(&d.path), &fd_path(h.as_fd()), None::<&str>, MsFlags::MS_BIND, None::<&str>)
-        .map_err(|e| Error::sys("bind-mounting host device", "mount", &d.path, e))
+    mount(
+        Some(&d.path),
+        &fd_path(h.as_fd()),
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| Error::sys("bind-mounting host device", "mount", &d.path, e))
 }
 
 /// `/dev/ptmx`, `/dev/fd`, stdin/stdout/stderr (and `/dev/core` where the host has
@@ -158,7 +185,12 @@ pub fn symlinks(root: &Root) -> Result<()> {
             continue;
         }
         root.create(link, &pathrs::InodeType::Symlink(PathBuf::from(target)))
-            .map_err(|e| Error::Other(format!("creating symlink {} in the container root: {e}", link.display())))?;
+            .map_err(|e| {
+                Error::Other(format!(
+                    "creating symlink {} in the container root: {e}",
+                    link.display()
+                ))
+            })?;
     }
     Ok(())
 }
@@ -171,7 +203,17 @@ mod tests {
     fn default_devices_are_the_spec_list() {
         let d = defaults();
         let names: Vec<_> = d.iter().map(|d| d.path.display().to_string()).collect();
-        assert_eq!(names, ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty"]);
+        assert_eq!(
+            names,
+            [
+                "/dev/null",
+                "/dev/zero",
+                "/dev/full",
+                "/dev/random",
+                "/dev/urandom",
+                "/dev/tty"
+            ]
+        );
         assert_eq!((d[0].major, d[0].minor), (1, 3));
     }
 
@@ -182,6 +224,9 @@ mod tests {
         }))
         .expect("device");
         let d = from_spec(&ld).expect("from_spec");
-        assert_eq!((d.kind, d.major, d.minor, d.mode, d.gid), ('c', 10, 229, 0o666, 5));
+        assert_eq!(
+            (d.kind, d.major, d.minor, d.mode, d.gid),
+            ('c', 10, 229, 0o666, 5)
+        );
     }
 }

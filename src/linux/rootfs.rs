@@ -115,13 +115,54 @@ fn recursive_option(o: &str) -> Option<(u64, u64)> {
 /// Every option name gpurun understands, for `features`.
 pub fn known_options() -> Vec<String> {
     let classic = [
-        "defaults", "ro", "rw", "suid", "nosuid", "dev", "nodev", "exec", "noexec", "sync",
-        "async", "dirsync", "remount", "mand", "nomand", "atime", "noatime", "diratime",
-        "nodiratime", "bind", "rbind", "relatime", "norelatime", "strictatime",
-        "nostrictatime", "silent", "loud", "private", "rprivate", "shared", "rshared",
-        "slave", "rslave", "unbindable", "runbindable", "rro", "rrw", "rnosuid", "rsuid",
-        "rnodev", "rdev", "rnoexec", "rexec", "rnoatime", "ratime", "rstrictatime",
-        "rnodiratime", "rdiratime",
+        "defaults",
+        "ro",
+        "rw",
+        "suid",
+        "nosuid",
+        "dev",
+        "nodev",
+        "exec",
+        "noexec",
+        "sync",
+        "async",
+        "dirsync",
+        "remount",
+        "mand",
+        "nomand",
+        "atime",
+        "noatime",
+        "diratime",
+        "nodiratime",
+        "bind",
+        "rbind",
+        "relatime",
+        "norelatime",
+        "strictatime",
+        "nostrictatime",
+        "silent",
+        "loud",
+        "private",
+        "rprivate",
+        "shared",
+        "rshared",
+        "slave",
+        "rslave",
+        "unbindable",
+        "runbindable",
+        "rro",
+        "rrw",
+        "rnosuid",
+        "rsuid",
+        "rnodev",
+        "rdev",
+        "rnoexec",
+        "rexec",
+        "rnoatime",
+        "ratime",
+        "rstrictatime",
+        "rnodiratime",
+        "rdiratime",
     ];
     classic.iter().map(|s| s.to_string()).collect()
 }
@@ -207,7 +248,10 @@ fn mount_err(what: String, path: &Path) -> impl FnOnce(nix::errno::Errno) -> Err
 }
 
 fn pathrs_err(what: &str, path: &Path, e: pathrs::error::Error) -> Error {
-    Error::Other(format!("{what} {} in the container root: {e}", path.display()))
+    Error::Other(format!(
+        "{what} {} in the container root: {e}",
+        path.display()
+    ))
 }
 
 /// Make our mount namespace's view private to us (slave by default, so host mounts still
@@ -226,8 +270,10 @@ pub fn prepare(rootfs: &Path, propagation: Option<&str>) -> Result<Root> {
     } else {
         flags
     };
-    mount(None::<&str>, "/", None::<&str>, host, None::<&str>)
-        .map_err(mount_err("setting root mount propagation".into(), Path::new("/")))?;
+    mount(None::<&str>, "/", None::<&str>, host, None::<&str>).map_err(mount_err(
+        "setting root mount propagation".into(),
+        Path::new("/"),
+    ))?;
     mount(
         Some(rootfs),
         rootfs,
@@ -236,7 +282,8 @@ pub fn prepare(rootfs: &Path, propagation: Option<&str>) -> Result<Root> {
         None::<&str>,
     )
     .map_err(mount_err("binding the rootfs onto itself".into(), rootfs))?;
-    Root::open(rootfs).map_err(|e| Error::Other(format!("opening rootfs {}: {e}", rootfs.display())))
+    Root::open(rootfs)
+        .map_err(|e| Error::Other(format!("opening rootfs {}: {e}", rootfs.display())))
 }
 
 /// Create (if needed) and resolve the target of a mount inside the root.
@@ -253,7 +300,10 @@ fn target(root: &Root, dest: &Path, dir: bool) -> Result<pathrs::Handle> {
     let parent = dest.parent().unwrap_or(Path::new("/"));
     root.mkdir_all(parent, &perm)
         .map_err(|e| pathrs_err("creating mount point parent", parent, e))?;
-    match root.create(dest, &pathrs::InodeType::File(std::fs::Permissions::from_mode(0o644))) {
+    match root.create(
+        dest,
+        &pathrs::InodeType::File(std::fs::Permissions::from_mode(0o644)),
+    ) {
         Ok(()) => {}
         Err(e) if e.kind() == pathrs::error::ErrorKind::OsError(Some(libc::EEXIST)) => {}
         Err(e) => return Err(pathrs_err("creating mount point file", dest, e)),
@@ -272,7 +322,11 @@ fn check_plain_dir(root: &Root, dest: &Path) -> Result<()> {
             return Err(Error::Other(format!(
                 "mount point {} for {} must be an ordinary directory, not a symlink or file",
                 dest.display(),
-                if dest.starts_with("/proc") { "proc" } else { "sysfs" }
+                if dest.starts_with("/proc") {
+                    "proc"
+                } else {
+                    "sysfs"
+                }
             )));
         }
     }
@@ -292,14 +346,20 @@ pub fn mount_one(root: &Root, op: &MountOp) -> Result<()> {
     if op.bind {
         let src = op.source.as_deref().unwrap_or(Path::new(""));
         let bind_flags = op.flags & (MsFlags::MS_BIND | MsFlags::MS_REC);
-        mount(Some(src), &tp, None::<&str>, bind_flags, None::<&str>)
-            .map_err(mount_err(format!("bind-mounting {}", src.display()), &op.dest))?;
+        mount(Some(src), &tp, None::<&str>, bind_flags, None::<&str>).map_err(mount_err(
+            format!("bind-mounting {}", src.display()),
+            &op.dest,
+        ))?;
         let extra = op.flags - (MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
         if !extra.is_empty() {
             remount_bind(root, &op.dest, extra)?;
         }
     } else {
-        let src = op.source.as_deref().map(|p| p.as_os_str()).unwrap_or(op.typ.as_ref());
+        let src = op
+            .source
+            .as_deref()
+            .map(|p| p.as_os_str())
+            .unwrap_or(op.typ.as_ref());
         let data = (!op.data.is_empty()).then_some(op.data.as_str());
         mount(Some(src), &tp, Some(op.typ.as_str()), op.flags, data)
             .map_err(mount_err(what(), &op.dest))?;
@@ -308,8 +368,17 @@ pub fn mount_one(root: &Root, op: &MountOp) -> Result<()> {
         .resolve(&op.dest)
         .map_err(|e| pathrs_err("resolving new mount", &op.dest, e))?;
     for p in &op.propagation {
-        mount(None::<&str>, &fd_path(top.as_fd()), None::<&str>, *p, None::<&str>)
-            .map_err(mount_err(format!("setting propagation of {}", op.dest.display()), &op.dest))?;
+        mount(
+            None::<&str>,
+            &fd_path(top.as_fd()),
+            None::<&str>,
+            *p,
+            None::<&str>,
+        )
+        .map_err(mount_err(
+            format!("setting propagation of {}", op.dest.display()),
+            &op.dest,
+        ))?;
     }
     if op.rec_attr_set != 0 || op.rec_attr_clr != 0 {
         crate::linux::sys::proc::mount_setattr(
@@ -319,7 +388,14 @@ pub fn mount_one(root: &Root, op: &MountOp) -> Result<()> {
             op.rec_attr_set,
             op.rec_attr_clr,
         )
-        .map_err(|e| Error::sys("setting recursive mount attributes", "mount_setattr", &op.dest, e))?;
+        .map_err(|e| {
+            Error::sys(
+                "setting recursive mount attributes",
+                "mount_setattr",
+                &op.dest,
+                e,
+            )
+        })?;
     }
     Ok(())
 }
@@ -335,15 +411,22 @@ fn remount_bind(root: &Root, dest: &Path, flags: MsFlags) -> Result<()> {
     match mount(None::<&str>, &tp, None::<&str>, base | flags, None::<&str>) {
         Err(nix::errno::Errno::EPERM) => {
             let locked = locked_flags(top.as_fd())?;
-            mount(None::<&str>, &tp, None::<&str>, base | flags | locked, None::<&str>)
-                .map_err(mount_err("remounting bind mount".into(), dest))
+            mount(
+                None::<&str>,
+                &tp,
+                None::<&str>,
+                base | flags | locked,
+                None::<&str>,
+            )
+            .map_err(mount_err("remounting bind mount".into(), dest))
         }
         r => r.map_err(mount_err("remounting bind mount".into(), dest)),
     }
 }
 
 fn locked_flags(fd: BorrowedFd<'_>) -> Result<MsFlags> {
-    let st = fstatvfs(fd).map_err(|e| Error::sys("reading mount flags", "fstatvfs", fd_path(fd), e))?;
+    let st =
+        fstatvfs(fd).map_err(|e| Error::sys("reading mount flags", "fstatvfs", fd_path(fd), e))?;
     let f = st.flags();
     let mut out = MsFlags::empty();
     for (s, m) in [
@@ -370,19 +453,45 @@ fn mount_cgroup(root: &Root, op: &MountOp) -> Result<()> {
     let tp = fd_path(h.as_fd());
     let flags = op.flags & !MsFlags::MS_RDONLY;
     let hier = host_cgroup_mounts()?;
-    if hier.iter().any(|m| m.fstype == "cgroup2" && m.mount_point == Path::new("/sys/fs/cgroup")) {
-        return mount(Some("cgroup2"), &tp, Some("cgroup2"), op.flags, None::<&str>)
-            .map_err(mount_err("mounting cgroup2".into(), &op.dest));
+    if hier
+        .iter()
+        .any(|m| m.fstype == "cgroup2" && m.mount_point == Path::new("/sys/fs/cgroup"))
+    {
+        return mount(
+            Some("cgroup2"),
+            &tp,
+            Some("cgroup2"),
+            op.flags,
+            None::<&str>,
+        )
+        .map_err(mount_err("mounting cgroup2".into(), &op.dest));
     }
-    mount(Some("tmpfs"), &tp, Some("tmpfs"), flags, Some("mode=755"))
-        .map_err(mount_err("mounting tmpfs for cgroup hierarchies".into(), &op.dest))?;
+    mount(Some("tmpfs"), &tp, Some("tmpfs"), flags, Some("mode=755")).map_err(mount_err(
+        "mounting tmpfs for cgroup hierarchies".into(),
+        &op.dest,
+    ))?;
     for m in &hier {
-        let Some(name) = m.mount_point.file_name() else { continue };
+        let Some(name) = m.mount_point.file_name() else {
+            continue;
+        };
         let sub = op.dest.join(name);
         let sh = target(root, &sub, true)?;
-        let data = if m.fstype == "cgroup" { Some(m.options.as_str()) } else { None };
-        mount(Some(m.fstype.as_str()), &fd_path(sh.as_fd()), Some(m.fstype.as_str()), flags, data)
-            .map_err(mount_err(format!("mounting cgroup hierarchy {}", m.options), &sub))?;
+        let data = if m.fstype == "cgroup" {
+            Some(m.options.as_str())
+        } else {
+            None
+        };
+        mount(
+            Some(m.fstype.as_str()),
+            &fd_path(sh.as_fd()),
+            Some(m.fstype.as_str()),
+            flags,
+            data,
+        )
+        .map_err(mount_err(
+            format!("mounting cgroup hierarchy {}", m.options),
+            &sub,
+        ))?;
         if m.options.contains(',') && m.fstype == "cgroup" {
             for part in m.options.split(',').filter(|p| !p.starts_with("name=")) {
                 let link = op.dest.join(part);
@@ -403,7 +512,10 @@ fn mount_cgroup(root: &Root, op: &MountOp) -> Result<()> {
             MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | flags,
             Some("mode=755"),
         )
-        .map_err(mount_err("remounting cgroup tmpfs read-only".into(), &op.dest))?;
+        .map_err(mount_err(
+            "remounting cgroup tmpfs read-only".into(),
+            &op.dest,
+        ))?;
     }
     Ok(())
 }
@@ -426,7 +538,9 @@ fn host_cgroup_mounts() -> Result<Vec<CgroupMount>> {
 pub fn parse_cgroup_mounts(mountinfo: &str) -> Vec<CgroupMount> {
     let mut out = Vec::new();
     for line in mountinfo.lines() {
-        let Some((pre, post)) = line.split_once(" - ") else { continue };
+        let Some((pre, post)) = line.split_once(" - ") else {
+            continue;
+        };
         let pre: Vec<&str> = pre.split(' ').collect();
         let post: Vec<&str> = post.split(' ').collect();
         if pre.len() < 5 || post.len() < 3 {
@@ -442,7 +556,11 @@ pub fn parse_cgroup_mounts(mountinfo: &str) -> Vec<CgroupMount> {
         }
         let options = post[2]
             .split(',')
-            .filter(|o| !matches!(*o, "rw" | "ro") && !o.starts_with("nsdelegate") && !o.starts_with("memory_recursiveprot"))
+            .filter(|o| {
+                !matches!(*o, "rw" | "ro")
+                    && !o.starts_with("nsdelegate")
+                    && !o.starts_with("memory_recursiveprot")
+            })
             .collect::<Vec<_>>()
             .join(",");
         out.push(CgroupMount {
@@ -477,8 +595,14 @@ pub fn mask_paths(root: &Root, paths: &[String]) -> Result<()> {
             )
             .map_err(mount_err("masking directory".into(), path))?;
         } else {
-            mount(Some(&fd_path(null.as_fd())), &tp, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-                .map_err(mount_err("masking file with /dev/null".into(), path))?;
+            mount(
+                Some(&fd_path(null.as_fd())),
+                &tp,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(mount_err("masking file with /dev/null".into(), path))?;
         }
     }
     Ok(())
@@ -507,12 +631,22 @@ pub fn readonly_paths(root: &Root, paths: &[String]) -> Result<()> {
         let path = Path::new(p);
         let Ok(h) = root.resolve(path) else { continue };
         let tp = fd_path(h.as_fd());
-        mount(Some(&tp), &tp, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-            .map_err(mount_err("binding read-only path".into(), path))?;
+        mount(
+            Some(&tp),
+            &tp,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(mount_err("binding read-only path".into(), path))?;
         remount_bind(
             root,
             path,
-            MsFlags::MS_RDONLY | MsFlags::MS_REC | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            MsFlags::MS_RDONLY
+                | MsFlags::MS_REC
+                | MsFlags::MS_NOSUID
+                | MsFlags::MS_NODEV
+                | MsFlags::MS_NOEXEC,
         )?;
     }
     Ok(())
@@ -522,19 +656,36 @@ pub fn readonly_paths(root: &Root, paths: &[String]) -> Result<()> {
 pub fn pivot(rootfs: &Path) -> Result<()> {
     let dir = std::fs::File::open(rootfs).map_err(|e| Error::io("opening rootfs", rootfs, e))?;
     nix::unistd::fchdir(&dir).map_err(|e| Error::sys("entering rootfs", "fchdir", rootfs, e))?;
-    nix::unistd::pivot_root(".", ".").map_err(|e| Error::sys("switching root", "pivot_root", rootfs, e))?;
+    nix::unistd::pivot_root(".", ".")
+        .map_err(|e| Error::sys("switching root", "pivot_root", rootfs, e))?;
     // The old root must not propagate its unmount back to the host.
-    mount(None::<&str>, ".", None::<&str>, MsFlags::MS_SLAVE | MsFlags::MS_REC, None::<&str>)
-        .map_err(mount_err("making the old root a slave".into(), Path::new("/")))?;
-    umount2(".", MntFlags::MNT_DETACH).map_err(|e| Error::sys("detaching the old root", "umount2", "/", e))?;
+    mount(
+        None::<&str>,
+        ".",
+        None::<&str>,
+        MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(mount_err(
+        "making the old root a slave".into(),
+        Path::new("/"),
+    ))?;
+    umount2(".", MntFlags::MNT_DETACH)
+        .map_err(|e| Error::sys("detaching the old root", "umount2", "/", e))?;
     nix::unistd::chdir("/").map_err(|e| Error::sys("entering new root", "chdir", "/", e))
 }
 
 /// `--no-pivot`: move the rootfs over `/` and chroot into it.
 pub fn move_root(rootfs: &Path) -> Result<()> {
     nix::unistd::chdir(rootfs).map_err(|e| Error::sys("entering rootfs", "chdir", rootfs, e))?;
-    mount(Some(rootfs), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
-        .map_err(mount_err("moving rootfs to /".into(), rootfs))?;
+    mount(
+        Some(rootfs),
+        "/",
+        None::<&str>,
+        MsFlags::MS_MOVE,
+        None::<&str>,
+    )
+    .map_err(mount_err("moving rootfs to /".into(), rootfs))?;
     nix::unistd::chroot(".").map_err(|e| Error::sys("entering rootfs", "chroot", rootfs, e))?;
     nix::unistd::chdir("/").map_err(|e| Error::sys("entering new root", "chdir", "/", e))
 }
@@ -543,8 +694,10 @@ pub fn move_root(rootfs: &Path) -> Result<()> {
 pub fn root_propagation(propagation: Option<&str>) -> Result<()> {
     if let Some(f) = propagation.and_then(propagation_option) {
         if f.intersects(MsFlags::MS_SHARED | MsFlags::MS_UNBINDABLE) {
-            mount(None::<&str>, "/", None::<&str>, f, None::<&str>)
-                .map_err(mount_err("setting rootfs propagation".into(), Path::new("/")))?;
+            mount(None::<&str>, "/", None::<&str>, f, None::<&str>).map_err(mount_err(
+                "setting rootfs propagation".into(),
+                Path::new("/"),
+            ))?;
         }
     }
     Ok(())
@@ -556,10 +709,15 @@ pub fn readonly_root() -> Result<()> {
         Err(nix::errno::Errno::EPERM) => {
             let root = std::fs::File::open("/").map_err(|e| Error::io("opening", "/", e))?;
             let locked = locked_flags(root.as_fd())?;
-            mount(None::<&str>, "/", None::<&str>, base | locked, None::<&str>)
-                .map_err(mount_err("remounting root read-only".into(), Path::new("/")))
+            mount(None::<&str>, "/", None::<&str>, base | locked, None::<&str>).map_err(mount_err(
+                "remounting root read-only".into(),
+                Path::new("/"),
+            ))
         }
-        r => r.map_err(mount_err("remounting root read-only".into(), Path::new("/"))),
+        r => r.map_err(mount_err(
+            "remounting root read-only".into(),
+            Path::new("/"),
+        )),
     }
 }
 
@@ -579,7 +737,9 @@ mod tests {
             Path::new("/b"),
         )
         .expect("parse");
-        assert!(op.flags.contains(MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME));
+        assert!(op
+            .flags
+            .contains(MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME));
         assert_eq!(op.data, "mode=755,size=65536k");
         assert_eq!(op.propagation, vec![MsFlags::MS_PRIVATE | MsFlags::MS_REC]);
         assert_eq!(op.rec_attr_set, MOUNT_ATTR_RDONLY);

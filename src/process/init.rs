@@ -97,24 +97,46 @@ fn stage1_inner(plan: &Plan, ch: &Channel) -> std::result::Result<bool, (&'stati
         namespaces::setns(j).map_err(|e| ("namespaces", e))?;
     }
     if plan.new_user {
-        unshare(CloneFlags::CLONE_NEWUSER)
-            .map_err(|e| ("namespaces", Error::sys("creating user namespace", "unshare", "", e)))?;
+        unshare(CloneFlags::CLONE_NEWUSER).map_err(|e| {
+            (
+                "namespaces",
+                Error::sys("creating user namespace", "unshare", "", e),
+            )
+        })?;
         let me = nix::unistd::getpid().as_raw();
-        ch.send_msg(&ChildMsg::IdMaps(me)).map_err(|e| ("namespaces", e))?;
+        ch.send_msg(&ChildMsg::IdMaps(me))
+            .map_err(|e| ("namespaces", e))?;
         ch.wait_ack().map_err(|e| ("namespaces", e))?;
-        setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
-            .map_err(|e| ("namespaces", Error::sys("becoming root in the user namespace", "setresgid", "", e)))?;
-        setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
-            .map_err(|e| ("namespaces", Error::sys("becoming root in the user namespace", "setresuid", "", e)))?;
+        setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0)).map_err(|e| {
+            (
+                "namespaces",
+                Error::sys("becoming root in the user namespace", "setresgid", "", e),
+            )
+        })?;
+        setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0)).map_err(|e| {
+            (
+                "namespaces",
+                Error::sys("becoming root in the user namespace", "setresuid", "", e),
+            )
+        })?;
     }
     if !plan.unshare_flags.is_empty() {
         unshare(plan.unshare_flags).map_err(|e| {
-            ("namespaces", Error::sys(format!("creating namespaces {:?}", plan.unshare_flags), "unshare", "", e))
+            (
+                "namespaces",
+                Error::sys(
+                    format!("creating namespaces {:?}", plan.unshare_flags),
+                    "unshare",
+                    "",
+                    e,
+                ),
+            )
         })?;
     }
     if plan.time_offsets.is_some() {
         let me = nix::unistd::getpid().as_raw();
-        ch.send_msg(&ChildMsg::TimeOffsets(me)).map_err(|e| ("namespaces", e))?;
+        ch.send_msg(&ChildMsg::TimeOffsets(me))
+            .map_err(|e| ("namespaces", e))?;
         ch.wait_ack().map_err(|e| ("namespaces", e))?;
     }
     if !plan.two_stage {
@@ -127,7 +149,8 @@ fn stage1_inner(plan: &Plan, ch: &Channel) -> std::result::Result<bool, (&'stati
     {
         None => Ok(true),
         Some(pid) => {
-            ch.send_msg(&ChildMsg::InitPid(pid.as_raw())).map_err(|e| ("namespaces", e))?;
+            ch.send_msg(&ChildMsg::InitPid(pid.as_raw()))
+                .map_err(|e| ("namespaces", e))?;
             Ok(false)
         }
     }
@@ -138,7 +161,11 @@ fn run_init(plan: &Plan, ch: &Channel, start: &OwnedFd) -> i32 {
     // Other processes in the container must not ptrace or open /proc/<init>/ while
     // init still holds host fds (CVE-2016-9962). execve restores dumpability.
     let _ = nix::sys::prctl::set_dumpable(false);
-    let mut ctx = Ctx { plan, root: None, exe: None };
+    let mut ctx = Ctx {
+        plan,
+        root: None,
+        exe: None,
+    };
     for (name, step) in STEPS {
         failpoint(name);
         if let Err(e) = step(&mut ctx) {
@@ -160,7 +187,11 @@ fn run_init(plan: &Plan, ch: &Channel, start: &OwnedFd) -> i32 {
 /// Block until `start` writes to the exec fifo. Init holds it read-write, so the read
 /// blocks until a byte arrives, and `start` can tell a dead init (no reader: ENXIO).
 fn wait_for_start(start: &OwnedFd) -> Result<()> {
-    let mut f = std::fs::File::from(start.try_clone().map_err(|e| Error::io("waiting for start", "exec.fifo", e))?);
+    let mut f = std::fs::File::from(
+        start
+            .try_clone()
+            .map_err(|e| Error::io("waiting for start", "exec.fifo", e))?,
+    );
     let mut b = [0u8; 1];
     loop {
         match f.read(&mut b) {
@@ -182,7 +213,11 @@ fn exec(ctx: &Ctx, ch: &Channel) -> i32 {
     // Every fd past stdio and the preserved ones is closed on exec: nothing of the host
     // (state dir, rootfs, cgroup or namespace fds) reaches the container (CVE-2024-21626).
     if let Err(e) = close_range_from(3 + plan.preserve_fds, true) {
-        return report(ch, "close-fds", &Error::sys("closing fds", "close_range", "", e));
+        return report(
+            ch,
+            "close-fds",
+            &Error::sys("closing fds", "close_range", "", e),
+        );
     }
     let _ = nix::sys::signal::sigprocmask(
         nix::sys::signal::SigmaskHow::SIG_SETMASK,
@@ -196,7 +231,12 @@ fn exec(ctx: &Ctx, ch: &Channel) -> i32 {
     report(
         ch,
         "exec",
-        &Error::sys("starting the container process", "execve", exe.to_string_lossy().as_ref(), err),
+        &Error::sys(
+            "starting the container process",
+            "execve",
+            exe.to_string_lossy().as_ref(),
+            err,
+        ),
     )
 }
 
@@ -222,7 +262,11 @@ fn write_oom_score_adj(adj: i32) -> Result<()> {
     let procfs = pathrs::procfs::ProcfsHandle::new()
         .map_err(|e| Error::Other(format!("opening a private procfs handle: {e}")))?;
     let mut f = procfs
-        .open(pathrs::procfs::ProcfsBase::ProcSelf, "oom_score_adj", pathrs::flags::OpenFlags::O_WRONLY)
+        .open(
+            pathrs::procfs::ProcfsBase::ProcSelf,
+            "oom_score_adj",
+            pathrs::flags::OpenFlags::O_WRONLY,
+        )
         .map_err(|e| Error::Other(format!("opening /proc/self/oom_score_adj: {e}")))?;
     std::io::Write::write_all(&mut f, adj.to_string().as_bytes()).map_err(|e| {
         let hint = if e.raw_os_error() == Some(libc::EACCES) {
@@ -230,12 +274,16 @@ fn write_oom_score_adj(adj: i32) -> Result<()> {
         } else {
             ""
         };
-        Error::Other(format!("writing {adj} to /proc/self/oom_score_adj: {e}{hint}"))
+        Error::Other(format!(
+            "writing {adj} to /proc/self/oom_score_adj: {e}{hint}"
+        ))
     })
 }
 
 fn root<'a>(ctx: &'a Ctx) -> Result<&'a Root> {
-    ctx.root.as_ref().ok_or_else(|| Error::Other("rootfs not prepared".into()))
+    ctx.root
+        .as_ref()
+        .ok_or_else(|| Error::Other("rootfs not prepared".into()))
 }
 
 fn step_prepare(ctx: &mut Ctx) -> Result<()> {
@@ -278,8 +326,14 @@ fn step_sysctl(ctx: &mut Ctx) -> Result<()> {
     for (k, v) in &ctx.plan.sysctl {
         let rel = PathBuf::from("sys").join(k.replace('.', "/"));
         let mut f = procfs
-            .open(pathrs::procfs::ProcfsBase::ProcRoot, &rel, pathrs::flags::OpenFlags::O_WRONLY)
-            .map_err(|e| Error::Other(format!("sysctl {k}: opening /proc/{}: {e}", rel.display())))?;
+            .open(
+                pathrs::procfs::ProcfsBase::ProcRoot,
+                &rel,
+                pathrs::flags::OpenFlags::O_WRONLY,
+            )
+            .map_err(|e| {
+                Error::Other(format!("sysctl {k}: opening /proc/{}: {e}", rel.display()))
+            })?;
         std::io::Write::write_all(&mut f, v.as_bytes())
             .map_err(|e| Error::Other(format!("sysctl {k}={v}: write: {e}")))?;
     }
@@ -300,7 +354,12 @@ fn step_cwd_create(ctx: &mut Ctx) -> Result<()> {
     root(ctx)?
         .mkdir_all(cwd, &std::fs::Permissions::from_mode(0o755))
         .map(|_| ())
-        .map_err(|e| Error::Other(format!("creating process.cwd {} in the container root: {e}", cwd.display())))
+        .map_err(|e| {
+            Error::Other(format!(
+                "creating process.cwd {} in the container root: {e}",
+                cwd.display()
+            ))
+        })
 }
 
 fn step_pivot(ctx: &mut Ctx) -> Result<()> {
@@ -324,7 +383,8 @@ fn step_readonly_root(ctx: &mut Ctx) -> Result<()> {
 
 fn step_hostname(ctx: &mut Ctx) -> Result<()> {
     if let Some(h) = &ctx.plan.hostname {
-        nix::unistd::sethostname(h).map_err(|e| Error::sys("setting hostname", "sethostname", h.as_str(), e))?;
+        nix::unistd::sethostname(h)
+            .map_err(|e| Error::sys("setting hostname", "sethostname", h.as_str(), e))?;
     }
     if let Some(d) = &ctx.plan.domainname {
         crate::linux::sys::proc::setdomainname(d)
@@ -362,7 +422,11 @@ pub fn lookup_executable(arg0: &str, env: &[String], cwd: &Path) -> Result<PathB
         std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
     };
     if arg0.contains('/') {
-        let p = if Path::new(arg0).is_absolute() { PathBuf::from(arg0) } else { cwd.join(arg0) };
+        let p = if Path::new(arg0).is_absolute() {
+            PathBuf::from(arg0)
+        } else {
+            cwd.join(arg0)
+        };
         if is_exec(&p) {
             return Ok(p);
         }
@@ -381,7 +445,9 @@ pub fn lookup_executable(arg0: &str, env: &[String], cwd: &Path) -> Result<PathB
             return Ok(p);
         }
     }
-    Err(Error::Other(format!("exec: {arg0:?}: executable file not found in $PATH")))
+    Err(Error::Other(format!(
+        "exec: {arg0:?}: executable file not found in $PATH"
+    )))
 }
 
 fn step_nnp(ctx: &mut Ctx) -> Result<()> {
@@ -419,12 +485,19 @@ fn step_bounding(ctx: &mut Ctx) -> Result<()> {
 fn step_ids(ctx: &mut Ctx) -> Result<()> {
     let p = ctx.plan;
     caps::set_keep_caps(true)?;
-    let gids: Vec<Gid> = p.additional_gids.iter().map(|g| Gid::from_raw(*g)).collect();
-    nix::unistd::setgroups(&gids).map_err(|e| Error::sys("setting additional gids", "setgroups", "", e))?;
+    let gids: Vec<Gid> = p
+        .additional_gids
+        .iter()
+        .map(|g| Gid::from_raw(*g))
+        .collect();
+    nix::unistd::setgroups(&gids)
+        .map_err(|e| Error::sys("setting additional gids", "setgroups", "", e))?;
     let g = Gid::from_raw(p.gid);
-    setresgid(g, g, g).map_err(|e| Error::sys(format!("setting gid {}", p.gid), "setresgid", "", e))?;
+    setresgid(g, g, g)
+        .map_err(|e| Error::sys(format!("setting gid {}", p.gid), "setresgid", "", e))?;
     let u = Uid::from_raw(p.uid);
-    setresuid(u, u, u).map_err(|e| Error::sys(format!("setting uid {}", p.uid), "setresuid", "", e))?;
+    setresuid(u, u, u)
+        .map_err(|e| Error::sys(format!("setting uid {}", p.uid), "setresuid", "", e))?;
     caps::set_keep_caps(false)
 }
 
@@ -438,7 +511,8 @@ fn step_caps(ctx: &mut Ctx) -> Result<()> {
 fn step_cwd(ctx: &mut Ctx) -> Result<()> {
     let cwd = &ctx.plan.cwd;
     nix::unistd::chdir(cwd).map_err(|e| Error::sys("entering process.cwd", "chdir", cwd, e))?;
-    let now = nix::unistd::getcwd().map_err(|e| Error::sys("checking process.cwd", "getcwd", cwd, e))?;
+    let now =
+        nix::unistd::getcwd().map_err(|e| Error::sys("checking process.cwd", "getcwd", cwd, e))?;
     if !now.is_absolute() || now.to_string_lossy().starts_with("(unreachable)") {
         return Err(Error::Other(format!(
             "process.cwd {} resolves outside the container root",
@@ -462,8 +536,11 @@ mod tests {
         let env = vec!["PATH=/nonexistent:/bin:/usr/bin".to_string()];
         let p = lookup_executable("sh", &env, Path::new("/")).expect("sh");
         assert!(p.ends_with("sh"));
-        let err = lookup_executable("no-such-binary-xyz", &env, Path::new("/")).expect_err("missing");
-        assert!(err.to_string().contains("executable file not found in $PATH"));
+        let err =
+            lookup_executable("no-such-binary-xyz", &env, Path::new("/")).expect_err("missing");
+        assert!(err
+            .to_string()
+            .contains("executable file not found in $PATH"));
         let err = lookup_executable("/etc/passwd", &env, Path::new("/")).expect_err("not exec");
         assert!(err.to_string().contains("not an executable"));
     }

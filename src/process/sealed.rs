@@ -55,14 +55,27 @@ pub fn ensure() -> Result<()> {
     let a: Vec<&CStr> = argv.iter().map(|c| c.as_c_str()).collect();
     let e: Vec<&CStr> = envp.iter().map(|c| c.as_c_str()).collect();
     if let Ok(fd) = open_tree_clone(std::path::Path::new("/proc/self/exe")) {
-        if mount_setattr(fd.as_fd(), c"", libc::AT_EMPTY_PATH as u32, MOUNT_ATTR_RDONLY, 0).is_ok() {
+        if mount_setattr(
+            fd.as_fd(),
+            c"",
+            libc::AT_EMPTY_PATH as u32,
+            MOUNT_ATTR_RDONLY,
+            0,
+        )
+        .is_ok()
+        {
             let errno = execveat_fd(fd.as_fd(), &a, &e);
             crate::log::debug(&format!("re-exec from read-only mount failed: {errno}"));
         }
     }
     let memfd = sealed_copy()?;
     let errno = execveat_fd(memfd.as_fd(), &a, &e);
-    Err(Error::sys("re-executing from a sealed copy", "execveat", "/proc/self/exe", errno))
+    Err(Error::sys(
+        "re-executing from a sealed copy",
+        "execveat",
+        "/proc/self/exe",
+        errno,
+    ))
 }
 
 fn sealed_copy() -> Result<std::os::fd::OwnedFd> {
@@ -71,10 +84,15 @@ fn sealed_copy() -> Result<std::os::fd::OwnedFd> {
         MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
     )
     .map_err(|e| Error::sys("copying the binary", "memfd_create", "", e))?;
-    let data = std::fs::read("/proc/self/exe").map_err(|e| Error::io("reading", "/proc/self/exe", e))?;
+    let data =
+        std::fs::read("/proc/self/exe").map_err(|e| Error::io("reading", "/proc/self/exe", e))?;
     let mut f = std::fs::File::from(fd);
-    f.write_all(&data).map_err(|e| Error::io("copying the binary to", "memfd", e))?;
-    let seals = SealFlag::F_SEAL_SEAL | SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_WRITE;
+    f.write_all(&data)
+        .map_err(|e| Error::io("copying the binary to", "memfd", e))?;
+    let seals = SealFlag::F_SEAL_SEAL
+        | SealFlag::F_SEAL_SHRINK
+        | SealFlag::F_SEAL_GROW
+        | SealFlag::F_SEAL_WRITE;
     nix::fcntl::fcntl(&f, FcntlArg::F_ADD_SEALS(seals))
         .map_err(|e| Error::sys("sealing the binary copy", "fcntl", "memfd", e))?;
     Ok(f.into())

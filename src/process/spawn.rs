@@ -70,7 +70,11 @@ pub fn spawn(
             }
             Some(ChildMsg::Ready) => {
                 let pid = init_pid.ok_or_else(|| {
-                    cleanup(first, None, Error::Other("container init never reported its pid".into()))
+                    cleanup(
+                        first,
+                        None,
+                        Error::Other("container init never reported its pid".into()),
+                    )
                 })?;
                 return Ok(Spawned { pid });
             }

@@ -18,7 +18,10 @@ pub enum ChildMsg {
     /// The container's init, as a host pid (two-stage spawn).
     InitPid(i32),
     Ready,
-    Failed { step: String, msg: String },
+    Failed {
+        step: String,
+        msg: String,
+    },
 }
 
 pub const ACK: u8 = 1;
@@ -41,8 +44,12 @@ pub fn pair() -> Result<(Channel, Channel)> {
 impl Channel {
     pub fn send_msg(&self, m: &ChildMsg) -> Result<()> {
         let data = serde_json::to_vec(m).map_err(|e| Error::Other(e.to_string()))?;
-        send(self.fd.as_fd().as_raw_fd_compat(), &data, MsgFlags::MSG_NOSIGNAL)
-            .map_err(|e| Error::sys("reporting to the parent", "send", "", e))?;
+        send(
+            self.fd.as_fd().as_raw_fd_compat(),
+            &data,
+            MsgFlags::MSG_NOSIGNAL,
+        )
+        .map_err(|e| Error::sys("reporting to the parent", "send", "", e))?;
         Ok(())
     }
 
@@ -50,9 +57,17 @@ impl Channel {
     pub fn recv_msg(&self) -> Result<Option<ChildMsg>> {
         let mut buf = vec![0u8; 64 * 1024];
         let n = loop {
-            match recv(self.fd.as_fd().as_raw_fd_compat(), &mut buf, MsgFlags::empty()) {
+            match recv(
+                self.fd.as_fd().as_raw_fd_compat(),
+                &mut buf,
+                MsgFlags::empty(),
+            ) {
                 Err(nix::errno::Errno::EINTR) => continue,
-                r => break r.map_err(|e| Error::sys("reading from the container init", "recv", "", e))?,
+                r => {
+                    break r.map_err(|e| {
+                        Error::sys("reading from the container init", "recv", "", e)
+                    })?
+                }
             }
         };
         if n == 0 {
@@ -64,15 +79,23 @@ impl Channel {
     }
 
     pub fn send_ack(&self) -> Result<()> {
-        send(self.fd.as_fd().as_raw_fd_compat(), &[ACK], MsgFlags::MSG_NOSIGNAL)
-            .map_err(|e| Error::sys("answering the container init", "send", "", e))?;
+        send(
+            self.fd.as_fd().as_raw_fd_compat(),
+            &[ACK],
+            MsgFlags::MSG_NOSIGNAL,
+        )
+        .map_err(|e| Error::sys("answering the container init", "send", "", e))?;
         Ok(())
     }
 
     pub fn wait_ack(&self) -> Result<()> {
         let mut b = [0u8; 1];
         loop {
-            match recv(self.fd.as_fd().as_raw_fd_compat(), &mut b, MsgFlags::empty()) {
+            match recv(
+                self.fd.as_fd().as_raw_fd_compat(),
+                &mut b,
+                MsgFlags::empty(),
+            ) {
                 Ok(1) if b[0] == ACK => return Ok(()),
                 Ok(_) => return Err(Error::Other("the parent closed the init channel".into())),
                 Err(nix::errno::Errno::EINTR) => continue,

@@ -3,5 +3,5 @@
 #![allow(unsafe_code)]
 
 pub mod bpf;
-pub mod seccomp;
 pub mod proc;
+pub mod seccomp;

@@ -45,7 +45,11 @@ pub fn exit_now(code: i32) -> ! {
 
 /// `close_range(first, ~0, flags)`: close (or mark close-on-exec) every fd from `first`.
 pub fn close_range_from(first: u32, cloexec: bool) -> Result<(), Errno> {
-    let flags: libc::c_uint = if cloexec { libc::CLOSE_RANGE_CLOEXEC } else { 0 };
+    let flags: libc::c_uint = if cloexec {
+        libc::CLOSE_RANGE_CLOEXEC
+    } else {
+        0
+    };
     // SAFETY: close_range only affects this process's fd table; callers own every fd at
     // or above `first` (nothing else in the process uses them after this point).
     let ret = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, flags) };

@@ -1,0 +1,247 @@
+//! Shared fixtures for the root integration tests: busybox bundles, the real binary, and
+//! a guard that force-deletes every container a test made.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// True (and a message) when the test must be skipped.
+pub fn skip(name: &str) -> bool {
+    if !is_root() {
+        eprintln!("skipping {name}: needs root");
+        return true;
+    }
+    if !Path::new(BUSYBOX).exists() {
+        panic!("{BUSYBOX} is missing: install Debian's busybox-static (make test does)");
+    }
+    false
+}
+
+pub const BUSYBOX: &str = "/bin/busybox";
+
+/// Build a busybox rootfs in `dir`: the static binary, its applets as symlinks, and the
+/// files `id` and friends read.
+pub fn make_rootfs(dir: &Path) {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).expect("mkdir bin");
+    std::fs::copy(BUSYBOX, bin.join("busybox")).expect("copy busybox");
+    let list = Command::new(BUSYBOX)
+        .arg("--list")
+        .output()
+        .expect("busybox --list");
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        let _ = std::os::unix::fs::symlink("busybox", bin.join(applet));
+    }
+    for d in ["proc", "sys", "dev", "etc", "tmp", "root", "run"] {
+        std::fs::create_dir_all(dir.join(d)).expect("mkdir");
+    }
+    std::fs::write(
+        dir.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/sh\n",
+    )
+    .expect("passwd");
+    std::fs::write(dir.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").expect("group");
+}
+
+/// One read-only rootfs shared by the tests of a test binary.
+pub fn shared_rootfs() -> &'static Path {
+    static ROOTFS: OnceLock<PathBuf> = OnceLock::new();
+    ROOTFS.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("gpurun-test-rootfs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        make_rootfs(&dir);
+        dir
+    })
+}
+
+pub struct Bundle {
+    pub dir: tempfile::TempDir,
+    pub config: Value,
+}
+
+impl Bundle {
+    /// A bundle whose root is the shared read-only rootfs, running `sh -c script`.
+    pub fn sh(script: &str) -> Bundle {
+        let dir = tempfile::Builder::new()
+            .prefix("gpurun-bundle-")
+            .tempdir()
+            .expect("tempdir");
+        let mut config = gpurun::features::default_spec(false);
+        config["root"]["path"] = shared_rootfs().display().to_string().into();
+        config["process"]["args"] = serde_json::json!(["sh", "-c", script]);
+        Bundle { dir, config }
+    }
+
+    /// A bundle with its own writable rootfs (for tests that plant files in it).
+    pub fn own_rootfs(script: &str) -> Bundle {
+        let mut b = Bundle::sh(script);
+        let rootfs = b.dir.path().join("rootfs");
+        make_rootfs(&rootfs);
+        b.config["root"]["path"] = "rootfs".into();
+        b.config["root"]["readonly"] = false.into();
+        b
+    }
+
+    pub fn rootfs(&self) -> PathBuf {
+        let p = self.config["root"]["path"].as_str().expect("root.path");
+        self.dir.path().join(p)
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn write(&self) {
+        std::fs::write(
+            self.dir.path().join("config.json"),
+            serde_json::to_vec_pretty(&self.config).expect("json"),
+        )
+        .expect("write config.json");
+    }
+}
+
+/// A state root per test, and the ids made in it, force-deleted on drop.
+pub struct Runtime {
+    pub root: tempfile::TempDir,
+    ids: std::cell::RefCell<Vec<String>>,
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Runtime {
+    pub fn new() -> Runtime {
+        Runtime {
+            root: tempfile::Builder::new()
+                .prefix("gpurun-root-")
+                .tempdir()
+                .expect("tempdir"),
+            ids: Default::default(),
+        }
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_gpurun"));
+        c.arg("--root").arg(self.root.path());
+        c.stdin(Stdio::null());
+        c
+    }
+
+    pub fn track(&self, id: &str) {
+        self.ids.borrow_mut().push(id.to_string());
+    }
+
+    /// `gpurun run -b <bundle> <id>` in the foreground, capturing output.
+    pub fn run(&self, b: &Bundle, id: &str) -> Output {
+        b.write();
+        self.track(id);
+        self.cmd()
+            .args(["run", "-b"])
+            .arg(b.path())
+            .arg(id)
+            .output()
+            .expect("spawn gpurun")
+    }
+
+    /// `gpurun create`. The container inherits create's stdio, so it goes to files here:
+    /// a pipe would stay open as long as the container runs.
+    pub fn create(&self, b: &Bundle, id: &str, extra: &[&str]) -> Output {
+        b.write();
+        self.track(id);
+        let err_path = b.path().join(format!("create-{id}.stderr"));
+        let err = std::fs::File::create(&err_path).expect("stderr file");
+        let status = self
+            .cmd()
+            .arg("create")
+            .args(extra)
+            .arg("-b")
+            .arg(b.path())
+            .arg(id)
+            .stdout(Stdio::null())
+            .stderr(err)
+            .status()
+            .expect("spawn gpurun");
+        Output {
+            status,
+            stdout: Vec::new(),
+            stderr: std::fs::read(&err_path).unwrap_or_default(),
+        }
+    }
+
+    /// `gpurun run -d`, with the container's stdio in files.
+    pub fn run_detached(&self, b: &Bundle, id: &str) -> Output {
+        b.write();
+        self.track(id);
+        let err_path = b.path().join(format!("run-{id}.stderr"));
+        let err = std::fs::File::create(&err_path).expect("stderr file");
+        let status = self
+            .cmd()
+            .args(["run", "-d", "-b"])
+            .arg(b.path())
+            .arg(id)
+            .stdout(Stdio::null())
+            .stderr(err)
+            .status()
+            .expect("spawn gpurun");
+        Output {
+            status,
+            stdout: Vec::new(),
+            stderr: std::fs::read(&err_path).unwrap_or_default(),
+        }
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cmd().args(args).output().expect("spawn gpurun");
+        assert!(
+            out.status.success(),
+            "gpurun {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn state(&self, id: &str) -> Value {
+        serde_json::from_str(&self.ok(&["state", id])).expect("state json")
+    }
+
+    pub fn status(&self, id: &str) -> String {
+        self.state(id)["status"].as_str().unwrap_or("").to_string()
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        for id in self.ids.borrow().iter() {
+            let _ = self.cmd().args(["delete", "--force", id]).output();
+        }
+    }
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Unique container ids within one test binary.
+pub fn id(name: &str) -> String {
+    format!("{name}-{}", std::process::id())
+}
+
+pub fn mount_count() -> usize {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+}
