@@ -1,0 +1,157 @@
+//! `Cgroup` against a fake cgroupfs in a temp dir: what is created, and what an error
+//! leaves behind.
+
+use std::fs as stdfs;
+
+use oci_spec::runtime::LinuxResourcesBuilder;
+
+use super::test_support::rule;
+use super::*;
+
+/// A fake hybrid host under `dir`: v1 memory, pids, devices, freezer, and cgroup2 at
+/// `unified`, with only the top directories of each hierarchy.
+fn fake_hybrid(dir: &Path) -> CgroupRoot {
+    let mut mountinfo = format!("31 23 0:28 / {} rw - tmpfs tmpfs rw\n", dir.display());
+    for (i, c) in ["memory", "pids", "devices", "freezer"].iter().enumerate() {
+        stdfs::create_dir(dir.join(c)).expect("hierarchy dir");
+        mountinfo.push_str(&format!(
+            "{} 31 0:{} / {}/{c} rw - cgroup cgroup rw,{c}\n",
+            40 + i,
+            40 + i,
+            dir.display()
+        ));
+    }
+    stdfs::create_dir(dir.join("unified")).expect("unified dir");
+    mountinfo.push_str(&format!(
+        "50 31 0:50 / {}/unified rw - cgroup2 cgroup2 rw\n",
+        dir.display()
+    ));
+    let own = "4:memory:/\n3:pids:/\n2:devices:/\n1:freezer:/\n0::/\n";
+    CgroupRoot::from_tables(dir, &mountinfo, own).expect("fake tables")
+}
+
+fn all_dirs_below(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in stdfs::read_dir(dir).expect("readable").flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            out.push(e.path());
+            out.extend(all_dirs_below(&e.path()));
+        }
+    }
+    out
+}
+
+#[test]
+fn a_failed_create_removes_every_directory_it_made() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = fake_hybrid(tmp.path());
+    let before = all_dirs_below(tmp.path());
+    let cfg = CgroupConfig {
+        cgroups_path: Some("/gpurun/a/ctr"),
+        container_id: "ctr",
+        resources: None,
+        systemd: false,
+        root: &root,
+    };
+    // The fake hierarchies have no cgroup.procs, so create fails after making directories.
+    let err = Cgroup::create(&cfg).expect_err("no kernel behind the fake cgroupfs");
+    assert!(err.to_string().contains("cgroup.procs"), "{err}");
+    assert_eq!(all_dirs_below(tmp.path()), before);
+}
+
+#[test]
+fn invalid_device_rules_fail_before_any_directory_is_made() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = fake_hybrid(tmp.path());
+    let before = all_dirs_below(tmp.path());
+    let r = LinuxResourcesBuilder::default()
+        .devices(vec![rule(true, 'c', Some(1), Some(3), "rwx")])
+        .build()
+        .expect("resources");
+    let cfg = CgroupConfig {
+        cgroups_path: Some("/gpurun/ctr"),
+        container_id: "ctr",
+        resources: Some(&r),
+        systemd: false,
+        root: &root,
+    };
+    let err = Cgroup::create(&cfg).expect_err("bad access");
+    assert!(
+        matches!(err, CgroupError::InvalidDeviceRule { .. }),
+        "{err}"
+    );
+    assert_eq!(all_dirs_below(tmp.path()), before);
+}
+
+#[test]
+fn the_systemd_driver_validates_then_reports_it_cannot_reach_systemd() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = fake_hybrid(tmp.path());
+    let mut cfg = CgroupConfig {
+        cgroups_path: Some("/not/systemd/form"),
+        container_id: "ctr",
+        resources: None,
+        systemd: true,
+        root: &root,
+    };
+    let err = Cgroup::create(&cfg).expect_err("bad form");
+    assert!(err.to_string().contains("slice:prefix:name"), "{err}");
+    cfg.cgroups_path = Some("system.slice:gpurun:ctr");
+    let err = Cgroup::create(&cfg).expect_err("no systemd");
+    assert!(
+        err.to_string()
+            .contains("cannot reach systemd over D-Bus at /run/systemd/private"),
+        "{err}"
+    );
+    assert!(all_dirs_below(&tmp.path().join("memory")).is_empty());
+}
+
+#[test]
+fn state_round_trips_through_json() {
+    let st = CgroupState {
+        driver: Driver::Cgroupfs,
+        layout: Layout::Hybrid,
+        v1: BTreeMap::from([
+            (
+                "cpu".to_string(),
+                PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/a"),
+            ),
+            (
+                "cpuacct".to_string(),
+                PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/a"),
+            ),
+            (
+                "memory".to_string(),
+                PathBuf::from("/sys/fs/cgroup/memory/a"),
+            ),
+        ]),
+        unified: Some(PathBuf::from("/sys/fs/cgroup/unified/a")),
+        unified_mount: Some(PathBuf::from("/sys/fs/cgroup/unified")),
+        created: vec![PathBuf::from("/sys/fs/cgroup/memory/a")],
+    };
+    let json = serde_json::to_string(&st).expect("serialize");
+    assert!(
+        json.contains("\"layout\":\"hybrid\"") && json.contains("\"driver\":\"cgroupfs\""),
+        "{json}"
+    );
+    let back: CgroupState = serde_json::from_str(&json).expect("deserialize");
+    assert_eq!(back, st);
+    // Co-mounted controllers share one directory, which is listed once.
+    assert_eq!(Cgroup::from_state(&back).state().dirs().len(), 3);
+}
+
+#[test]
+fn v2_wants_every_controller_and_hybrid_only_what_the_unified_side_needs() {
+    use oci_spec::runtime::LinuxHugepageLimitBuilder;
+    let r = LinuxResourcesBuilder::default()
+        .hugepage_limits(vec![LinuxHugepageLimitBuilder::default()
+            .page_size("2MB".to_string())
+            .limit(0i64)
+            .build()
+            .expect("limit")])
+        .build()
+        .expect("resources");
+    assert_eq!(wanted_v2(Layout::Hybrid, &r), ["hugetlb"]);
+    assert!(wanted_v2(Layout::Hybrid, &LinuxResources::default()).is_empty());
+    assert!(wanted_v2(Layout::Unified, &LinuxResources::default()).contains(&"memory".to_string()));
+}
