@@ -96,8 +96,10 @@ impl FakeDriver {
     /// the capability table, all binaries, firmware.
     pub fn full() -> FakeBuilder {
         let mut b = Self::two_gpus();
+        // The VDPAU driver lives only in `vdpau/`, which the builder always writes.
         b.libs = super::inventory::LIBRARIES
             .iter()
+            .filter(|(p, _)| *p != "libvdpau_nvidia.so")
             .map(|(p, _)| {
                 let soname: &'static str = match *p {
                     "libGLX_nvidia.so" | "libEGL_nvidia.so" => leak(format!("{p}.0")),
@@ -375,4 +377,50 @@ fn run_ldconfig(root: &Path) -> bool {
     };
     c.arg("-r").arg(root);
     run(c, "ldconfig").is_ok() && root.join("etc/ld.so.cache").exists()
+}
+
+/// A minimal container spec with `env`, privileged (CAP_SYS_ADMIN in the bounding set) or
+/// not, and `annotations`.
+pub fn spec(
+    env: &[&str],
+    privileged: bool,
+    annotations: &[(&str, &str)],
+) -> oci_spec::runtime::Spec {
+    let caps: Vec<&str> = if privileged {
+        vec!["CAP_CHOWN", "CAP_SYS_ADMIN"]
+    } else {
+        vec!["CAP_CHOWN", "CAP_NET_BIND_SERVICE"]
+    };
+    let env: Vec<String> = std::iter::once("PATH=/usr/bin:/bin")
+        .chain(env.iter().copied())
+        .map(str::to_string)
+        .collect();
+    let annotations: std::collections::HashMap<&str, &str> = annotations.iter().copied().collect();
+    let json = serde_json::json!({
+        "ociVersion": "1.2.0",
+        "root": {"path": "rootfs"},
+        "process": {
+            "user": {"uid": 0, "gid": 0},
+            "args": ["sh"],
+            "cwd": "/",
+            "env": env,
+            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps}
+        },
+        "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"}],
+        "annotations": annotations,
+        "linux": {"namespaces": [{"type": "mount"}]}
+    });
+    serde_json::from_value(json).expect("the literal above is a valid spec")
+}
+
+/// A rootfs that looks Debian-like (`/usr/lib/x86_64-linux-gnu` exists) or RHEL-like.
+pub fn rootfs(dir: &Path, debian_like: bool) -> io::Result<PathBuf> {
+    let r = dir.join("rootfs");
+    std::fs::create_dir_all(r.join("usr/bin"))?;
+    if debian_like {
+        std::fs::create_dir_all(r.join(LIB_DIR))?;
+    } else {
+        std::fs::create_dir_all(r.join("usr/lib64"))?;
+    }
+    Ok(r)
 }
