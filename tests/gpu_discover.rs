@@ -1,6 +1,8 @@
 //! Discovery on the fake driver tree (research §7.2): procfs, nodes, ldcache, version
 //! filter, capability table, the cache.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 
 use gpurun::config::Config;

@@ -1,5 +1,7 @@
 //! Requests and edits on the two-GPU fake tree: what ends up in the spec.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 
 use gpurun::config::{Config, Sharing};

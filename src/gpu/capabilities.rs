@@ -129,6 +129,7 @@ impl<'de> Deserialize<'de> for Capabilities {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

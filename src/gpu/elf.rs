@@ -210,6 +210,7 @@ fn read_soname(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -173,6 +173,7 @@ fn string_at(strings: &[u8], off: u32) -> Result<String, LdCacheError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

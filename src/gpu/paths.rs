@@ -124,6 +124,7 @@ pub fn rootfs_has_dir(rootfs: &Path, dir: &str) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;

@@ -186,6 +186,7 @@ pub fn params_without_device_modification(text: &str) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -236,6 +236,7 @@ fn parse_term(t: &str) -> Result<Term, String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

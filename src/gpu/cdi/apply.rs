@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use oci_spec::runtime::{Hook, Hooks, LinuxDevice, LinuxDeviceType};
+use oci_spec::runtime::{Hook, LinuxDevice, LinuxDeviceType};
 
 use super::{ContainerEdits, HookEdit, Registry};
 use crate::gpu::edits::{Editor, FILE_OPTIONS};
@@ -293,7 +293,7 @@ fn add_hook(ed: &mut Editor<'_>, h: &HookEdit) {
     hook.set_env(Some(h.env.clone()));
     hook.set_timeout(h.timeout);
     let spec = ed.spec();
-    let mut hooks = spec.hooks().clone().unwrap_or_else(Hooks::default);
+    let mut hooks = spec.hooks().clone().unwrap_or_default();
     let list = match h.hook_name.as_str() {
         "createRuntime" => hooks.create_runtime_mut(),
         "createContainer" => hooks.create_container_mut(),
