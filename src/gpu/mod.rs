@@ -3,11 +3,13 @@
 //! The runtime calls, between spec loading and plan building:
 //!
 //! ```text
-//! if gpu::wants_gpus(&spec) {
+//! if gpu::wants_gpus(&spec, &cfg) {
 //!     let inv = gpu::discover_cached(&cfg)?;
 //!     if let Some(injection) = gpu::inject(&mut spec, rootfs, id, gen_dir, &cfg, &inv)? {
 //!         // log injection.warnings / injection.log; take a lease on injection.grant.gpus
 //!     }
+//! } else {
+//!     // log gpu::request::policy_warnings(&spec, &cfg)
 //! }
 //! ```
 //!
@@ -127,12 +129,14 @@ pub struct Injection {
 }
 
 /// Applies everything for one container: parse requests, check REQUIRE, edit the spec.
-/// Returns `None` when nothing was requested (or the request was refused by policy, in
-/// which case there is nothing to inject and the reason is only logged by the caller
-/// through [`request::Refusal`] warnings — see `runtime-spec/gpu.md`).
+/// Returns `None` when nothing was requested. A request refused by policy (the env var
+/// from an unprivileged container) returns `Some` with source
+/// [`RequestSource::EnvIgnored`], the warning, and no edit but
+/// `NVIDIA_VISIBLE_DEVICES=void`.
 ///
 /// `rootfs` is only probed (never written); `gen_dir` is a per-container host directory
-/// that receives the generated `/proc/driver/nvidia` files.
+/// (e.g. `<state-dir>/containers/<id>/proc-driver-nvidia`) that receives the generated
+/// `/proc/driver/nvidia` files and is bind-mounted there.
 pub fn inject(
     spec: &mut oci_spec::runtime::Spec,
     rootfs: &Path,
