@@ -306,6 +306,16 @@ fn unknown_cdi_device_is_an_error_naming_it() {
 }
 
 #[test]
+fn annotation_values_must_be_qualified_cdi_names() {
+    let e = env();
+    let mut s = fake::spec(&[], false, &[("cdi.k8s.io/x", "0")]);
+    let msg = gpu::inject(&mut s, &e.rootfs, "c1", &e.gen, &e.cfg, &e.inv)
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("vendor/class=name"), "{msg}");
+}
+
+#[test]
 fn containerd_applied_cdi_edits_are_not_doubled() {
     let e = env();
     let mut s = fake::spec(&[], false, &[("cdi.k8s.io/x", "nvidia.com/gpu=0")]);

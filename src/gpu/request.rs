@@ -239,11 +239,17 @@ pub fn parse(spec: &Spec, cfg: &Config) -> Result<Parsed, GpuError> {
         let cdi = cdi_annotation_names(spec);
         let mounts = mount_requests(spec)?;
         if !cdi.is_empty() {
-            let ids = cdi
-                .iter()
-                .map(|n| DeviceId::parse(n))
-                .collect::<Result<Vec<_>, _>>();
-            let ids = ids.map_err(GpuError::UnknownDevice)?;
+            let mut ids = Vec::new();
+            for n in &cdi {
+                match DeviceId::parse(n) {
+                    Ok(id @ DeviceId::Cdi(_)) => ids.push(id),
+                    _ => {
+                        return Err(GpuError::UnknownDevice(format!(
+                            "{n} (a cdi.k8s.io/ annotation must name vendor/class=name)"
+                        )))
+                    }
+                }
+            }
             (RequestSource::CdiAnnotations, ids)
         } else if !mounts.is_empty() {
             (RequestSource::DevicePluginMounts, mounts)
