@@ -316,6 +316,22 @@ fn annotation_values_must_be_qualified_cdi_names() {
 }
 
 #[test]
+fn a_refused_requirement_leaves_the_spec_untouched_even_after_cdi_edits() {
+    let e = env();
+    let mut s = fake::spec(
+        &["NVIDIA_REQUIRE_DRIVER=driver>=1000"],
+        false,
+        &[("cdi.k8s.io/x", "nvidia.com/gpu=0")],
+    );
+    let before = s.clone();
+    let msg = gpu::inject(&mut s, &e.rootfs, "c1", &e.gen, &e.cfg, &e.inv)
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("driver>=1000"), "{msg}");
+    assert_eq!(s, before);
+}
+
+#[test]
 fn containerd_applied_cdi_edits_are_not_doubled() {
     let e = env();
     let mut s = fake::spec(&[], false, &[("cdi.k8s.io/x", "nvidia.com/gpu=0")]);

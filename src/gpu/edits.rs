@@ -366,7 +366,10 @@ pub fn inject(
     };
     let sel = request::resolve(&req.devices, inv)?;
     let mut warnings = Vec::new();
-    let mut ed = Editor::new(spec);
+    // Edit a copy: on any error (a failed requirement after CDI edits, say) the caller's
+    // spec is left as it was.
+    let mut work = spec.clone();
+    let mut ed = Editor::new(&mut work);
 
     // CDI devices first: their edits identify GPUs by /dev/nvidia<minor>.
     let mut cdi_gpus: Vec<&Gpu> = Vec::new();
@@ -426,6 +429,7 @@ pub fn inject(
         gpus.len(),
         req.capabilities
     ));
+    *spec = work;
     Ok(Some(Injection {
         grant: Grant {
             source: req.source,
