@@ -1,1 +1,149 @@
 //! NVIDIA GPU injection as plain spec edits: discover, request, edits, CDI, leases.
+//!
+//! The runtime calls, between spec loading and plan building:
+//!
+//! ```text
+//! if gpu::wants_gpus(&spec, &cfg) {
+//!     let inv = gpu::discover_cached(&cfg)?;
+//!     if let Some(injection) = gpu::inject(&mut spec, rootfs, id, gen_dir, &cfg, &inv)? {
+//!         // log injection.warnings / injection.log; take a lease on injection.grant.gpus
+//!     }
+//! } else {
+//!     // log gpu::request::policy_warnings(&spec, &cfg)
+//! }
+//! ```
+//!
+//! Everything here is a pure function over injected roots (driver, dev, proc) and the
+//! spec: nothing is mounted, created in the rootfs, or executed.
+
+mod cache;
+pub mod capabilities;
+pub mod cdi;
+mod discover;
+mod driverfiles;
+pub mod edits;
+pub mod elf;
+#[doc(hidden)]
+pub mod fake;
+pub mod inventory;
+pub mod ldcache;
+pub mod lease;
+pub mod paths;
+pub mod procfs;
+pub mod request;
+pub mod require;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use cache::{discover_cached, load_cache, store_cache, CACHE_FILE, CACHE_FORMAT};
+pub use capabilities::{Capabilities, Capability};
+pub use discover::discover;
+pub use inventory::Inventory;
+pub use request::{wants_gpus, Grant, RequestSource};
+
+/// The host roots every discovery read goes through (all `/` on a plain host).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Roots {
+    /// Root of the driver's libraries, binaries, firmware and IPC sockets.
+    pub driver: PathBuf,
+    /// Parent of the `/dev` holding the NVIDIA nodes.
+    pub dev: PathBuf,
+    /// Parent of the `/proc` to read `driver/nvidia` and `devices` from.
+    pub proc: PathBuf,
+}
+
+impl Roots {
+    /// All three roots at one directory (a fake tree, or `/`).
+    pub fn at(root: &Path) -> Roots {
+        Roots {
+            driver: root.to_path_buf(),
+            dev: root.to_path_buf(),
+            proc: root.to_path_buf(),
+        }
+    }
+}
+
+/// Errors of GPU discovery, request parsing, edits, CDI and leases.
+#[derive(Debug, thiserror::Error)]
+pub enum GpuError {
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("no NVIDIA driver found: {0}")]
+    NoDriver(String),
+    #[error("parsing {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("host device node {path}: {message}")]
+    HostNode { path: PathBuf, message: String },
+    #[error("{0}: unknown device")]
+    UnknownDevice(String),
+    #[error("{name}: invalid value {value:?}: {message}")]
+    InvalidRequest {
+        name: String,
+        value: String,
+        message: String,
+    },
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("unsatisfied condition: {0}")]
+    Requirement(String),
+    #[error("CDI: {0}")]
+    Cdi(String),
+    #[error("unsafe path {path}: {message}")]
+    UnsafePath { path: PathBuf, message: String },
+    #[error("GPU {gpu} is held exclusively by container {holder} (root {root}, pid {pid})")]
+    Exclusive {
+        gpu: String,
+        holder: String,
+        root: PathBuf,
+        pid: i32,
+    },
+    #[error("lease: {0}")]
+    Lease(String),
+}
+
+impl GpuError {
+    pub(crate) fn io(what: &'static str, path: &Path, source: std::io::Error) -> GpuError {
+        GpuError::Io {
+            what,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// What [`inject`] did for one container.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Injection {
+    /// What was granted (the lease is taken on `grant.gpus`).
+    pub grant: Grant,
+    /// Things the operator should see (an ignored request, an unknown REQUIRE property).
+    pub warnings: Vec<String>,
+    /// Things worth a debug line (a skipped NVIDIA CDI hook, a mount already present).
+    pub log: Vec<String>,
+}
+
+/// Applies everything for one container: parse requests, check REQUIRE, edit the spec.
+/// Returns `None` when nothing was requested. A request refused by policy (the env var
+/// from an unprivileged container) returns `Some` with source
+/// [`RequestSource::EnvIgnored`], the warning, and no edit but
+/// `NVIDIA_VISIBLE_DEVICES=void`.
+///
+/// `rootfs` is only probed (never written); `gen_dir` is a per-container host directory
+/// (e.g. `<state-dir>/containers/<id>/proc-driver-nvidia`) that receives the generated
+/// `/proc/driver/nvidia` files and is bind-mounted there.
+pub fn inject(
+    spec: &mut oci_spec::runtime::Spec,
+    rootfs: &Path,
+    container_id: &str,
+    gen_dir: &Path,
+    cfg: &crate::config::Config,
+    inv: &Inventory,
+) -> Result<Option<Injection>, GpuError> {
+    edits::inject(spec, rootfs, container_id, gen_dir, cfg, inv)
+}

@@ -1,0 +1,130 @@
+//! The discovery cache: `<state-dir>/discovery.json`.
+//!
+//! Library discovery (ld.so.cache, ELF reads, directory scans) is the slow part; the key
+//! — roots, the driver version line and the GPU set from procfs — is cheap to read. A
+//! cache with another format version or another key, or one that fails
+//! [`Inventory::validate`], is ignored and rewritten: it is never trusted.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::discover::{discover, read_gpus};
+use super::inventory::Inventory;
+use super::procfs;
+use super::{GpuError, Roots};
+use crate::config::Config;
+
+/// The cache file's name under the state directory.
+pub const CACHE_FILE: &str = "discovery.json";
+/// Bumped whenever [`Inventory`]'s shape or meaning changes.
+pub const CACHE_FORMAT: u32 = 1;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Key {
+    roots: Roots,
+    /// The first line of `/proc/driver/nvidia/version`.
+    version_line: Option<String>,
+    /// (bus, uuid, minor) of every GPU, in bus order.
+    gpus: Vec<(String, String, u32)>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CacheFile {
+    format: u32,
+    key: Key,
+    inventory: Inventory,
+}
+
+fn current_key(roots: &Roots) -> Result<Key, GpuError> {
+    let proc = roots.proc.join("proc");
+    let version = proc.join("driver/nvidia/version");
+    let version_line = match std::fs::read_to_string(&version) {
+        Ok(t) => t.lines().next().map(str::to_string),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(GpuError::io("reading", &version, e)),
+    };
+    let gpus = read_gpus(&proc)?
+        .into_iter()
+        .map(|(i, _)| (i.bus.to_string(), i.uuid, i.minor))
+        .collect();
+    Ok(Key {
+        roots: roots.clone(),
+        version_line,
+        gpus,
+    })
+}
+
+/// Reads `path` and returns its inventory only if it has this format, `roots`' current
+/// key, and passes validation.
+pub fn load_cache(path: &Path, roots: &Roots) -> Result<Option<Inventory>, GpuError> {
+    let Ok(data) = std::fs::read(path) else {
+        return Ok(None);
+    };
+    let Ok(file) = serde_json::from_slice::<CacheFile>(&data) else {
+        return Ok(None);
+    };
+    if file.format != CACHE_FORMAT || file.key != current_key(roots)? {
+        return Ok(None);
+    }
+    if file.inventory.validate(roots).is_err() {
+        return Ok(None);
+    }
+    let procfs_version = file
+        .key
+        .version_line
+        .as_deref()
+        .and_then(procfs::parse_version);
+    if procfs_version.is_some_and(|v| v != file.inventory.driver_version) {
+        return Ok(None);
+    }
+    Ok(Some(file.inventory))
+}
+
+/// Writes the inventory atomically (a temporary file renamed into place).
+pub fn store_cache(path: &Path, inv: &Inventory) -> Result<(), GpuError> {
+    let file = CacheFile {
+        format: CACHE_FORMAT,
+        key: current_key(&inv.roots)?,
+        inventory: inv.clone(),
+    };
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(dir).map_err(|e| GpuError::io("creating", dir, e))?;
+    let tmp = tmp_name(path);
+    let data = serde_json::to_vec_pretty(&file).map_err(|e| GpuError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&data)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        GpuError::io("writing", path, e)
+    })
+}
+
+fn tmp_name(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".tmp.{}", std::process::id()));
+    path.with_file_name(name)
+}
+
+/// Discovery through the cache in `cfg.gpus.state_dir`. A cache that cannot be written
+/// (read-only state dir) is not an error: the fresh inventory is returned all the same.
+pub fn discover_cached(cfg: &Config) -> Result<Inventory, GpuError> {
+    let roots = cfg.roots();
+    let path = cfg.gpus.state_dir.join(CACHE_FILE);
+    if let Some(inv) = load_cache(&path, &roots)? {
+        return Ok(inv);
+    }
+    let inv = discover(&roots)?;
+    let _ = store_cache(&path, &inv);
+    Ok(inv)
+}

@@ -1,0 +1,306 @@
+//! Applying the requested CDI devices' container edits (plus their specs' own edits).
+//!
+//! NVIDIA's own hooks (`nvidia-cdi-hook`, `nvidia-ctk`) are not run: gpurun does their
+//! work itself where it can. `create-symlinks` links become bind mounts of the file the
+//! link would reach; `disable-device-node-modification` becomes the generated
+//! `/proc/driver/nvidia/params`; the rest are skipped and logged. Other vendors' hooks are
+//! added to the spec as OCI hooks, with an explicit (possibly empty) environment.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{Hook, LinuxDevice, LinuxDeviceType};
+
+use super::{ContainerEdits, HookEdit, Registry};
+use crate::gpu::edits::{Editor, FILE_OPTIONS};
+use crate::gpu::paths::{is_clean_absolute, normalize};
+use crate::gpu::GpuError;
+
+/// What applying CDI devices did, beyond the spec edits.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Minors of `/dev/nvidia<N>` nodes injected (to find the GPUs for leases/REQUIRE).
+    pub gpu_minors: Vec<u32>,
+    /// A skipped NVIDIA hook asked for `ModifyDeviceFiles: 0`.
+    pub disable_device_node_modification: bool,
+    pub log: Vec<String>,
+}
+
+fn cdi_err(msg: String) -> GpuError {
+    GpuError::Cdi(msg)
+}
+
+/// Applies the fully-qualified `names` from `registry`.
+pub fn apply(
+    ed: &mut Editor<'_>,
+    registry: &Registry,
+    names: &[String],
+) -> Result<Applied, GpuError> {
+    let mut edits: Vec<(String, &ContainerEdits)> = Vec::new();
+    let mut specs_done: Vec<usize> = Vec::new();
+    for name in names {
+        let (s, d) = registry.lookup(name).map_err(cdi_err)?;
+        let spec = &registry.specs[s].1;
+        if !specs_done.contains(&s) {
+            specs_done.push(s);
+            if let Some(e) = &spec.container_edits {
+                edits.push((
+                    format!("{} (spec {})", spec.kind, registry.specs[s].0.display()),
+                    e,
+                ));
+            }
+        }
+        edits.push((name.clone(), &spec.devices[d].container_edits));
+    }
+    let mut applied = Applied::default();
+    let mut links: Vec<(String, String)> = Vec::new();
+    for (origin, e) in &edits {
+        if e.intel_rdt.is_some() {
+            return Err(cdi_err(format!(
+                "{origin}: intelRdt edits are not supported by gpurun"
+            )));
+        }
+        if !e.net_devices.is_empty() {
+            return Err(cdi_err(format!(
+                "{origin}: netDevices edits are not supported by gpurun"
+            )));
+        }
+        for kv in &e.env {
+            if let Some((k, v)) = kv.split_once('=') {
+                ed.set_env(k, v);
+            }
+        }
+        for n in &e.device_nodes {
+            let (dev, access) = device(n).map_err(|m| cdi_err(format!("{origin}: {m}")))?;
+            if let Some(minor) = gpu_minor(dev.path()) {
+                applied.gpu_minors.push(minor);
+            }
+            ed.device(dev, &access);
+        }
+        add_gids(ed, &e.additional_gids);
+        for h in &e.hooks {
+            if is_nvidia_hook(h) {
+                note_nvidia_hook(h, &mut applied, &mut links);
+            } else {
+                add_hook(ed, h);
+            }
+        }
+    }
+    // Mounts last, sorted by depth (as CDI does) so a parent is mounted before its children.
+    let mut mounts: Vec<(&str, &super::MountEdit)> = edits
+        .iter()
+        .flat_map(|(o, e)| e.mounts.iter().map(move |m| (o.as_str(), m)))
+        .collect();
+    mounts.sort_by_key(|(_, m)| Path::new(&m.container_path).components().count());
+    for (origin, m) in mounts {
+        let dest = Path::new(&m.container_path);
+        if !is_clean_absolute(&normalize(dest)) || !m.host_path.starts_with('/') {
+            return Err(GpuError::UnsafePath {
+                path: dest.to_path_buf(),
+                message: format!("{origin}: CDI mount paths must be absolute with no `..`"),
+            });
+        }
+        let typ = m.typ.clone().or_else(|| {
+            m.options
+                .iter()
+                .any(|o| o == "bind" || o == "rbind")
+                .then(|| "bind".to_string())
+        });
+        ed.mount(
+            Path::new(&m.host_path),
+            dest,
+            typ.as_deref(),
+            m.options.clone(),
+        );
+    }
+    translate_links(ed, &links, &mut applied.log);
+    applied.gpu_minors.sort_unstable();
+    applied.gpu_minors.dedup();
+    Ok(applied)
+}
+
+fn device(n: &super::DeviceNodeEdit) -> Result<(LinuxDevice, String), String> {
+    let host = n.host_path.as_deref().unwrap_or(&n.path);
+    let mut typ = n.typ.clone();
+    let (mut major, mut minor) = (n.major, n.minor);
+    let mut mode = n.file_mode;
+    let (mut uid, mut gid) = (n.uid, n.gid);
+    if typ.is_none() || major.is_none() || minor.is_none() {
+        let meta = std::fs::metadata(host).map_err(|e| format!("device node {host}: {e}"))?;
+        let ft = meta.file_type();
+        let t = if ft.is_char_device() {
+            "c"
+        } else if ft.is_block_device() {
+            "b"
+        } else {
+            return Err(format!("device node {host} is not a device"));
+        };
+        typ.get_or_insert_with(|| t.to_string());
+        major.get_or_insert(nix::sys::stat::major(meta.rdev()) as i64);
+        minor.get_or_insert(nix::sys::stat::minor(meta.rdev()) as i64);
+        mode.get_or_insert(meta.mode() & 0o777);
+        uid.get_or_insert(meta.uid());
+        gid.get_or_insert(meta.gid());
+    }
+    let typ = match typ.as_deref() {
+        Some("b") => LinuxDeviceType::B,
+        Some("u") => LinuxDeviceType::U,
+        Some("p") => LinuxDeviceType::P,
+        _ => LinuxDeviceType::C,
+    };
+    let mut d = LinuxDevice::default();
+    d.set_path(PathBuf::from(&n.path));
+    d.set_typ(typ);
+    d.set_major(major.unwrap_or(0));
+    d.set_minor(minor.unwrap_or(0));
+    d.set_file_mode(mode);
+    d.set_uid(uid);
+    d.set_gid(gid);
+    Ok((d, n.permissions.clone().unwrap_or_else(|| "rwm".into())))
+}
+
+/// `/dev/nvidia<N>` → N.
+fn gpu_minor(path: &Path) -> Option<u32> {
+    path.to_str()?.strip_prefix("/dev/nvidia")?.parse().ok()
+}
+
+fn add_gids(ed: &mut Editor<'_>, gids: &[u32]) {
+    if gids.is_empty() {
+        return;
+    }
+    let Some(p) = ed.spec().process_mut().as_mut() else {
+        return;
+    };
+    let mut user = p.user().clone();
+    let mut extra = user.additional_gids().clone().unwrap_or_default();
+    for g in gids {
+        if !extra.contains(g) {
+            extra.push(*g);
+        }
+    }
+    user.set_additional_gids(Some(extra));
+    p.set_user(user);
+}
+
+fn is_nvidia_hook(h: &HookEdit) -> bool {
+    let names = |s: &str| {
+        let base = Path::new(s)
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or(s);
+        base == "nvidia-cdi-hook" || base == "nvidia-ctk"
+    };
+    names(&h.path) || h.args.first().is_some_and(|a| names(a))
+}
+
+fn note_nvidia_hook(h: &HookEdit, applied: &mut Applied, links: &mut Vec<(String, String)>) {
+    let verb = h
+        .args
+        .iter()
+        .find(|a| {
+            !a.starts_with('-')
+                && !a.contains('/')
+                && *a != "nvidia-cdi-hook"
+                && *a != "nvidia-ctk"
+                && *a != "hook"
+        })
+        .cloned()
+        .unwrap_or_default();
+    match verb.as_str() {
+        "disable-device-node-modification" => {
+            applied.disable_device_node_modification = true;
+            applied
+                .log
+                .push("NVIDIA hook disable-device-node-modification: done by gpurun's /proc/driver/nvidia/params".into());
+        }
+        "create-symlinks" => {
+            let mut it = h.args.iter();
+            while let Some(a) = it.next() {
+                let spec = match a.strip_prefix("--link=") {
+                    Some(v) => Some(v.to_string()),
+                    None if a == "--link" => it.next().cloned(),
+                    None => None,
+                };
+                if let Some((target, link)) = spec.as_deref().and_then(|s| s.split_once("::")) {
+                    links.push((target.to_string(), link.to_string()));
+                }
+            }
+            applied
+                .log
+                .push("NVIDIA hook create-symlinks: links become bind mounts".into());
+        }
+        _ => applied.log.push(format!(
+            "NVIDIA hook skipped (gpurun runs no NVIDIA hook): {} {}",
+            h.path,
+            h.args.join(" ")
+        )),
+    }
+}
+
+/// Each link becomes a bind mount of the host file its target reaches, following other
+/// links and the mounts already in the spec (a few hops at most).
+fn translate_links(ed: &mut Editor<'_>, links: &[(String, String)], log: &mut Vec<String>) {
+    let link_map: BTreeMap<PathBuf, PathBuf> = links
+        .iter()
+        .map(|(target, link)| {
+            let link = normalize(Path::new(link));
+            let t = Path::new(target);
+            let abs = if t.is_absolute() {
+                normalize(t)
+            } else {
+                normalize(&link.parent().unwrap_or(Path::new("/")).join(t))
+            };
+            (link, abs)
+        })
+        .collect();
+    let mounts: BTreeMap<PathBuf, PathBuf> = ed
+        .spec()
+        .mounts()
+        .iter()
+        .flatten()
+        .filter_map(|m| Some((normalize(m.destination()), m.source().clone()?)))
+        .collect();
+    for (link, first) in &link_map {
+        let mut cur = first.clone();
+        let mut source = None;
+        for _ in 0..8 {
+            if let Some(s) = mounts.get(&cur) {
+                source = Some(s.clone());
+                break;
+            }
+            match link_map.get(&cur) {
+                Some(next) => cur = next.clone(),
+                None => break,
+            }
+        }
+        match source {
+            Some(s) if is_clean_absolute(link) => ed.bind(&s, link, FILE_OPTIONS),
+            _ => log.push(format!(
+                "NVIDIA create-symlinks link {} -> {} not translated: its target is not a mounted file",
+                link.display(),
+                first.display()
+            )),
+        }
+    }
+}
+
+fn add_hook(ed: &mut Editor<'_>, h: &HookEdit) {
+    let mut hook = Hook::default();
+    hook.set_path(PathBuf::from(&h.path));
+    hook.set_args((!h.args.is_empty()).then(|| h.args.clone()));
+    // Never let a hook inherit the runtime's environment (CVE-2025-23266's lesson).
+    hook.set_env(Some(h.env.clone()));
+    hook.set_timeout(h.timeout);
+    let spec = ed.spec();
+    let mut hooks = spec.hooks().clone().unwrap_or_default();
+    let list = match h.hook_name.as_str() {
+        "createRuntime" => hooks.create_runtime_mut(),
+        "createContainer" => hooks.create_container_mut(),
+        "startContainer" => hooks.start_container_mut(),
+        "poststart" => hooks.poststart_mut(),
+        _ => hooks.poststop_mut(),
+    };
+    list.get_or_insert_with(Vec::new).push(hook);
+    spec.set_hooks(Some(hooks));
+}

@@ -1,0 +1,130 @@
+//! `cdi generate`: a self-contained CDI spec for an inventory. Devices by index, by UUID
+//! and `all`; spec-wide edits for the control nodes and driver files. It needs no hook:
+//! every SONAME and `.so` name is its own bind mount of the real file.
+
+use std::path::Path;
+
+use super::{CdiDevice, CdiSpec, ContainerEdits, DeviceNodeEdit, MountEdit};
+use crate::gpu::capabilities::Capabilities;
+use crate::gpu::edits::{FILE_OPTIONS, IPC_OPTIONS};
+use crate::gpu::inventory::{DeviceNode, Inventory, DEV_LINKED};
+
+pub const CDI_KIND: &str = "nvidia.com/gpu";
+/// Device names starting with a digit and `hostPath` need 0.5.0.
+const VERSION: &str = "0.5.0";
+
+fn node(inv: &Inventory, n: &DeviceNode) -> DeviceNodeEdit {
+    let host = inv
+        .roots
+        .dev
+        .join(n.path.strip_prefix("/").unwrap_or(&n.path));
+    DeviceNodeEdit {
+        path: n.path.to_string_lossy().into_owned(),
+        host_path: Some(host.to_string_lossy().into_owned()),
+        typ: Some("c".into()),
+        major: Some(i64::from(n.major)),
+        minor: Some(i64::from(n.minor)),
+        file_mode: Some(n.mode & 0o777),
+        permissions: Some("rw".into()),
+        uid: None,
+        gid: None,
+    }
+}
+
+fn mount(host: &Path, container: &Path, options: &[&str]) -> MountEdit {
+    MountEdit {
+        host_path: host.to_string_lossy().into_owned(),
+        container_path: container.to_string_lossy().into_owned(),
+        options: options.iter().map(|s| s.to_string()).collect(),
+        typ: Some("bind".into()),
+    }
+}
+
+/// The in-root path of a host path under the driver root.
+fn in_root(inv: &Inventory, host: &Path) -> Option<std::path::PathBuf> {
+    let rel = host.strip_prefix(&inv.roots.driver).ok()?;
+    Some(Path::new("/").join(rel))
+}
+
+/// A spec for every GPU in `inv`, with the driver files `caps` select.
+pub fn generate(inv: &Inventory, caps: Capabilities) -> CdiSpec {
+    let mut devices = Vec::new();
+    for g in &inv.gpus {
+        let edits = ContainerEdits {
+            device_nodes: vec![node(inv, &g.node)],
+            ..Default::default()
+        };
+        devices.push(CdiDevice {
+            name: g.index.to_string(),
+            annotations: None,
+            container_edits: edits.clone(),
+        });
+        devices.push(CdiDevice {
+            name: g.uuid.clone(),
+            annotations: None,
+            container_edits: edits,
+        });
+    }
+    if !inv.gpus.is_empty() {
+        devices.push(CdiDevice {
+            name: "all".into(),
+            annotations: None,
+            container_edits: ContainerEdits {
+                device_nodes: inv.gpus.iter().map(|g| node(inv, &g.node)).collect(),
+                ..Default::default()
+            },
+        });
+    }
+
+    let mut common = ContainerEdits {
+        // Keeps a hook-based NVIDIA runtime from acting on the image's own request again.
+        env: vec!["NVIDIA_VISIBLE_DEVICES=void".into()],
+        ..Default::default()
+    };
+    common.device_nodes.push(node(inv, &inv.nvidiactl));
+    for n in [&inv.uvm, &inv.uvm_tools, &inv.modeset]
+        .into_iter()
+        .flatten()
+    {
+        common.device_nodes.push(node(inv, n));
+    }
+    for lib in inv.libraries_for(caps) {
+        let Some(path) = in_root(inv, &lib.host_path) else {
+            continue;
+        };
+        let dir = path.parent().unwrap_or(Path::new("/"));
+        let mut names = vec![lib.name.clone()];
+        names.extend(lib.soname.clone());
+        if DEV_LINKED.contains(&lib.prefix.as_str()) {
+            names.push(lib.prefix.clone());
+        }
+        names.dedup();
+        for n in names {
+            common
+                .mounts
+                .push(mount(&lib.host_path, &dir.join(n), FILE_OPTIONS));
+        }
+    }
+    for b in inv.binaries_for(caps) {
+        common
+            .mounts
+            .push(mount(&b.host_path, &b.path, FILE_OPTIONS));
+    }
+    for f in &inv.firmware {
+        common
+            .mounts
+            .push(mount(&f.host_path, &f.path, FILE_OPTIONS));
+    }
+    for s in inv.ipc_for(caps) {
+        common
+            .mounts
+            .push(mount(&s.host_path, &s.path, IPC_OPTIONS));
+    }
+    CdiSpec {
+        cdi_version: VERSION.into(),
+        kind: CDI_KIND.into(),
+        annotations: None,
+        devices,
+        container_edits: Some(common),
+    }
+}

@@ -1,0 +1,283 @@
+//! What discovery found on the host: GPUs, nodes, driver files. Serializable, so it can be
+//! cached; [`Inventory::validate`] re-checks a cached copy as hostile input.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::capabilities::{Capabilities, Capability};
+use super::paths::is_clean_absolute;
+use super::procfs::PciAddr;
+use super::Roots;
+
+/// Why a library is injected: its SONAME prefix and the capabilities that select it
+/// (research §1.6; `video` also selects the compute libraries, `display` the graphics ones).
+pub const LIBRARIES: &[(&str, &[Capability])] = {
+    use Capability::*;
+    &[
+        ("libnvidia-ml.so", &[Utility]),
+        ("libnvidia-cfg.so", &[Utility]),
+        ("libnvidia-nscq.so", &[Utility]),
+        ("libcuda.so", &[Compute, Video]),
+        ("libcudadebugger.so", &[Compute, Video]),
+        ("libnvidia-opencl.so", &[Compute, Video]),
+        ("libnvidia-gpucomp.so", &[Compute, Video]),
+        ("libnvidia-ptxjitcompiler.so", &[Compute, Video]),
+        ("libnvidia-fatbinaryloader.so", &[Compute, Video]),
+        ("libnvidia-allocator.so", &[Compute, Video]),
+        ("libnvidia-compiler.so", &[Compute, Video]),
+        ("libnvidia-pkcs11.so", &[Compute, Video]),
+        ("libnvidia-pkcs11-openssl3.so", &[Compute, Video]),
+        ("libnvidia-nvvm.so", &[Compute, Video]),
+        ("libnvidia-tileiras.so", &[Compute, Video]),
+        ("libvdpau_nvidia.so", &[Video]),
+        ("libnvidia-encode.so", &[Video]),
+        ("libnvidia-opticalflow.so", &[Video]),
+        ("libnvcuvid.so", &[Video]),
+        ("libnvidia-eglcore.so", &[Graphics, Display]),
+        ("libnvidia-glcore.so", &[Graphics, Display]),
+        ("libnvidia-tls.so", &[Graphics, Display]),
+        ("libnvidia-glsi.so", &[Graphics, Display]),
+        ("libnvidia-fbc.so", &[Graphics, Display]),
+        ("libnvidia-ifr.so", &[Graphics, Display]),
+        ("libnvidia-rtcore.so", &[Graphics, Display]),
+        ("libnvoptix.so", &[Graphics, Display]),
+        ("libGLX_nvidia.so", &[Graphics, Display]),
+        ("libEGL_nvidia.so", &[Graphics, Display]),
+        ("libGLESv2_nvidia.so", &[Graphics, Display]),
+        ("libGLESv1_CM_nvidia.so", &[Graphics, Display]),
+        ("libnvidia-glvkspirv.so", &[Graphics, Display]),
+        ("libnvidia-cbl.so", &[Graphics, Display]),
+        ("libnvidia-ngx.so", &[Ngx]),
+    ]
+};
+
+/// Libraries that also get their unversioned `.so` development name in the container.
+pub const DEV_LINKED: &[&str] = &["libcuda.so", "libnvidia-ml.so"];
+
+/// Binaries and the capabilities that select them.
+pub const BINARIES: &[(&str, Capability)] = &[
+    ("nvidia-smi", Capability::Utility),
+    ("nvidia-debugdump", Capability::Utility),
+    ("nvidia-persistenced", Capability::Utility),
+    ("nv-fabricmanager", Capability::Utility),
+    ("nvidia-cuda-mps-control", Capability::Compute),
+    ("nvidia-cuda-mps-server", Capability::Compute),
+];
+
+/// IPC sockets (in-root paths) and the capability that selects them. The MPS pipe
+/// directory is deliberately absent: it is per tenant (research §4).
+pub const IPC_SOCKETS: &[(&str, Capability)] = &[
+    ("/run/nvidia-persistenced/socket", Capability::Utility),
+    ("/run/nvidia-fabricmanager/socket", Capability::Utility),
+];
+
+/// The capabilities that select a library prefix.
+pub fn library_capabilities(prefix: &str) -> Option<Capabilities> {
+    LIBRARIES
+        .iter()
+        .find(|(p, _)| *p == prefix)
+        .map(|(_, caps)| Capabilities::of(caps))
+}
+
+/// A character device node on the host, and where it goes in the container.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceNode {
+    /// Path in the container, the same as on the host relative to the dev root (`/dev/nvidia0`).
+    pub path: PathBuf,
+    pub major: u32,
+    pub minor: u32,
+    /// Permission bits (from the host node when it exists, else 0666).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gpu {
+    /// nvidia-smi's index: position in PCI bus order.
+    pub index: u32,
+    pub minor: u32,
+    pub uuid: String,
+    pub model: String,
+    pub bus: PciAddr,
+    /// Host path of `/proc/driver/nvidia/gpus/<bus>` (under the proc root).
+    pub proc_dir: PathBuf,
+    pub node: DeviceNode,
+    /// NVML enrichment (not implemented yet): compute capability `8.0`, brand `Tesla`.
+    #[serde(default)]
+    pub compute_capability: Option<String>,
+    #[serde(default)]
+    pub brand: Option<String>,
+}
+
+/// A MIG device (GPU instance + compute instance) from the capability files.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigDevice {
+    /// Minor of the parent GPU.
+    pub parent_minor: u32,
+    pub gi: u32,
+    pub ci: u32,
+    pub gi_node: DeviceNode,
+    pub ci_node: DeviceNode,
+    /// Host paths of the GI and CI `access` files under `/proc/driver/nvidia/capabilities`.
+    pub gi_access: PathBuf,
+    pub ci_access: PathBuf,
+    /// NVML enrichment (not implemented yet): `MIG-<uuid>` and the index within its parent.
+    #[serde(default)]
+    pub uuid: Option<String>,
+    #[serde(default)]
+    pub index: Option<u32>,
+}
+
+/// A driver library found on the host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Library {
+    /// The table prefix it matched (`libcuda.so`).
+    pub prefix: String,
+    /// Real file name (`libcuda.so.580.65.06`).
+    pub name: String,
+    /// `DT_SONAME` (`libcuda.so.1`), when the file has one.
+    pub soname: Option<String>,
+    /// Sub-directory of the library directory it lives in (`vdpau`), if any.
+    pub subdir: Option<String>,
+    /// Host path of the real file (under the driver root).
+    pub host_path: PathBuf,
+    /// 32-bit copy, for `compat32`.
+    pub lib32: bool,
+}
+
+/// A plain file injected at a fixed container path (binary, firmware, socket).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostFile {
+    pub name: String,
+    /// Path in the container.
+    pub path: PathBuf,
+    /// Host path (under the driver root).
+    pub host_path: PathBuf,
+}
+
+/// Everything discovery found.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Inventory {
+    pub roots: Roots,
+    pub driver_version: String,
+    /// NVML enrichment (not implemented yet): the driver's CUDA version `12.4`.
+    #[serde(default)]
+    pub cuda_version: Option<String>,
+    pub gpus: Vec<Gpu>,
+    pub mig_devices: Vec<MigDevice>,
+    pub nvidiactl: DeviceNode,
+    pub uvm: Option<DeviceNode>,
+    pub uvm_tools: Option<DeviceNode>,
+    pub modeset: Option<DeviceNode>,
+    pub libraries: Vec<Library>,
+    pub binaries: Vec<HostFile>,
+    pub firmware: Vec<HostFile>,
+    pub ipc: Vec<HostFile>,
+}
+
+impl Inventory {
+    /// Libraries selected by `caps` (`compat32` adds the 32-bit copies).
+    pub fn libraries_for(&self, caps: Capabilities) -> impl Iterator<Item = &Library> {
+        self.libraries.iter().filter(move |l| {
+            (!l.lib32 || caps.contains(Capability::Compat32))
+                && library_capabilities(&l.prefix).is_some_and(|c| c.intersects(caps))
+        })
+    }
+
+    pub fn binaries_for(&self, caps: Capabilities) -> impl Iterator<Item = &HostFile> {
+        self.binaries.iter().filter(move |b| {
+            BINARIES
+                .iter()
+                .any(|(n, c)| *n == b.name && caps.contains(*c))
+        })
+    }
+
+    pub fn ipc_for(&self, caps: Capabilities) -> impl Iterator<Item = &HostFile> {
+        self.ipc.iter().filter(move |s| {
+            IPC_SOCKETS
+                .iter()
+                .any(|(p, c)| Path::new(p) == s.path && caps.contains(*c))
+        })
+    }
+
+    pub fn gpu_by_minor(&self, minor: u32) -> Option<&Gpu> {
+        self.gpus.iter().find(|g| g.minor == minor)
+    }
+
+    /// Checks a cached inventory before trusting it: every host path inside its root,
+    /// every container path clean, every file name what its table entry says.
+    pub fn validate(&self, roots: &Roots) -> Result<(), String> {
+        if &self.roots != roots {
+            return Err("recorded for other roots".into());
+        }
+        let under = |p: &Path, root: &Path, what: &str| -> Result<(), String> {
+            let rel = p
+                .strip_prefix(root)
+                .map_err(|_| format!("{what} {} outside {}", p.display(), root.display()))?;
+            if rel
+                .components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_)))
+            {
+                return Err(format!("{what} {} is not a clean path", p.display()));
+            }
+            Ok(())
+        };
+        let node_ok = |n: &DeviceNode| -> Result<(), String> {
+            let ok = is_clean_absolute(&n.path) && n.path.starts_with("/dev/");
+            ok.then_some(())
+                .ok_or(format!("device path {}", n.path.display()))
+        };
+        for g in &self.gpus {
+            under(&g.proc_dir, &roots.proc, "GPU procfs dir")?;
+            node_ok(&g.node)?;
+        }
+        for m in &self.mig_devices {
+            under(&m.gi_access, &roots.proc, "MIG access file")?;
+            under(&m.ci_access, &roots.proc, "MIG access file")?;
+            node_ok(&m.gi_node)?;
+            node_ok(&m.ci_node)?;
+        }
+        for n in [&self.uvm, &self.uvm_tools, &self.modeset]
+            .into_iter()
+            .flatten()
+        {
+            node_ok(n)?;
+        }
+        node_ok(&self.nvidiactl)?;
+        for l in &self.libraries {
+            under(&l.host_path, &roots.driver, "library")?;
+            let suffix = format!("{}.{}", l.prefix, self.driver_version);
+            if library_capabilities(&l.prefix).is_none() || l.name != suffix {
+                return Err(format!("library {} does not match the driver", l.name));
+            }
+            if l.host_path.file_name() != Some(l.name.as_ref()) {
+                return Err(format!("library {} has another host name", l.name));
+            }
+            for n in l.soname.iter().chain(l.subdir.iter()) {
+                if !is_plain_name(n) {
+                    return Err(format!("library name {n:?}"));
+                }
+            }
+        }
+        for f in self.binaries.iter().chain(&self.firmware).chain(&self.ipc) {
+            under(&f.host_path, &roots.driver, "file")?;
+            if !is_clean_absolute(&f.path) || !is_plain_name(&f.name) {
+                return Err(format!("file {}", f.path.display()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A single file-name component: no `/`, not `.` or `..`, not empty.
+pub fn is_plain_name(s: &str) -> bool {
+    !s.is_empty() && s != "." && s != ".." && !s.contains('/') && !s.contains('\0')
+}

@@ -1,0 +1,214 @@
+//! Which container holds which GPU: one JSON file per holder in `<state-dir>/leases/`,
+//! serialised by an exclusive `flock` on `<state-dir>/leases/.lock`.
+//!
+//! A holder is a container id, the runtime root it was created under (containerd, podman
+//! and a shell each use their own `--root`), and its init pid with that process's start
+//! time. A lease whose pid is gone, or whose pid now belongs to another process (a
+//! different start time), is stale: it is ignored and removed.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+
+use super::GpuError;
+use crate::config::Sharing;
+
+const LEASES: &str = "leases";
+const LOCK: &str = ".lock";
+
+/// The container a lease belongs to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Holder {
+    pub container_id: String,
+    pub root: PathBuf,
+    pub pid: i32,
+    /// `starttime` (field 22) of `/proc/<pid>/stat`, in clock ticks since boot.
+    pub start_time: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lease {
+    pub holder: Holder,
+    pub gpus: Vec<String>,
+    pub sharing: Sharing,
+}
+
+/// The lease table of one state directory.
+#[derive(Clone, Debug)]
+pub struct Leases {
+    dir: PathBuf,
+    /// Where pids are checked (`/proc` on a real host).
+    proc: PathBuf,
+}
+
+/// The start time of `pid` as recorded in `<proc>/<pid>/stat`, if the process exists.
+pub fn process_start_time(proc: &Path, pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(proc.join(pid.to_string()).join("stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields resume after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // `rest` starts at field 3 (state); starttime is field 22.
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+fn io<'p>(what: &'static str, p: &'p Path) -> impl FnOnce(std::io::Error) -> GpuError + 'p {
+    move |e| GpuError::io(what, p, e)
+}
+
+impl Leases {
+    pub fn new(state_dir: &Path) -> Leases {
+        Leases {
+            dir: state_dir.join(LEASES),
+            proc: PathBuf::from("/proc"),
+        }
+    }
+
+    /// Checks liveness against another procfs (tests).
+    pub fn with_proc(mut self, proc: &Path) -> Leases {
+        self.proc = proc.to_path_buf();
+        self
+    }
+
+    fn lock(&self) -> Result<Flock<File>, GpuError> {
+        std::fs::create_dir_all(&self.dir).map_err(io("creating", &self.dir))?;
+        let path = self.dir.join(LOCK);
+        let f = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io("opening", &path))?;
+        Flock::lock(f, FlockArg::LockExclusive)
+            .map_err(|(_, errno)| GpuError::io("flock", &path, errno.into()))
+    }
+
+    fn file_for(&self, holder: &Holder) -> Result<PathBuf, GpuError> {
+        let id = &holder.container_id;
+        let ok = !id.is_empty()
+            && !id.starts_with('.')
+            && id.len() <= 1024
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.+-".contains(&b));
+        if !ok {
+            return Err(GpuError::Lease(format!(
+                "container id {id:?} is not a valid file name"
+            )));
+        }
+        Ok(self.dir.join(format!(
+            "{id}@{:016x}.json",
+            fnv1a(holder.root.as_os_str().as_encoded_bytes())
+        )))
+    }
+
+    fn is_live(&self, h: &Holder) -> bool {
+        process_start_time(&self.proc, h.pid) == Some(h.start_time)
+    }
+
+    /// Reads every lease; stale ones are removed (the caller holds the lock).
+    fn read_all(&self) -> Result<Vec<(PathBuf, Lease)>, GpuError> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(GpuError::io("listing", &self.dir, e)),
+        };
+        let mut out = Vec::new();
+        for e in entries.filter_map(Result::ok) {
+            let path = e.path();
+            if path.extension().and_then(|x| x.to_str()) != Some("json") {
+                continue;
+            }
+            let lease = std::fs::read(&path)
+                .ok()
+                .and_then(|d| serde_json::from_slice::<Lease>(&d).ok());
+            match lease {
+                Some(l) if self.is_live(&l.holder) => out.push((path, l)),
+                // Unreadable or stale: it protects nothing.
+                _ => {
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    /// Records that `holder` holds `gpus`. Refuses when `holder` asks for exclusive use of
+    /// a GPU another live container holds, or when another live container holds one
+    /// exclusively. Re-acquiring for the same holder replaces its lease.
+    pub fn acquire(
+        &self,
+        holder: &Holder,
+        gpus: &[String],
+        sharing: Sharing,
+    ) -> Result<(), GpuError> {
+        let _lock = self.lock()?;
+        let mine = self.file_for(holder)?;
+        for (path, other) in self.read_all()? {
+            if path == mine {
+                continue;
+            }
+            for gpu in gpus {
+                if !other.gpus.contains(gpu) {
+                    continue;
+                }
+                if sharing == Sharing::Exclusive || other.sharing == Sharing::Exclusive {
+                    return Err(GpuError::Exclusive {
+                        gpu: gpu.clone(),
+                        holder: other.holder.container_id.clone(),
+                        root: other.holder.root.clone(),
+                        pid: other.holder.pid,
+                    });
+                }
+            }
+        }
+        let lease = Lease {
+            holder: holder.clone(),
+            gpus: gpus.to_vec(),
+            sharing,
+        };
+        let data = serde_json::to_vec_pretty(&lease).map_err(|e| GpuError::Lease(e.to_string()))?;
+        let tmp = mine.with_extension("json.tmp");
+        let write = || -> std::io::Result<()> {
+            let mut f = File::create(&tmp)?;
+            f.write_all(&data)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &mine)
+        };
+        write().map_err(io("writing", &mine))
+    }
+
+    /// Drops `container_id`'s lease under `root` (on delete). Absent is fine.
+    pub fn release(&self, container_id: &str, root: &Path) -> Result<(), GpuError> {
+        let _lock = self.lock()?;
+        let holder = Holder {
+            container_id: container_id.to_string(),
+            root: root.to_path_buf(),
+            pid: 0,
+            start_time: 0,
+        };
+        let path = self.file_for(&holder)?;
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(GpuError::io("removing", &path, e)),
+        }
+    }
+
+    /// Every live lease (for `gpurun gpus`).
+    pub fn list(&self) -> Result<Vec<Lease>, GpuError> {
+        let _lock = self.lock()?;
+        Ok(self.read_all()?.into_iter().map(|(_, l)| l).collect())
+    }
+}
+
+/// FNV-1a, to turn a root path into a fixed-width file-name part.
+fn fnv1a(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}

@@ -1,0 +1,478 @@
+//! Who asked for which GPUs (research §3), strongest source first: CDI names in
+//! `cdi.k8s.io/*` annotations, the device plugin's `/dev/null` mounts under
+//! `/var/run/nvidia-container-devices/`, then `NVIDIA_VISIBLE_DEVICES` — the last only
+//! from a privileged container unless the node's policy accepts it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use oci_spec::runtime::{Capability as OciCap, Spec};
+use serde::{Deserialize, Serialize};
+
+use super::capabilities::Capabilities;
+use super::inventory::{Gpu, Inventory, MigDevice};
+use super::paths::normalize;
+use super::procfs::PciAddr;
+use super::GpuError;
+use crate::config::{Config, Sharing};
+
+pub const DEVICE_LIST_DIR: &str = "/var/run/nvidia-container-devices";
+pub const CDI_ANNOTATION_PREFIX: &str = "cdi.k8s.io/";
+pub const SHARING_ANNOTATION: &str = "gpurun.dev/gpu-sharing";
+pub const CONTAINER_TYPE_ANNOTATION: &str = "io.kubernetes.cri.container-type";
+
+/// Where the honoured request came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RequestSource {
+    CdiAnnotations,
+    DevicePluginMounts,
+    Env,
+    /// `NVIDIA_VISIBLE_DEVICES` from an unprivileged container: refused, nothing injected.
+    EnvIgnored,
+}
+
+/// One device name as written in a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeviceId {
+    All,
+    Index(u32),
+    GpuUuid(String),
+    MigUuid(String),
+    /// `<gpu index>:<mig index>`.
+    MigIndex(u32, u32),
+    Bus(PciAddr),
+    /// A fully-qualified CDI name `vendor/class=name`.
+    Cdi(String),
+}
+
+impl DeviceId {
+    pub fn parse(s: &str) -> Result<DeviceId, String> {
+        let s = s.trim();
+        if s == "all" {
+            return Ok(DeviceId::All);
+        }
+        if let Some((kind, name)) = s.split_once('=') {
+            return match kind.split_once('/') {
+                Some((v, c)) if !v.is_empty() && !c.is_empty() && !name.is_empty() => {
+                    Ok(DeviceId::Cdi(s.to_string()))
+                }
+                _ => Err(format!(
+                    "{s}: not a fully-qualified CDI name (vendor/class=name)"
+                )),
+            };
+        }
+        if s.len() > 4 && s[..4].eq_ignore_ascii_case("GPU-") {
+            return Ok(DeviceId::GpuUuid(format!(
+                "GPU-{}",
+                s[4..].to_ascii_lowercase()
+            )));
+        }
+        if s.len() > 4 && s[..4].eq_ignore_ascii_case("MIG-") {
+            return Ok(DeviceId::MigUuid(format!(
+                "MIG-{}",
+                s[4..].to_ascii_lowercase()
+            )));
+        }
+        if let Ok(i) = s.parse::<u32>() {
+            return Ok(DeviceId::Index(i));
+        }
+        if let Some((g, m)) = s.split_once(':') {
+            if let (Ok(g), Ok(m)) = (g.parse(), m.parse()) {
+                return Ok(DeviceId::MigIndex(g, m));
+            }
+        }
+        if s.contains(':') && s.contains('.') {
+            return s.parse().map(DeviceId::Bus);
+        }
+        Err(format!("{s}: unknown device"))
+    }
+}
+
+/// A parsed, honoured request (not yet resolved against the inventory).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    pub source: RequestSource,
+    /// Empty with `none`: driver files but no device nodes.
+    pub devices: Vec<DeviceId>,
+    pub capabilities: Capabilities,
+    /// `(variable, value)` of every `NVIDIA_REQUIRE_*` to check (empty when disabled).
+    pub requirements: Vec<(String, String)>,
+    pub sharing: Sharing,
+}
+
+/// The outcome of reading a spec's requests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Parsed {
+    Nothing,
+    /// A request refused by policy; the warning says why.
+    Ignored(String),
+    Request(Request),
+}
+
+/// What was granted to a container.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    pub source: RequestSource,
+    /// UUIDs of the granted GPUs (MIG devices count as their parent), for the lease.
+    pub gpus: Vec<String>,
+    /// Granted MIG devices as `gpu<minor>/gi<G>/ci<C>`.
+    pub mig_devices: Vec<String>,
+    /// CDI devices applied, fully qualified.
+    pub cdi_devices: Vec<String>,
+    pub capabilities: Capabilities,
+    pub sharing: Sharing,
+}
+
+/// The container's environment, last definition winning (as execve's consumers read it).
+pub fn env_map(spec: &Spec) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    if let Some(env) = spec.process().as_ref().and_then(|p| p.env().as_ref()) {
+        for kv in env {
+            if let Some((k, v)) = kv.split_once('=') {
+                m.insert(k.to_string(), v.to_string());
+            }
+        }
+    }
+    m
+}
+
+fn annotation<'a>(spec: &'a Spec, key: &str) -> Option<&'a str> {
+    spec.annotations().as_ref()?.get(key).map(String::as_str)
+}
+
+/// CAP_SYS_ADMIN in the bounding set: what NVIDIA's runtime calls privileged.
+pub fn is_privileged(spec: &Spec) -> bool {
+    spec.process()
+        .as_ref()
+        .and_then(|p| p.capabilities().as_ref())
+        .and_then(|c| c.bounding().as_ref())
+        .is_some_and(|b| b.contains(&OciCap::SysAdmin))
+}
+
+/// True for a Kubernetes pod sandbox (pause) container, which never gets GPUs.
+pub fn is_sandbox(spec: &Spec) -> bool {
+    annotation(spec, CONTAINER_TYPE_ANNOTATION) == Some("sandbox")
+}
+
+/// CDI names from `cdi.k8s.io/*` annotations (comma-separated values), in key order.
+pub fn cdi_annotation_names(spec: &Spec) -> Vec<String> {
+    let Some(a) = spec.annotations() else {
+        return Vec::new();
+    };
+    let mut keys: Vec<&String> = a
+        .keys()
+        .filter(|k| k.starts_with(CDI_ANNOTATION_PREFIX))
+        .collect();
+    keys.sort();
+    let mut out: Vec<String> = Vec::new();
+    for k in keys {
+        for n in a[k].split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            if !out.iter().any(|o| o == n) {
+                out.push(n.to_string());
+            }
+        }
+    }
+    out
+}
+
+/// Device requests from `/dev/null` mounts under `/var/run/nvidia-container-devices/`.
+pub fn mount_requests(spec: &Spec) -> Result<Vec<DeviceId>, GpuError> {
+    let mut out = Vec::new();
+    for m in spec.mounts().iter().flatten() {
+        if m.source().as_deref() != Some(Path::new("/dev/null")) {
+            continue;
+        }
+        let dest = normalize(m.destination());
+        let Ok(rest) = dest.strip_prefix(DEVICE_LIST_DIR) else {
+            continue;
+        };
+        let rest = rest.to_string_lossy();
+        let id = if let Some(cdi) = rest.strip_prefix("cdi/") {
+            let name = match cdi.matches('/').count() {
+                2 if !cdi.contains('=') => {
+                    let (kind, dev) = cdi.rsplit_once('/').unwrap_or_default();
+                    format!("{kind}={dev}")
+                }
+                _ => cdi.to_string(),
+            };
+            DeviceId::parse(&name)
+        } else if rest.starts_with("imex/") {
+            return Err(GpuError::Unsupported(format!(
+                "{}: IMEX channel requests are not supported by gpurun",
+                dest.display()
+            )));
+        } else {
+            DeviceId::parse(&rest)
+        };
+        let id = id.map_err(|e| GpuError::UnknownDevice(format!("{} ({e})", dest.display())))?;
+        if !out.contains(&id) {
+            out.push(id);
+        }
+    }
+    Ok(out)
+}
+
+/// Go's `strconv.ParseBool`, which NVIDIA's runtime uses for `NVIDIA_DISABLE_REQUIRE`.
+fn parse_bool(s: &str) -> Option<bool> {
+    match s {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+/// Reads every request the spec makes, applying the node's policy.
+pub fn parse(spec: &Spec, cfg: &Config) -> Result<Parsed, GpuError> {
+    if is_sandbox(spec) {
+        return Ok(Parsed::Nothing);
+    }
+    let env = env_map(spec);
+    let privileged = is_privileged(spec);
+    // A legacy CUDA image (CUDA_VERSION without NVIDIA_REQUIRE_CUDA) asks for every GPU and
+    // capability unless it says otherwise.
+    let legacy_cuda = env
+        .get("CUDA_VERSION")
+        .filter(|_| !env.contains_key("NVIDIA_REQUIRE_CUDA"));
+
+    let mut from_env = false;
+    let (source, devices) = {
+        let cdi = cdi_annotation_names(spec);
+        let mounts = mount_requests(spec)?;
+        if !cdi.is_empty() {
+            let mut ids = Vec::new();
+            for n in &cdi {
+                match DeviceId::parse(n) {
+                    Ok(id @ DeviceId::Cdi(_)) => ids.push(id),
+                    _ => {
+                        return Err(GpuError::UnknownDevice(format!(
+                            "{n} (a cdi.k8s.io/ annotation must name vendor/class=name)"
+                        )))
+                    }
+                }
+            }
+            (RequestSource::CdiAnnotations, ids)
+        } else if !mounts.is_empty() {
+            (RequestSource::DevicePluginMounts, mounts)
+        } else {
+            let value = match env.get("NVIDIA_VISIBLE_DEVICES") {
+                Some(v) => v.trim().to_string(),
+                None if legacy_cuda.is_some() => "all".to_string(),
+                None => String::new(),
+            };
+            if value.is_empty()
+                || value == "void"
+                || normalize(Path::new(&value)) == Path::new(DEVICE_LIST_DIR)
+            {
+                return Ok(Parsed::Nothing);
+            }
+            if !privileged && !cfg.nvidia.accept_env_when_unprivileged {
+                return Ok(Parsed::Ignored(format!(
+                    "NVIDIA_VISIBLE_DEVICES={value} ignored: the container is not privileged \
+                     (no CAP_SYS_ADMIN in its bounding set) and nvidia.accept-env-when-unprivileged \
+                     is false; no GPU was injected"
+                )));
+            }
+            from_env = true;
+            (RequestSource::Env, parse_visible_devices(&value)?)
+        }
+    };
+    if privileged || from_env {
+        for var in [
+            "NVIDIA_IMEX_CHANNELS",
+            "NVIDIA_MIG_CONFIG_DEVICES",
+            "NVIDIA_MIG_MONITOR_DEVICES",
+        ] {
+            if env.get(var).is_some_and(|v| !v.trim().is_empty()) {
+                return Err(GpuError::Unsupported(format!(
+                    "{var} is not supported by gpurun"
+                )));
+            }
+        }
+    }
+
+    let caps_text = env
+        .get("NVIDIA_DRIVER_CAPABILITIES")
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty());
+    let capabilities = match (caps_text, legacy_cuda) {
+        (Some(c), _) => Capabilities::parse(c),
+        (None, Some(_)) => Ok(Capabilities::all()),
+        (None, None) => Capabilities::parse(&cfg.nvidia.default_capabilities),
+    }
+    .map_err(|message| GpuError::InvalidRequest {
+        name: "NVIDIA_DRIVER_CAPABILITIES".into(),
+        value: caps_text.unwrap_or_default().to_string(),
+        message,
+    })?;
+
+    let disabled = env
+        .get("NVIDIA_DISABLE_REQUIRE")
+        .and_then(|v| parse_bool(v.trim()))
+        .unwrap_or(false);
+    let mut requirements: Vec<(String, String)> = Vec::new();
+    if !disabled {
+        requirements = env
+            .iter()
+            .filter(|(k, v)| {
+                k.starts_with("NVIDIA_REQUIRE_")
+                    && *k != "NVIDIA_REQUIRE_JETPACK"
+                    && !v.trim().is_empty()
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if let Some(v) = legacy_cuda {
+            let mm: Vec<&str> = v.split('.').take(2).collect();
+            if mm
+                .iter()
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+            {
+                requirements.push(("CUDA_VERSION".into(), format!("cuda>={}", mm.join("."))));
+            }
+        }
+    }
+
+    let mut sharing = cfg.gpus.sharing;
+    if let Some(a) = annotation(spec, SHARING_ANNOTATION) {
+        match Sharing::parse(a) {
+            // A container may ask for more isolation than the node's default, never less.
+            Some(Sharing::Exclusive) => sharing = Sharing::Exclusive,
+            Some(Sharing::Shared) => {}
+            None => {
+                return Err(GpuError::InvalidRequest {
+                    name: SHARING_ANNOTATION.into(),
+                    value: a.into(),
+                    message: "expected shared or exclusive".into(),
+                })
+            }
+        }
+    }
+    Ok(Parsed::Request(Request {
+        source,
+        devices,
+        capabilities,
+        requirements,
+        sharing,
+    }))
+}
+
+/// `NVIDIA_VISIBLE_DEVICES`: `none` → no devices, otherwise a comma list of names.
+pub fn parse_visible_devices(value: &str) -> Result<Vec<DeviceId>, GpuError> {
+    if value.trim() == "none" {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for word in value.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+        let id = DeviceId::parse(word).map_err(GpuError::UnknownDevice)?;
+        if !out.contains(&id) {
+            out.push(id);
+        }
+    }
+    Ok(out)
+}
+
+/// True when the spec holds a request that policy honours: the runtime runs discovery
+/// only then (a GPU-less host never needs a driver for a CUDA image that merely sets
+/// `NVIDIA_VISIBLE_DEVICES=all` unprivileged).
+pub fn wants_gpus(spec: &Spec, cfg: &Config) -> bool {
+    !matches!(
+        parse(spec, cfg),
+        Ok(Parsed::Nothing) | Ok(Parsed::Ignored(_))
+    )
+}
+
+/// Requests refused by policy, for the runtime to log when [`wants_gpus`] is false.
+pub fn policy_warnings(spec: &Spec, cfg: &Config) -> Vec<String> {
+    match parse(spec, cfg) {
+        Ok(Parsed::Ignored(w)) => vec![w],
+        _ => Vec::new(),
+    }
+}
+
+/// GPUs and MIG devices named by a request (CDI names are resolved elsewhere).
+#[derive(Debug, Default)]
+pub struct Selection<'a> {
+    pub gpus: Vec<&'a Gpu>,
+    pub mig: Vec<&'a MigDevice>,
+    pub cdi: Vec<String>,
+}
+
+/// Resolves device names against the inventory; an unknown name is an error naming it.
+pub fn resolve<'a>(ids: &[DeviceId], inv: &'a Inventory) -> Result<Selection<'a>, GpuError> {
+    let mut sel = Selection::default();
+    let add_gpu = |sel: &mut Selection<'a>, g: &'a Gpu| {
+        if !sel.gpus.iter().any(|x| x.minor == g.minor) {
+            sel.gpus.push(g);
+        }
+    };
+    for id in ids {
+        match id {
+            DeviceId::All => {
+                inv.gpus.iter().for_each(|g| add_gpu(&mut sel, g));
+                for m in &inv.mig_devices {
+                    if !sel.mig.iter().any(|x| std::ptr::eq(*x, m)) {
+                        sel.mig.push(m);
+                    }
+                }
+            }
+            DeviceId::Index(i) => {
+                let g = inv.gpus.iter().find(|g| g.index == *i);
+                add_gpu(
+                    &mut sel,
+                    g.ok_or_else(|| GpuError::UnknownDevice(i.to_string()))?,
+                );
+            }
+            DeviceId::GpuUuid(u) => {
+                let g = inv.gpus.iter().find(|g| g.uuid.eq_ignore_ascii_case(u));
+                add_gpu(
+                    &mut sel,
+                    g.ok_or_else(|| GpuError::UnknownDevice(u.clone()))?,
+                );
+            }
+            DeviceId::Bus(b) => {
+                let g = inv.gpus.iter().find(|g| g.bus == *b);
+                add_gpu(
+                    &mut sel,
+                    g.ok_or_else(|| GpuError::UnknownDevice(b.to_string()))?,
+                );
+            }
+            DeviceId::MigUuid(_) | DeviceId::MigIndex(..) => {
+                let name = match id {
+                    DeviceId::MigUuid(u) => u.clone(),
+                    DeviceId::MigIndex(g, m) => format!("{g}:{m}"),
+                    _ => unreachable!("matched above"),
+                };
+                let found = inv.mig_devices.iter().find(|m| match id {
+                    DeviceId::MigUuid(u) => {
+                        m.uuid.as_deref().is_some_and(|x| x.eq_ignore_ascii_case(u))
+                    }
+                    DeviceId::MigIndex(gi, mi) => {
+                        m.index == Some(*mi)
+                            && inv
+                                .gpu_by_minor(m.parent_minor)
+                                .is_some_and(|p| p.index == *gi)
+                    }
+                    _ => false,
+                });
+                // MIG UUIDs and indices come from NVML, which is not wired in yet: with a
+                // procfs-only inventory every MIG name is unknown.
+                let m = found.ok_or_else(|| {
+                    GpuError::UnknownDevice(format!(
+                        "{name} (MIG devices are addressable only with NVML enrichment, not implemented yet)"
+                    ))
+                })?;
+                if let Some(p) = inv.gpu_by_minor(m.parent_minor) {
+                    add_gpu(&mut sel, p);
+                }
+                if !sel.mig.iter().any(|x| std::ptr::eq(*x, m)) {
+                    sel.mig.push(m);
+                }
+            }
+            DeviceId::Cdi(n) => {
+                if !sel.cdi.contains(n) {
+                    sel.cdi.push(n.clone());
+                }
+            }
+        }
+    }
+    Ok(sel)
+}

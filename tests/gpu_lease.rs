@@ -1,0 +1,179 @@
+//! Leases: exclusive refusal names the holder, stale leases are ignored, release, list.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+
+use gpurun::config::Sharing;
+use gpurun::gpu::lease::{process_start_time, Holder, Leases};
+
+const G0: &str = "GPU-00000000-0000-0000-0000-000000000000";
+const G1: &str = "GPU-11111111-1111-1111-1111-111111111111";
+
+fn me(id: &str, root: &str) -> Holder {
+    let pid = std::process::id() as i32;
+    Holder {
+        container_id: id.into(),
+        root: PathBuf::from(root),
+        pid,
+        start_time: process_start_time(Path::new("/proc"), pid).expect("own stat"),
+    }
+}
+
+/// A pid that has exited: a child this test started and reaped.
+fn dead_pid() -> i32 {
+    let mut c = std::process::Command::new("true").spawn().unwrap();
+    let pid = c.id() as i32;
+    c.wait().unwrap();
+    pid
+}
+
+#[test]
+fn exclusive_refuses_a_second_live_holder_naming_it() {
+    let t = tempfile::tempdir().unwrap();
+    let l = Leases::new(t.path());
+    l.acquire(
+        &me("job-a", "/run/containerd/runc/k8s.io"),
+        &[G0.into()],
+        Sharing::Exclusive,
+    )
+    .unwrap();
+    let e = l
+        .acquire(
+            &me("job-b", "/run/gpurun"),
+            &[G1.into(), G0.into()],
+            Sharing::Shared,
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(G0) && e.contains("job-a") && e.contains("/run/containerd/runc/k8s.io"),
+        "{e}"
+    );
+    // Another GPU is free.
+    l.acquire(&me("job-b", "/run/gpurun"), &[G1.into()], Sharing::Shared)
+        .unwrap();
+    // An exclusive request on a shared-held GPU is refused too.
+    let e = l
+        .acquire(
+            &me("job-c", "/run/gpurun"),
+            &[G1.into()],
+            Sharing::Exclusive,
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains(G1) && e.contains("job-b"), "{e}");
+}
+
+#[test]
+fn shared_holders_coexist_and_list_shows_them() {
+    let t = tempfile::tempdir().unwrap();
+    let l = Leases::new(t.path());
+    l.acquire(&me("a", "/r"), &[G0.into()], Sharing::Shared)
+        .unwrap();
+    l.acquire(&me("b", "/r"), &[G0.into()], Sharing::Shared)
+        .unwrap();
+    // Same id under another root is another holder.
+    l.acquire(&me("a", "/other"), &[G0.into()], Sharing::Shared)
+        .unwrap();
+    let mut ids: Vec<(String, PathBuf)> = l
+        .list()
+        .unwrap()
+        .into_iter()
+        .map(|x| (x.holder.container_id, x.holder.root))
+        .collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        [
+            ("a".into(), "/other".into()),
+            ("a".into(), "/r".into()),
+            ("b".into(), "/r".into())
+        ]
+    );
+}
+
+#[test]
+fn stale_leases_are_ignored_and_removed() {
+    let t = tempfile::tempdir().unwrap();
+    let l = Leases::new(t.path());
+    let mut dead = me("gone", "/r");
+    dead.pid = dead_pid();
+    l.acquire(&dead, &[G0.into()], Sharing::Exclusive).unwrap();
+    let mut reused = me("reused", "/r");
+    reused.start_time += 1; // the pid now belongs to another process
+    l.acquire(&reused, &[G1.into()], Sharing::Exclusive)
+        .unwrap();
+    l.acquire(
+        &me("new", "/r"),
+        &[G0.into(), G1.into()],
+        Sharing::Exclusive,
+    )
+    .unwrap();
+    let left: Vec<String> = l
+        .list()
+        .unwrap()
+        .into_iter()
+        .map(|x| x.holder.container_id)
+        .collect();
+    assert_eq!(left, ["new"]);
+    let files = std::fs::read_dir(t.path().join("leases")).unwrap().count();
+    assert_eq!(files, 2, "the lock file and one lease");
+}
+
+#[test]
+fn release_frees_the_gpu() {
+    let t = tempfile::tempdir().unwrap();
+    let l = Leases::new(t.path());
+    l.acquire(&me("a", "/r"), &[G0.into()], Sharing::Exclusive)
+        .unwrap();
+    assert!(l
+        .acquire(&me("b", "/r"), &[G0.into()], Sharing::Shared)
+        .is_err());
+    l.release("a", Path::new("/r")).unwrap();
+    l.release("a", Path::new("/r")).unwrap();
+    l.acquire(&me("b", "/r"), &[G0.into()], Sharing::Shared)
+        .unwrap();
+}
+
+#[test]
+fn hostile_ids_and_lease_files() {
+    let t = tempfile::tempdir().unwrap();
+    let l = Leases::new(t.path());
+    for id in ["../x", "a/b", "", ".hidden"] {
+        assert!(
+            l.acquire(&me(id, "/r"), &[G0.into()], Sharing::Shared)
+                .is_err(),
+            "{id:?}"
+        );
+    }
+    std::fs::write(t.path().join("leases/garbage.json"), "{").unwrap();
+    assert!(l.list().unwrap().is_empty());
+    assert!(!t.path().join("leases/garbage.json").exists());
+}
+
+#[test]
+fn concurrent_exclusive_acquires_serialize() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().to_path_buf();
+    let handles: Vec<_> = (0..8)
+        .map(|i| {
+            let dir = dir.clone();
+            std::thread::spawn(move || {
+                Leases::new(&dir)
+                    .acquire(
+                        &me(&format!("c{i}"), "/r"),
+                        &[G0.into()],
+                        Sharing::Exclusive,
+                    )
+                    .is_ok()
+            })
+        })
+        .collect();
+    let won = handles
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .filter(|ok| *ok)
+        .count();
+    assert_eq!(won, 1);
+}
