@@ -36,7 +36,9 @@ pub fn device_rules(spec: &Spec) -> Vec<LinuxDeviceCgroup> {
 pub fn create(spec: &Spec, id: &str, systemd: bool) -> Result<(Option<Handle>, Vec<String>)> {
     let root = CgroupRoot::system().map_err(err)?;
     let linux = spec.linux().as_ref();
-    let mut resources: LinuxResources = linux.and_then(|l| l.resources().clone()).unwrap_or_default();
+    let mut resources: LinuxResources = linux
+        .and_then(|l| l.resources().clone())
+        .unwrap_or_default();
     resources.set_devices(Some(device_rules(spec)));
     let path = linux
         .and_then(|l| l.cgroups_path().as_ref())
@@ -55,7 +57,9 @@ pub fn create(spec: &Spec, id: &str, systemd: bool) -> Result<(Option<Handle>, V
 pub fn from_state(st: &State) -> Option<Handle> {
     let j = st.cgroup.as_ref()?;
     let cs: CgroupState = serde_json::from_value(j.clone()).ok()?;
-    Some(Handle { cg: Cgroup::from_state(&cs) })
+    Some(Handle {
+        cg: Cgroup::from_state(&cs),
+    })
 }
 
 impl Handle {

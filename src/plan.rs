@@ -58,11 +58,17 @@ pub struct Plan {
     /// fds 3.. that pass into the container (LISTEN_FDS plus --preserve-fds).
     pub preserve_fds: u32,
     pub seccomp: Option<crate::linux::seccomp::CompiledSeccomp>,
+    /// `_ses.<id>`, unless `--no-new-keyring`.
+    pub session_keyring: Option<String>,
+    /// What to write to `/proc/self/attr/.../exec` before execve, when the host's LSM
+    /// is enabled: (attr file relative to /proc/self, contents).
+    pub lsm_exec: Vec<(String, String)>,
 }
 
 pub struct Options {
     pub no_pivot: bool,
     pub preserve_fds: u32,
+    pub no_new_keyring: bool,
 }
 
 fn id_map(maps: Option<&Vec<oci_spec::runtime::LinuxIdMapping>>) -> String {
@@ -160,6 +166,11 @@ pub fn build(id: &str, b: &Bundle, opts: &Options) -> Result<Plan> {
             "process.args: an argument contains a NUL byte".into(),
         ));
     }
+    if linux.mount_label().as_ref().is_some_and(|l| !l.is_empty()) {
+        crate::log::debug(
+            "linux.mountLabel ignored: SELinux mount labels are not applied by gpurun",
+        );
+    }
     let personality = linux.personality().as_ref().map(|p| match p.domain() {
         oci_spec::runtime::LinuxPersonalityDomain::PerLinux32 => 0x0008,
         _ => 0,
@@ -168,6 +179,12 @@ pub fn build(id: &str, b: &Bundle, opts: &Options) -> Result<Plan> {
         Some(s) => {
             let c = crate::linux::seccomp::compile(s)
                 .map_err(|e| Error::Config(format!("linux.seccomp: {e}")))?;
+            if !c.skipped_syscalls().is_empty() {
+                crate::log::debug(&format!(
+                    "linux.seccomp: syscalls unknown on this architecture skipped: {}",
+                    c.skipped_syscalls().join(", ")
+                ));
+            }
             Some(c)
         }
         None => None,
@@ -221,7 +238,40 @@ pub fn build(id: &str, b: &Bundle, opts: &Options) -> Result<Plan> {
         cwd: process.cwd().clone(),
         preserve_fds: listen_fds + opts.preserve_fds,
         seccomp,
+        session_keyring: (!opts.no_new_keyring).then(|| format!("_ses.{id}")),
+        lsm_exec: lsm_exec(process),
     })
+}
+
+/// AppArmor and SELinux labels apply at execve through `/proc/self/attr`. On a host
+/// without that LSM they are ignored with a debug line, as runc does.
+fn lsm_exec(process: &oci_spec::runtime::Process) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    if let Some(p) = process
+        .apparmor_profile()
+        .as_ref()
+        .filter(|p| !p.is_empty())
+    {
+        let enabled = std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+            .is_ok_and(|s| s.trim() == "Y");
+        if enabled {
+            out.push(("attr/apparmor/exec".to_string(), format!("exec {p}")));
+        } else {
+            crate::log::debug(&format!(
+                "process.apparmorProfile {p:?} ignored: AppArmor is not enabled on this host"
+            ));
+        }
+    }
+    if let Some(l) = process.selinux_label().as_ref().filter(|l| !l.is_empty()) {
+        if Path::new("/sys/fs/selinux/enforce").exists() {
+            out.push(("attr/exec".to_string(), l.clone()));
+        } else {
+            crate::log::debug(&format!(
+                "process.selinuxLabel {l:?} ignored: SELinux is not enabled on this host"
+            ));
+        }
+    }
+    out
 }
 
 /// systemd socket activation: `LISTEN_FDS=n` for this process means fds 3..3+n are

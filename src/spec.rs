@@ -33,13 +33,13 @@ const PROC_MOUNT_ALLOWED: &[&str] = &[
 ];
 
 pub fn load(bundle: &Path) -> Result<Bundle> {
-    let dir = if bundle.is_absolute() {
+    let dir = lexical_clean(&if bundle.is_absolute() {
         bundle.to_path_buf()
     } else {
         std::env::current_dir()
             .map_err(|e| Error::io("resolving bundle against", ".", e))?
             .join(bundle)
-    };
+    });
     let cfg = dir.join("config.json");
     let data = std::fs::read(&cfg).map_err(|e| Error::io("reading", &cfg, e))?;
     let spec: Spec = serde_json::from_slice(&data)
@@ -172,9 +172,10 @@ pub fn validate(spec: &Spec) -> Result<()> {
     }
     let has = |t| has_namespace(spec, t);
     let user = has(LinuxNamespaceType::User);
-    let maps = linux.uid_mappings().as_ref().is_some_and(|m| !m.is_empty())
-        || linux.gid_mappings().as_ref().is_some_and(|m| !m.is_empty());
-    if creates_namespace(spec, LinuxNamespaceType::User) && !maps {
+    let uid_maps = linux.uid_mappings().as_ref().is_some_and(|m| !m.is_empty());
+    let gid_maps = linux.gid_mappings().as_ref().is_some_and(|m| !m.is_empty());
+    let maps = uid_maps || gid_maps;
+    if creates_namespace(spec, LinuxNamespaceType::User) && !(uid_maps && gid_maps) {
         return Err(cfg_err(
             "linux.uidMappings/gidMappings: a new user namespace needs both mappings",
         ));

@@ -2,6 +2,7 @@
 //! reports and returns the exit code.
 
 mod output;
+mod resources;
 mod run;
 
 use std::path::PathBuf;
@@ -136,6 +137,22 @@ pub enum Cmd {
     },
     /// Print the runtime-spec features document.
     Features,
+    /// Freeze every process of a container.
+    Pause { id: String },
+    /// Thaw a paused container.
+    Resume { id: String },
+    /// Change a running container's resource limits (device rules are left as they are).
+    Update(resources::UpdateArgs),
+    /// Print a container's cgroup statistics (and OOM events) as JSON lines.
+    Events {
+        /// Print one stats record and exit.
+        #[arg(long)]
+        stats: bool,
+        /// How often to print stats.
+        #[arg(long, default_value = "5s")]
+        interval: String,
+        id: String,
+    },
     /// Not supported: gpurun has no CRIU integration.
     Checkpoint {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -288,6 +305,14 @@ fn dispatch(cli: Cli) -> Result<i32> {
             println!("{}", crate::features::json());
             Ok(0)
         }
+        Cmd::Pause { id } => lifecycle::pause(&g, &id).map(|()| 0),
+        Cmd::Resume { id } => lifecycle::resume(&g, &id).map(|()| 0),
+        Cmd::Update(a) => resources::update(&g, &a).map(|()| 0),
+        Cmd::Events {
+            stats,
+            interval,
+            id,
+        } => resources::events(&g, &id, stats, &interval).map(|()| 0),
         Cmd::Checkpoint { .. } | Cmd::Restore { .. } => Err(Error::Other(
             "checkpoint/restore is not supported by gpurun (no CRIU integration)".into(),
         )),

@@ -42,6 +42,9 @@ const MOUNT_ATTR_NOEXEC: u64 = 0x8;
 const MOUNT_ATTR_NOATIME: u64 = 0x10;
 const MOUNT_ATTR_STRICTATIME: u64 = 0x20;
 const MOUNT_ATTR_NODIRATIME: u64 = 0x80;
+const MOUNT_ATTR_NOSYMFOLLOW: u64 = 0x0020_0000;
+/// `MS_NOSYMFOLLOW` (Linux 5.10), not in nix's MsFlags.
+const MS_NOSYMFOLLOW: MsFlags = MsFlags::from_bits_retain(256);
 
 /// (set, clear) for a classic option.
 fn flag_option(o: &str) -> Option<(MsFlags, MsFlags)> {
@@ -73,6 +76,8 @@ fn flag_option(o: &str) -> Option<(MsFlags, MsFlags)> {
         "strictatime" => (MsFlags::MS_STRICTATIME, e),
         "nostrictatime" => (e, MsFlags::MS_STRICTATIME),
         "silent" => (MsFlags::MS_SILENT, e),
+        "nosymfollow" => (MS_NOSYMFOLLOW, e),
+        "symfollow" => (e, MS_NOSYMFOLLOW),
         "loud" => (e, MsFlags::MS_SILENT),
         _ => return None,
     })
@@ -108,6 +113,8 @@ fn recursive_option(o: &str) -> Option<(u64, u64)> {
         "rstrictatime" => (MOUNT_ATTR_STRICTATIME, 0),
         "rnodiratime" => (MOUNT_ATTR_NODIRATIME, 0),
         "rdiratime" => (0, MOUNT_ATTR_NODIRATIME),
+        "rnosymfollow" => (MOUNT_ATTR_NOSYMFOLLOW, 0),
+        "rsymfollow" => (0, MOUNT_ATTR_NOSYMFOLLOW),
         _ => return None,
     })
 }
@@ -451,7 +458,10 @@ fn locked_flags(fd: BorrowedFd<'_>) -> Result<MsFlags> {
 fn mount_cgroup(root: &Root, op: &MountOp) -> Result<()> {
     let h = target(root, &op.dest, true)?;
     let tp = fd_path(h.as_fd());
-    let flags = op.flags & !MsFlags::MS_RDONLY;
+    // The tmpfs is made read-only after the hierarchies are mounted on it; each
+    // hierarchy itself gets the spec's flags, `ro` included, so the container cannot
+    // write cgroup files unless the spec says rw.
+    let tmpfs_flags = op.flags & !MsFlags::MS_RDONLY;
     let hier = host_cgroup_mounts()?;
     if hier
         .iter()
@@ -466,7 +476,14 @@ fn mount_cgroup(root: &Root, op: &MountOp) -> Result<()> {
         )
         .map_err(mount_err("mounting cgroup2".into(), &op.dest));
     }
-    mount(Some("tmpfs"), &tp, Some("tmpfs"), flags, Some("mode=755")).map_err(mount_err(
+    mount(
+        Some("tmpfs"),
+        &tp,
+        Some("tmpfs"),
+        tmpfs_flags,
+        Some("mode=755"),
+    )
+    .map_err(mount_err(
         "mounting tmpfs for cgroup hierarchies".into(),
         &op.dest,
     ))?;
@@ -485,7 +502,7 @@ fn mount_cgroup(root: &Root, op: &MountOp) -> Result<()> {
             Some(m.fstype.as_str()),
             &fd_path(sh.as_fd()),
             Some(m.fstype.as_str()),
-            flags,
+            op.flags,
             data,
         )
         .map_err(mount_err(
@@ -509,7 +526,7 @@ fn mount_cgroup(root: &Root, op: &MountOp) -> Result<()> {
             None::<&str>,
             &fd_path(top.as_fd()),
             None::<&str>,
-            MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | flags,
+            MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | tmpfs_flags,
             Some("mode=755"),
         )
         .map_err(mount_err(

@@ -31,6 +31,7 @@ type Step = fn(&mut Ctx) -> Result<()>;
 /// binary fails `create`; no_new_privs before a seccomp filter that needs it; capabilities
 /// after the uid change (keep-caps bridges it).
 const STEPS: &[(&str, Step)] = &[
+    ("session-keyring", step_keyring),
     ("rootfs-prepare", step_prepare),
     ("mounts", step_mounts),
     ("devices", step_devices),
@@ -51,6 +52,7 @@ const STEPS: &[(&str, Step)] = &[
     ("user-ids", step_ids),
     ("capabilities", step_caps),
     ("cwd", step_cwd),
+    ("lsm-exec-label", step_lsm),
     ("seccomp", step_seccomp_late),
 ];
 
@@ -278,6 +280,50 @@ fn write_oom_score_adj(adj: i32) -> Result<()> {
             "writing {adj} to /proc/self/oom_score_adj: {e}{hint}"
         ))
     })
+}
+
+fn step_keyring(ctx: &mut Ctx) -> Result<()> {
+    let Some(name) = &ctx.plan.session_keyring else {
+        return Ok(());
+    };
+    let c = CString::new(name.as_bytes())
+        .map_err(|_| Error::Other("keyring name has a NUL byte".into()))?;
+    match crate::linux::sys::proc::join_session_keyring(&c) {
+        // Keyrings may be disabled or blocked (seccomp in a nested runtime): as runc,
+        // carry on without a private keyring rather than fail.
+        Ok(()) | Err(nix::errno::Errno::ENOSYS) | Err(nix::errno::Errno::EPERM) => Ok(()),
+        Err(e) => Err(Error::sys(
+            "creating the session keyring",
+            "keyctl",
+            name.as_str(),
+            e,
+        )),
+    }
+}
+
+/// AppArmor/SELinux exec labels, written through a private verified procfs handle
+/// (CVE-2019-16884, CVE-2025-52881: a bind mount over /proc cannot absorb the write).
+fn step_lsm(ctx: &mut Ctx) -> Result<()> {
+    if ctx.plan.lsm_exec.is_empty() {
+        return Ok(());
+    }
+    let procfs = pathrs::procfs::ProcfsHandle::new()
+        .map_err(|e| Error::Other(format!("opening a private procfs handle: {e}")))?;
+    for (attr, value) in &ctx.plan.lsm_exec {
+        let mut f = procfs
+            .open(
+                pathrs::procfs::ProcfsBase::ProcThreadSelf,
+                attr,
+                pathrs::flags::OpenFlags::O_WRONLY,
+            )
+            .map_err(|e| Error::Other(format!("opening /proc/thread-self/{attr}: {e}")))?;
+        std::io::Write::write_all(&mut f, value.as_bytes()).map_err(|e| {
+            Error::Other(format!(
+                "writing {value:?} to /proc/thread-self/{attr}: {e}"
+            ))
+        })?;
+    }
+    Ok(())
 }
 
 fn root<'a>(ctx: &'a Ctx) -> Result<&'a Root> {

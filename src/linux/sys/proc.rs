@@ -229,3 +229,17 @@ pub fn borrow_fd(fd: i32) -> BorrowedFd<'static> {
     // with EBADF rather than touching another object.
     unsafe { BorrowedFd::borrow_raw(fd) }
 }
+
+/// `keyctl(KEYCTL_JOIN_SESSION_KEYRING, name)`: a new session keyring for the container,
+/// so it does not share the caller's (and its secrets).
+pub fn join_session_keyring(name: &CStr) -> Result<(), Errno> {
+    const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+    // SAFETY: `name` is a valid NUL-terminated string for the duration of the call; the
+    // call only changes this process's session keyring.
+    let ret =
+        unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, name.as_ptr()) };
+    if ret == -1 {
+        return Err(Errno::last());
+    }
+    Ok(())
+}
