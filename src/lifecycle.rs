@@ -36,12 +36,14 @@ struct Creating {
     container: Option<Container>,
     cgroup: Option<crate::cgroup::Handle>,
     init: Option<Pid>,
+    lease: Option<(crate::gpu::lease::Leases, String, PathBuf)>,
 }
 
 impl Creating {
     fn commit(mut self) -> Container {
         self.cgroup = None;
         self.init = None;
+        self.lease = None;
         self.container
             .take()
             .expect("commit is called once, with the container set")
@@ -59,6 +61,9 @@ impl Drop for Creating {
                 crate::log::warn(&format!("removing the cgroup of a failed create: {e}"));
             }
         }
+        if let Some((leases, id, root)) = self.lease.take() {
+            let _ = leases.release(&id, &root);
+        }
         if let Some(c) = self.container.take() {
             let _ = c.remove();
         }
@@ -68,7 +73,7 @@ impl Drop for Creating {
 /// Create a container and leave its init waiting for `start`. Returns the init pid.
 pub fn create(g: &Globals, o: &CreateOpts) -> Result<(Pid, Container)> {
     state::validate_id(&o.id)?;
-    let bundle = spec::load(&o.bundle)?;
+    let mut bundle = spec::load(&o.bundle)?;
     if bundle
         .spec
         .process()
@@ -86,6 +91,19 @@ pub fn create(g: &Globals, o: &CreateOpts) -> Result<(Pid, Container)> {
         ));
     }
     plan::check_preserved_fds(o.preserve_fds)?;
+    let gpu_cfg = crate::config::Config::load().map_err(|e| Error::Config(e.to_string()))?;
+
+    let container = g.root.create(&o.id)?;
+    let mut guard = Creating {
+        container: Some(container),
+        cgroup: None,
+        init: None,
+        lease: None,
+    };
+    let dir = guard.container.as_ref().expect("set above").dir.clone();
+    let gpus = inject_gpus(g, o, &mut bundle, &dir, &gpu_cfg, &mut guard)?;
+    // GPU edits are spec content like any other: validate the result once more.
+    spec::validate(&bundle.spec)?;
     let plan = plan::build(
         &o.id,
         &bundle,
@@ -95,13 +113,6 @@ pub fn create(g: &Globals, o: &CreateOpts) -> Result<(Pid, Container)> {
             no_new_keyring: o.no_new_keyring,
         },
     )?;
-
-    let container = g.root.create(&o.id)?;
-    let mut guard = Creating {
-        container: Some(container),
-        cgroup: None,
-        init: None,
-    };
     let c = guard.container.as_ref().expect("set above");
     let mut st = State {
         gpurun_state_format: state::FORMAT,
@@ -123,7 +134,8 @@ pub fn create(g: &Globals, o: &CreateOpts) -> Result<(Pid, Container)> {
         ),
         cgroup: None,
         hooks: bundle.spec.hooks().clone(),
-        gpus: Vec::new(),
+        gpus: gpus.as_ref().map(|(g, _)| g.clone()).unwrap_or_default(),
+        gpu_state_dir: gpus.as_ref().map(|_| gpu_cfg.gpus.state_dir.clone()),
     };
     c.save(&st)?;
     let fifo = c.fifo_path();
@@ -152,6 +164,13 @@ pub fn create(g: &Globals, o: &CreateOpts) -> Result<(Pid, Container)> {
     st.pid = spawned.pid.as_raw();
     st.init_start_time = state::process_start_time(st.pid)
         .ok_or_else(|| Error::Other("container init died right after it was ready".into()))?;
+    if let Some((gpus, sharing)) = &gpus {
+        // The lease now follows init: it is live exactly as long as the container is.
+        let holder = lease_holder(g, &o.id, st.pid, st.init_start_time);
+        crate::gpu::lease::Leases::new(&gpu_cfg.gpus.state_dir)
+            .acquire(&holder, gpus, *sharing)
+            .map_err(|e| Error::Other(e.to_string()))?;
+    }
     st.status = Status::Created;
     let c = guard.container.as_ref().expect("set above");
     c.save(&st)?;
@@ -159,6 +178,66 @@ pub fn create(g: &Globals, o: &CreateOpts) -> Result<(Pid, Container)> {
         write_pid_file(p, st.pid)?;
     }
     Ok((spawned.pid, guard.commit()))
+}
+
+fn lease_holder(g: &Globals, id: &str, pid: i32, start_time: u64) -> crate::gpu::lease::Holder {
+    crate::gpu::lease::Holder {
+        container_id: id.to_string(),
+        root: g.root.path.clone(),
+        pid,
+        start_time,
+    }
+}
+
+type GrantedGpus = Option<(Vec<String>, crate::config::Sharing)>;
+
+/// GPU injection: plain spec edits before the plan is built, and a lease taken (first
+/// in the name of this gpurun process, so an exclusive holder is refused before anything
+/// starts). Returns the granted GPU UUIDs.
+fn inject_gpus(
+    g: &Globals,
+    o: &CreateOpts,
+    bundle: &mut spec::Bundle,
+    dir: &Path,
+    cfg: &crate::config::Config,
+    guard: &mut Creating,
+) -> Result<GrantedGpus> {
+    let gpu_err = |e: crate::gpu::GpuError| Error::Other(e.to_string());
+    if !crate::gpu::wants_gpus(&bundle.spec, cfg) {
+        for w in crate::gpu::request::policy_warnings(&bundle.spec, cfg) {
+            crate::log::warn(&w);
+        }
+        return Ok(None);
+    }
+    let inv = crate::gpu::discover_cached(cfg).map_err(gpu_err)?;
+    let gen_dir = dir.join("gpu");
+    let Some(inj) =
+        crate::gpu::inject(&mut bundle.spec, &bundle.rootfs, &o.id, &gen_dir, cfg, &inv)
+            .map_err(gpu_err)?
+    else {
+        return Ok(None);
+    };
+    for w in &inj.warnings {
+        crate::log::warn(w);
+    }
+    for l in &inj.log {
+        crate::log::debug(l);
+    }
+    if inj.grant.gpus.is_empty() {
+        return Ok(None);
+    }
+    let me = std::process::id() as i32;
+    let start = state::process_start_time(me).unwrap_or(0);
+    let leases = crate::gpu::lease::Leases::new(&cfg.gpus.state_dir);
+    leases
+        .acquire(
+            &lease_holder(g, &o.id, me, start),
+            &inj.grant.gpus,
+            inj.grant.sharing,
+        )
+        .map_err(gpu_err)?;
+    guard.lease = Some((leases, o.id.clone(), g.root.path.clone()));
+    Ok(Some((inj.grant.gpus.clone(), inj.grant.sharing)))
 }
 
 fn owner() -> String {
@@ -376,6 +455,12 @@ fn kill_and_wait(st: &State) -> Result<()> {
 pub fn destroy(c: Container, st: &State) -> Result<()> {
     if let Some(cg) = crate::cgroup::from_state(st) {
         cg.destroy()?;
+    }
+    if let Some(dir) = &st.gpu_state_dir {
+        let root = c.dir.parent().map(Path::to_path_buf).unwrap_or_default();
+        crate::gpu::lease::Leases::new(dir)
+            .release(&st.id, &root)
+            .map_err(|e| Error::Other(e.to_string()))?;
     }
     c.remove()
 }

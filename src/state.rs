@@ -75,6 +75,9 @@ pub struct State {
     pub hooks: Option<oci_spec::runtime::Hooks>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gpus: Vec<String>,
+    /// The host-wide GPU state dir holding this container's lease, if it has one.
+    #[serde(default)]
+    pub gpu_state_dir: Option<PathBuf>,
 }
 
 /// The runc-compatible view printed by `state` and `list --format json`.
@@ -173,6 +176,7 @@ impl Root {
         let mut ids: Vec<String> = rd
             .filter_map(|e| e.ok())
             .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+            .filter(|e| e.path().join(STATE_FILE).exists())
             .filter_map(|e| e.file_name().into_string().ok())
             .filter(|id| validate_id(id).is_ok())
             .collect();
