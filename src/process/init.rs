@@ -3,7 +3,7 @@
 
 use std::ffi::CString;
 use std::io::Read;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::sched::{unshare, CloneFlags};
@@ -11,7 +11,7 @@ use nix::unistd::{setresgid, setresuid, Gid, Uid};
 use pathrs::Root;
 
 use crate::error::{Error, Result};
-use crate::linux::sys::proc::{clone_fork, close_range_from};
+use crate::linux::sys::proc::{clone_fork, close_range, close_range_from};
 use crate::linux::{caps, devices, namespaces, rlimits, rootfs};
 use crate::plan::Plan;
 use crate::process::sync::{Channel, ChildMsg};
@@ -78,6 +78,14 @@ fn failpoint(_step: &str) {}
 /// The first child: join and create namespaces, then either become init or fork it.
 /// Returns an exit code only on failure.
 pub fn stage1(plan: &Plan, ch: &Channel, start: &OwnedFd) -> i32 {
+    // The child inherited every fd of the gpurun process (the state directory lock among
+    // them). Only stdio, the preserved fds, the channel and the start fifo stay: no host
+    // directory may be reachable while init works (CVE-2024-21626).
+    let mut keep: Vec<i32> = plan.joins.iter().map(|j| j.fd.as_raw_fd()).collect();
+    keep.extend([ch.raw_fd(), start.as_raw_fd()]);
+    if let Err(e) = close_inherited_fds(plan.preserve_fds, &keep) {
+        return report(ch, "close-inherited-fds", &e);
+    }
     match stage1_inner(plan, ch) {
         Ok(true) => run_init(plan, ch, start),
         Ok(false) => 0,
@@ -173,6 +181,11 @@ fn run_init(plan: &Plan, ch: &Channel, start: &OwnedFd) -> i32 {
         if let Err(e) = step(&mut ctx) {
             return report(ch, name, &e);
         }
+    }
+    // Handles opened during setup (pathrs keeps a cached procfs fd) must not stay open
+    // while init waits in the container: close everything but the channel and the fifo.
+    if let Err(e) = close_inherited_fds(plan.preserve_fds, &[ch.raw_fd(), start.as_raw_fd()]) {
+        return report(ch, "close-setup-fds", &e);
     }
     failpoint("ready");
     // Past this point the parent (create) exits; init must survive it.
@@ -568,9 +581,19 @@ fn step_cwd(ctx: &mut Ctx) -> Result<()> {
     Ok(())
 }
 
-#[allow(dead_code)]
-fn raw(fd: &OwnedFd) -> i32 {
-    fd.as_fd().as_raw_fd()
+fn close_inherited_fds(preserve: u32, keep: &[i32]) -> Result<()> {
+    let mut keep: Vec<u32> = keep.iter().map(|k| *k as u32).collect();
+    keep.sort_unstable();
+    let mut first = 3 + preserve;
+    for k in keep {
+        if k > first {
+            close_range(first, k - 1)
+                .map_err(|e| Error::sys("closing inherited fds", "close_range", "", e))?;
+        }
+        first = first.max(k + 1);
+    }
+    close_range(first, u32::MAX)
+        .map_err(|e| Error::sys("closing inherited fds", "close_range", "", e))
 }
 
 #[cfg(test)]

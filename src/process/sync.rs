@@ -42,6 +42,10 @@ pub fn pair() -> Result<(Channel, Channel)> {
 }
 
 impl Channel {
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.fd)
+    }
+
     pub fn send_msg(&self, m: &ChildMsg) -> Result<()> {
         let data = serde_json::to_vec(m).map_err(|e| Error::Other(e.to_string()))?;
         send(

@@ -59,6 +59,17 @@ pub fn close_range_from(first: u32, cloexec: bool) -> Result<(), Errno> {
     Ok(())
 }
 
+/// `close_range(first, last, 0)`: close every fd in the range.
+pub fn close_range(first: u32, last: u32) -> Result<(), Errno> {
+    // SAFETY: close_range only affects this process's fd table; callers pass ranges that
+    // hold no fd anything else in the process still uses.
+    let ret = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0u32) };
+    if ret == -1 {
+        return Err(Errno::last());
+    }
+    Ok(())
+}
+
 /// A detached bind mount of `path` (`open_tree(OPEN_TREE_CLONE)`).
 pub fn open_tree_clone(path: &Path) -> Result<OwnedFd, Errno> {
     let c = cstr(path)?;
