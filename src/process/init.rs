@@ -182,6 +182,11 @@ fn run_init(plan: &Plan, ch: &Channel, start: &OwnedFd) -> i32 {
             return report(ch, name, &e);
         }
     }
+    if plan.seccomp.is_some() {
+        if let Err(e) = probe_post_seccomp_calls(start) {
+            return report(ch, "seccomp", &e);
+        }
+    }
     // Handles opened during setup (pathrs keeps a cached procfs fd) must not stay open
     // while init waits in the container: close everything but the channel and the fifo.
     if let Err(e) = close_inherited_fds(plan.preserve_fds, &[ch.raw_fd(), start.as_raw_fd()]) {
@@ -197,6 +202,23 @@ fn run_init(plan: &Plan, ch: &Channel, start: &OwnedFd) -> i32 {
         return report(ch, "wait-for-start", &e);
     }
     exec(&ctx, ch)
+}
+
+/// With the filter loaded, check the calls init still has to make (the start fifo read,
+/// closing fds, execve), so a profile that blocks them fails `create` with a clear
+/// error instead of leaving a container that can never start.
+fn probe_post_seccomp_calls(start: &OwnedFd) -> Result<()> {
+    let blocked = |call: &str, e: nix::errno::Errno| {
+        Error::Other(format!(
+            "the seccomp profile blocks {call} ({e}), which gpurun needs after loading it to start the container"
+        ))
+    };
+    nix::unistd::read(start, &mut []).map_err(|e| blocked("read", e))?;
+    close_range(u32::MAX - 1, u32::MAX).map_err(|e| blocked("close_range", e))?;
+    match crate::linux::sys::proc::probe_execve() {
+        nix::errno::Errno::EFAULT => Ok(()),
+        e => Err(blocked("execve", e)),
+    }
 }
 
 /// Block until `start` writes to the exec fifo. Init holds it read-write, so the read

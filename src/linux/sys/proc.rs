@@ -254,3 +254,20 @@ pub fn join_session_keyring(name: &CStr) -> Result<(), Errno> {
     }
     Ok(())
 }
+
+/// `execve(NULL, NULL, NULL)`: fails with EFAULT when execve is allowed. Used after a
+/// seccomp filter is loaded to find out, before `create` returns, whether the filter
+/// would stop the container's own execve.
+pub fn probe_execve() -> Errno {
+    // SAFETY: a NULL pathname makes the kernel fail the call with EFAULT before it
+    // touches the process image; nothing is executed.
+    unsafe {
+        libc::syscall(
+            libc::SYS_execve,
+            std::ptr::null::<libc::c_char>(),
+            std::ptr::null::<*const libc::c_char>(),
+            std::ptr::null::<*const libc::c_char>(),
+        );
+    }
+    Errno::last()
+}
