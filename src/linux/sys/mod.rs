@@ -4,4 +4,5 @@
 
 pub mod bpf;
 pub mod seccomp;
+pub mod tty;
 pub mod proc;
