@@ -1,1 +1,635 @@
-//! (to be written)
+//! OCI hooks: run each hook of a lifecycle phase with the container state on stdin, an
+//! explicit environment, a working directory the runtime chooses, and a timeout.
+//!
+//! Two choices differ from runc on purpose:
+//! - A hook whose `env` is unset gets an empty environment, never the runtime's (nor the
+//!   container's). An inherited `LD_PRELOAD` or `LD_LIBRARY_PATH` is how a container
+//!   image ran its own code as host root through a createContainer hook
+//!   (CVE-2025-23266, "NVIDIAScape").
+//! - The working directory is always given by the runtime (the bundle for hooks that run
+//!   on the host side), never a directory inside the container, for the same reason:
+//!   `LD_PRELOAD=/proc/self/cwd/x.so` must not reach the image's files.
+//!
+//! Hook output is captured, never passed through: on success the runtime's stdout and
+//! stderr belong to the container. A hook starts with no blocked signals even when the
+//! runtime blocks them all (`gpurun run` reads its signals from a signalfd), and in its
+//! own process group, so a timeout kills what it started as well.
+
+use std::collections::HashMap;
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use oci_spec::runtime::{Hook, Hooks};
+use serde::Serialize;
+
+/// How much of each of a failed hook's stdout and stderr goes into the error.
+pub const OUTPUT_LIMIT: usize = 4096;
+
+/// Poll slice when the kernel offers no pidfd to wait on.
+const SLICE: Duration = Duration::from_millis(10);
+
+/// A point of the container lifecycle that runs hooks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Prestart,
+    CreateRuntime,
+    CreateContainer,
+    StartContainer,
+    Poststart,
+    Poststop,
+}
+
+impl Phase {
+    /// The name the runtime spec uses in `config.json`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Prestart => "prestart",
+            Phase::CreateRuntime => "createRuntime",
+            Phase::CreateContainer => "createContainer",
+            Phase::StartContainer => "startContainer",
+            Phase::Poststart => "poststart",
+            Phase::Poststop => "poststop",
+        }
+    }
+
+    /// This phase's hooks in a spec's `hooks` object (empty when absent).
+    pub fn hooks_in(self, hooks: &Hooks) -> &[Hook] {
+        #[allow(deprecated)]
+        let list = match self {
+            Phase::Prestart => hooks.prestart(),
+            Phase::CreateRuntime => hooks.create_runtime(),
+            Phase::CreateContainer => hooks.create_container(),
+            Phase::StartContainer => hooks.start_container(),
+            Phase::Poststart => hooks.poststart(),
+            Phase::Poststop => hooks.poststop(),
+        };
+        list.as_deref().unwrap_or_default()
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the runtime must do when a hook of a phase fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Policy {
+    /// prestart, createRuntime, createContainer: stop creating, report the error, and
+    /// tear down everything create made (init killed, cgroup and state removed).
+    AbortCreate,
+    /// startContainer: init must not execve the user process; it reports the error and
+    /// exits, and the container is stopped.
+    AbortStart,
+    /// poststart: the runtime spec asks for a warning only, but runc kills the
+    /// container (SIGKILL) and fails `start`; callers expect runc's behaviour.
+    KillContainer,
+    /// poststop: log a warning; the remaining hooks run and the deletion completes.
+    Warn,
+}
+
+/// The runtime spec's rules for a failing hook, as runc applies them.
+pub fn failure_policy(phase: Phase) -> Policy {
+    match phase {
+        Phase::Prestart | Phase::CreateRuntime | Phase::CreateContainer => Policy::AbortCreate,
+        Phase::StartContainer => Policy::AbortStart,
+        Phase::Poststart => Policy::KillContainer,
+        Phase::Poststop => Policy::Warn,
+    }
+}
+
+/// The container state a hook reads on stdin (runtime spec "State").
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HookState<'a> {
+    pub oci_version: &'a str,
+    pub id: &'a str,
+    pub status: &'a str,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub pid: i32,
+    pub bundle: &'a Path,
+    #[serde(skip_serializing_if = "HashMap::is_empty")]
+    pub annotations: &'a HashMap<String, String>,
+}
+
+fn is_zero(pid: &i32) -> bool {
+    *pid == 0
+}
+
+impl HookState<'_> {
+    pub fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec(self)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    #[error("{phase} hook {path}: the hook path must be absolute")]
+    RelativePath { phase: Phase, path: PathBuf },
+    #[error("{phase} hook {path}: timeout must be greater than zero, got {timeout}")]
+    BadTimeout {
+        phase: Phase,
+        path: PathBuf,
+        timeout: i64,
+    },
+    #[error("{phase} hook {path}: env entry {entry:?} is not KEY=VALUE")]
+    BadEnv {
+        phase: Phase,
+        path: PathBuf,
+        entry: String,
+    },
+    #[error("{phase} hook {path}: encoding the container state: {source}")]
+    State {
+        phase: Phase,
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{phase} hook {path}: starting it in {}: {source}", cwd.display())]
+    Spawn {
+        phase: Phase,
+        path: PathBuf,
+        cwd: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{phase} hook {path}: {syscall}: {errno}")]
+    Sys {
+        phase: Phase,
+        path: PathBuf,
+        syscall: &'static str,
+        errno: Errno,
+    },
+    #[error(
+        "{phase} hook {path} failed ({status}){}",
+        output_suffix(stdout, stderr)
+    )]
+    Failed {
+        phase: Phase,
+        path: PathBuf,
+        status: String,
+        stdout: String,
+        stderr: String,
+    },
+    #[error(
+        "{phase} hook {path}: hook ran past specified timeout of {seconds} seconds{}",
+        output_suffix(stdout, stderr)
+    )]
+    Timeout {
+        phase: Phase,
+        path: PathBuf,
+        seconds: u64,
+        stdout: String,
+        stderr: String,
+    },
+}
+
+fn output_suffix(stdout: &str, stderr: &str) -> String {
+    let mut s = String::new();
+    for (name, text) in [("stdout", stdout), ("stderr", stderr)] {
+        let t = text.trim();
+        if !t.is_empty() {
+            s.push_str(&format!(": {name}: {t}"));
+        }
+    }
+    s
+}
+
+/// Run every hook of one phase in order; stops at the first failure and returns its
+/// error. For poststop, whose failures are warnings, use [`run_all_continue`].
+pub fn run_all(
+    phase: Phase,
+    hooks: &[Hook],
+    state: &HookState,
+    cwd: &Path,
+) -> Result<(), HookError> {
+    hooks.iter().try_for_each(|h| run_one(phase, h, state, cwd))
+}
+
+/// Run every hook of one phase, even after a failure, and return the failures (the
+/// runtime spec's rule for poststop: "the remaining hooks ... continue").
+pub fn run_all_continue(
+    phase: Phase,
+    hooks: &[Hook],
+    state: &HookState,
+    cwd: &Path,
+) -> Vec<HookError> {
+    hooks
+        .iter()
+        .filter_map(|h| run_one(phase, h, state, cwd).err())
+        .collect()
+}
+
+/// Run one hook: `path` absolute, `args` the full argv (argv[0] = `path` when empty),
+/// `env` exactly as given (empty when unset), the state JSON on stdin, `cwd` as working
+/// directory, and `timeout` seconds before the hook and its process group are killed.
+pub fn run_one(phase: Phase, hook: &Hook, state: &HookState, cwd: &Path) -> Result<(), HookError> {
+    let path = hook.path();
+    let err_path = || path.to_path_buf();
+    if !path.is_absolute() {
+        return Err(HookError::RelativePath {
+            phase,
+            path: err_path(),
+        });
+    }
+    let timeout = match hook.timeout() {
+        None => None,
+        Some(t) if t > 0 => Some(t as u64),
+        Some(t) => {
+            return Err(HookError::BadTimeout {
+                phase,
+                path: err_path(),
+                timeout: t,
+            })
+        }
+    };
+    let input = state.to_json().map_err(|source| HookError::State {
+        phase,
+        path: err_path(),
+        source,
+    })?;
+
+    let mut cmd = Command::new(path);
+    cmd.env_clear()
+        .current_dir(cwd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own process group, so a timeout kills whatever the hook started too.
+        .process_group(0);
+    crate::linux::sys::tty::unblock_signals_in_child(&mut cmd);
+    if let Some((argv0, rest)) = hook.args().as_deref().and_then(|a| a.split_first()) {
+        cmd.arg0(argv0).args(rest);
+    }
+    for entry in hook.env().iter().flatten() {
+        let (k, v) = entry
+            .split_once('=')
+            .filter(|(k, _)| !k.is_empty())
+            .ok_or_else(|| HookError::BadEnv {
+                phase,
+                path: err_path(),
+                entry: entry.clone(),
+            })?;
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().map_err(|source| HookError::Spawn {
+        phase,
+        path: err_path(),
+        cwd: cwd.to_path_buf(),
+        source,
+    })?;
+    let mut running = Running::new(child);
+    let sys = |syscall, errno| HookError::Sys {
+        phase,
+        path: err_path(),
+        syscall,
+        errno,
+    };
+    let outcome = running
+        .communicate(&input, timeout.map(Duration::from_secs))
+        .map_err(|(s, e)| sys(s, e))?;
+    let stdout = running.stdout.text();
+    let stderr = running.stderr.text();
+    match outcome {
+        Outcome::Exited(status) if status.success() => Ok(()),
+        Outcome::Exited(status) => Err(HookError::Failed {
+            phase,
+            path: err_path(),
+            status: describe(status),
+            stdout,
+            stderr,
+        }),
+        Outcome::TimedOut => Err(HookError::Timeout {
+            phase,
+            path: err_path(),
+            seconds: timeout.unwrap_or_default(),
+            stdout,
+            stderr,
+        }),
+    }
+}
+
+fn describe(status: ExitStatus) -> String {
+    if let Some(code) = status.code() {
+        return format!("exit status {code}");
+    }
+    match status.signal().map(Signal::try_from) {
+        Some(Ok(sig)) => format!("killed by signal {sig}"),
+        Some(Err(_)) => format!("killed by signal {}", status.signal().unwrap_or_default()),
+        None => format!("{status}"),
+    }
+}
+
+enum Outcome {
+    Exited(ExitStatus),
+    TimedOut,
+}
+
+/// The tail of one output stream, bounded to [`OUTPUT_LIMIT`] bytes.
+#[derive(Default)]
+struct Capture {
+    bytes: Vec<u8>,
+    truncated: bool,
+}
+
+impl Capture {
+    fn push(&mut self, b: &[u8]) {
+        self.bytes.extend_from_slice(b);
+        if self.bytes.len() > 2 * OUTPUT_LIMIT {
+            let cut = self.bytes.len() - OUTPUT_LIMIT;
+            self.bytes.drain(..cut);
+            self.truncated = true;
+        }
+    }
+
+    fn text(&self) -> String {
+        let start = self.bytes.len().saturating_sub(OUTPUT_LIMIT);
+        let t = String::from_utf8_lossy(&self.bytes[start..]);
+        if self.truncated || start > 0 {
+            format!("[…] {}", t.trim_start())
+        } else {
+            t.into_owned()
+        }
+    }
+}
+
+/// A spawned hook: killed and reaped if dropped before it was waited for, so no error
+/// path leaves a stray process or a zombie.
+struct Running {
+    child: Child,
+    reaped: bool,
+    stdin: Option<ChildStdin>,
+    out: Option<ChildStdout>,
+    err: Option<ChildStderr>,
+    stdout: Capture,
+    stderr: Capture,
+}
+
+type SysResult<T> = Result<T, (&'static str, Errno)>;
+
+impl Running {
+    fn new(mut child: Child) -> Self {
+        Running {
+            stdin: child.stdin.take(),
+            out: child.stdout.take(),
+            err: child.stderr.take(),
+            child,
+            reaped: false,
+            stdout: Capture::default(),
+            stderr: Capture::default(),
+        }
+    }
+
+    /// Write the state, collect output, and wait for the hook to exit or time out. Once
+    /// the hook itself has exited, output still buffered is read but a pipe kept open by
+    /// something the hook left behind is not waited for.
+    fn communicate(&mut self, input: &[u8], timeout: Option<Duration>) -> SysResult<Outcome> {
+        for fd in [
+            self.stdin.as_ref().map(|f| f.as_fd()),
+            self.out.as_ref().map(|f| f.as_fd()),
+            self.err.as_ref().map(|f| f.as_fd()),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            set_nonblocking(fd).map_err(|e| ("fcntl", e))?;
+        }
+        if input.is_empty() {
+            self.stdin = None;
+        }
+        let pidfd: Option<OwnedFd> =
+            crate::linux::sys::proc::pidfd_open(self.child.id() as i32).ok();
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut written = 0;
+        loop {
+            if let Some(status) = self.try_wait()? {
+                self.drain();
+                return Ok(Outcome::Exited(status));
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                self.kill_group();
+                self.drain();
+                return Ok(Outcome::TimedOut);
+            }
+            let mut wait = deadline.map(|d| d - now);
+            if pidfd.is_none() {
+                wait = Some(wait.map_or(SLICE, |w| w.min(SLICE)));
+            }
+            let ready = self.poll_once(pidfd.as_ref().map(|f| f.as_fd()), wait)?;
+            if ready.stdin {
+                self.write_some(input, &mut written);
+            }
+            if ready.out {
+                self.read_out();
+            }
+            if ready.err {
+                self.read_err();
+            }
+        }
+    }
+
+    fn poll_once(&self, pidfd: Option<BorrowedFd<'_>>, wait: Option<Duration>) -> SysResult<Ready> {
+        let mut fds = Vec::with_capacity(4);
+        let mut slots = [None; 3];
+        if let Some(f) = &self.stdin {
+            slots[0] = Some(fds.len());
+            fds.push(PollFd::new(f.as_fd(), PollFlags::POLLOUT));
+        }
+        if let Some(f) = &self.out {
+            slots[1] = Some(fds.len());
+            fds.push(PollFd::new(f.as_fd(), PollFlags::POLLIN));
+        }
+        if let Some(f) = &self.err {
+            slots[2] = Some(fds.len());
+            fds.push(PollFd::new(f.as_fd(), PollFlags::POLLIN));
+        }
+        if let Some(p) = pidfd {
+            fds.push(PollFd::new(p, PollFlags::POLLIN));
+        }
+        let ms = match wait {
+            None => PollTimeout::NONE,
+            // Round up: a deadline a fraction of a millisecond away must not spin.
+            Some(w) => {
+                PollTimeout::try_from(w.as_millis().saturating_add(1).min(i32::MAX as u128) as i32)
+                    .unwrap_or(PollTimeout::MAX)
+            }
+        };
+        match poll(&mut fds, ms) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => return Err(("poll", e)),
+        }
+        let hit = |slot: Option<usize>| {
+            slot.is_some_and(|i| fds[i].revents().is_some_and(|r| !r.is_empty()))
+        };
+        Ok(Ready {
+            stdin: hit(slots[0]),
+            out: hit(slots[1]),
+            err: hit(slots[2]),
+        })
+    }
+
+    /// Errors other than "would block" end the write: a hook that does not read its
+    /// stdin is not a failure (the same as runc).
+    fn write_some(&mut self, input: &[u8], written: &mut usize) {
+        let Some(f) = self.stdin.as_mut() else { return };
+        match f.write(&input[*written..]) {
+            Ok(n) => {
+                *written += n;
+                if *written >= input.len() {
+                    self.stdin = None;
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => self.stdin = None,
+        }
+    }
+
+    fn read_out(&mut self) {
+        if !read_available(&mut self.out, &mut self.stdout) {
+            self.out = None;
+        }
+    }
+
+    fn read_err(&mut self) {
+        if !read_available(&mut self.err, &mut self.stderr) {
+            self.err = None;
+        }
+    }
+
+    fn drain(&mut self) {
+        self.stdin = None;
+        self.read_out();
+        self.read_err();
+        self.out = None;
+        self.err = None;
+    }
+
+    fn try_wait(&mut self) -> SysResult<Option<ExitStatus>> {
+        match self.child.try_wait() {
+            Ok(Some(s)) => {
+                self.reaped = true;
+                Ok(Some(s))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => Err((
+                "waitid",
+                Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+            )),
+        }
+    }
+
+    fn kill_group(&mut self) {
+        if self.reaped {
+            return;
+        }
+        // The hook leads its process group (process_group(0)); its pid is the group id
+        // and cannot be reused while the hook is unreaped.
+        let _ = killpg(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
+        let _ = self.child.kill();
+        if self.child.wait().is_ok() {
+            self.reaped = true;
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.kill_group();
+    }
+}
+
+struct Ready {
+    stdin: bool,
+    out: bool,
+    err: bool,
+}
+
+/// Read what a non-blocking pipe holds now. Returns false once it reached end of file
+/// or failed.
+fn read_available<R: Read>(pipe: &mut Option<R>, into: &mut Capture) -> bool {
+    let Some(p) = pipe.as_mut() else { return false };
+    let mut buf = [0u8; 4096];
+    loop {
+        match p.read(&mut buf) {
+            Ok(0) => return false,
+            Ok(n) => into.push(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+fn set_nonblocking(fd: BorrowedFd<'_>) -> Result<(), Errno> {
+    let flags = OFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFL)?);
+    fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK)).map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(ann: &HashMap<String, String>, pid: i32) -> serde_json::Value {
+        let s = HookState {
+            oci_version: "1.2.0",
+            id: "c1",
+            status: "creating",
+            pid,
+            bundle: Path::new("/b"),
+            annotations: ann,
+        };
+        serde_json::from_slice(&s.to_json().expect("json")).expect("parse")
+    }
+
+    #[test]
+    fn state_omits_zero_pid_and_empty_annotations() {
+        let none = HashMap::new();
+        let v = state(&none, 0);
+        assert_eq!(
+            v,
+            serde_json::json!({"ociVersion":"1.2.0","id":"c1","status":"creating","bundle":"/b"})
+        );
+        let ann = HashMap::from([("k".to_string(), "v".to_string())]);
+        let v = state(&ann, 42);
+        assert_eq!(v["pid"], 42);
+        assert_eq!(v["annotations"]["k"], "v");
+    }
+
+    #[test]
+    fn policies_follow_the_spec_and_runc() {
+        assert_eq!(failure_policy(Phase::Prestart), Policy::AbortCreate);
+        assert_eq!(failure_policy(Phase::CreateRuntime), Policy::AbortCreate);
+        assert_eq!(failure_policy(Phase::CreateContainer), Policy::AbortCreate);
+        assert_eq!(failure_policy(Phase::StartContainer), Policy::AbortStart);
+        assert_eq!(failure_policy(Phase::Poststart), Policy::KillContainer);
+        assert_eq!(failure_policy(Phase::Poststop), Policy::Warn);
+    }
+
+    #[test]
+    fn capture_keeps_the_tail_of_long_output() {
+        let mut c = Capture::default();
+        for i in 0..5000 {
+            c.push(format!("{i}\n").as_bytes());
+        }
+        let t = c.text();
+        assert!(t.len() <= OUTPUT_LIMIT + 8, "{}", t.len());
+        assert!(t.starts_with("[…]") && t.ends_with("4999\n"));
+    }
+
+    #[test]
+    fn output_suffix_names_the_non_empty_streams() {
+        assert_eq!(output_suffix(" \n", ""), "");
+        assert_eq!(output_suffix("a\n", " b "), ": stdout: a: stderr: b");
+    }
+}

@@ -5,3 +5,4 @@
 pub mod bpf;
 pub mod proc;
 pub mod seccomp;
+pub mod tty;

@@ -1,0 +1,193 @@
+//! What init does with the pty: take it as controlling terminal and stdio, and bind it
+//! onto the container's `/dev/console` without following what the image put there.
+//!
+//! Each check changes process-wide state (session, stdio, mount namespace), so it runs
+//! in a child process: the test binary itself, re-run with one test selected and an
+//! environment variable telling that test it is the child.
+
+use std::fs;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use gpurun::linux::console::{
+    become_session_leader_on, mount_console, open_dir, open_pty, ConsoleError,
+};
+use nix::sys::stat::{fstat, lstat, major, minor, SFlag};
+
+const CHILD: &str = "GPURUN_CONSOLE_TEST_CHILD";
+const RESULT: &str = "GPURUN_CONSOLE_TEST_RESULT";
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Re-run this binary for one test (optionally under a wrapper command) and return what
+/// it wrote to its result file.
+fn in_child(test: &str, wrapper: &[&str], dir: &Path) -> String {
+    let result = dir.join("result");
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut cmd = match wrapper.split_first() {
+        Some((w, rest)) => {
+            let mut c = Command::new(w);
+            c.args(rest).arg(&exe);
+            c
+        }
+        None => Command::new(&exe),
+    };
+    let out = cmd
+        .args(["--exact", test, "--test-threads=1", "--nocapture"])
+        .env(CHILD, test)
+        .env(RESULT, &result)
+        .output()
+        .expect("run the child");
+    fs::read_to_string(&result).unwrap_or_else(|_| {
+        format!(
+            "no result ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// In the child: `Some(result file)` when this test is the one selected.
+fn child_of(test: &str) -> Option<PathBuf> {
+    (std::env::var(CHILD).ok()? == test)
+        .then(|| PathBuf::from(std::env::var_os(RESULT).unwrap_or_default()))
+}
+
+fn finish(result: &Path, outcome: Result<(), String>) -> ! {
+    let text = match outcome {
+        Ok(()) => "ok".to_string(),
+        Err(e) => e,
+    };
+    let _ = fs::write(result, text);
+    // Not back to the test harness: its output would go to the pty now on stdout.
+    std::process::exit(0)
+}
+
+/// `tty_nr` of /proc/self/stat decoded as (major, minor).
+fn controlling_tty() -> Result<(u64, u64), String> {
+    let stat = fs::read_to_string("/proc/self/stat").map_err(|e| e.to_string())?;
+    let rest = stat.rsplit(')').next().ok_or("bad stat")?;
+    let nr: u64 = rest
+        .split_whitespace()
+        .nth(4)
+        .ok_or("no tty_nr")?
+        .parse()
+        .map_err(|_| "bad tty_nr")?;
+    Ok(((nr >> 8) & 0xfff, (nr & 0xff) | ((nr >> 12) & 0xfff00)))
+}
+
+#[test]
+fn child_session_leader() {
+    let Some(result) = child_of("child_session_leader") else {
+        return;
+    };
+    // Kept open until the process exits: closing the master would hang up the
+    // terminal and SIGHUP this process, its session leader.
+    let p = nix::pty::openpty(None, None).expect("openpty");
+    let check = || -> Result<(), String> {
+        become_session_leader_on(p.slave.as_fd()).map_err(|e| e.to_string())?;
+        let me = nix::unistd::getpid();
+        if nix::unistd::getsid(None).map_err(|e| e.to_string())? != me {
+            return Err("not a session leader".into());
+        }
+        let want = fstat(&p.slave).map_err(|e| e.to_string())?.st_rdev;
+        if controlling_tty()? != (major(want), minor(want)) {
+            return Err(format!(
+                "controlling tty {:?}, want {}:{}",
+                controlling_tty()?,
+                major(want),
+                minor(want)
+            ));
+        }
+        for fd in 0..3 {
+            let st = fstat(gpurun::linux::sys::proc::borrow_fd(fd)).map_err(|e| e.to_string())?;
+            if st.st_rdev != want {
+                return Err(format!("fd {fd} is not the pty"));
+            }
+        }
+        if nix::unistd::tcgetpgrp(std::io::stdin()).map_err(|e| e.to_string())?
+            != nix::unistd::getpgrp()
+        {
+            return Err("not the foreground process group".into());
+        }
+        Ok(())
+    };
+    finish(&result, check());
+}
+
+#[test]
+fn the_pty_becomes_controlling_terminal_and_stdio() {
+    let d = tempfile::tempdir().expect("tempdir");
+    assert_eq!(in_child("child_session_leader", &[], d.path()), "ok");
+}
+
+/// The container's `/dev` as the test lays it out: `console` is a symlink to a host file
+/// the mount must not land on.
+fn layout(d: &Path) {
+    fs::create_dir(d.join("dev")).expect("mkdir dev");
+    fs::write(d.join("victim"), "untouched").expect("victim");
+    std::os::unix::fs::symlink(d.join("victim"), d.join("dev/console")).expect("symlink");
+    fs::create_dir_all(d.join("dev2/console")).expect("console dir");
+    fs::create_dir(d.join("dev3")).expect("mkdir dev3");
+}
+
+#[test]
+fn child_mount_console() {
+    let Some(result) = child_of("child_mount_console") else {
+        return;
+    };
+    let d = result.parent().map(Path::to_path_buf).unwrap_or_default();
+    let check = || -> Result<(), String> {
+        let pts = open_dir(Path::new("/dev/pts")).map_err(|e| e.to_string())?;
+        let pty = open_pty(pts.as_fd()).map_err(|e| e.to_string())?;
+        let want = fstat(&pty.slave).map_err(|e| e.to_string())?;
+        for dev in ["dev", "dev3"] {
+            let dir = open_dir(&d.join(dev)).map_err(|e| e.to_string())?;
+            mount_console(pty.slave.as_fd(), dir.as_fd()).map_err(|e| format!("{dev}: {e}"))?;
+            let st = lstat(&d.join(dev).join("console")).map_err(|e| e.to_string())?;
+            let chr = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFCHR;
+            if !chr || st.st_rdev != want.st_rdev {
+                return Err(format!("{dev}/console is not the pty after mount_console"));
+            }
+        }
+        // Checked before reading it: a pty mounted there would block the read.
+        let vst = lstat(&d.join("victim")).map_err(|e| e.to_string())?;
+        if SFlag::from_bits_truncate(vst.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG
+            || fs::read_to_string(d.join("victim")).map_err(|e| e.to_string())? != "untouched"
+        {
+            return Err("the symlink target was mounted over".into());
+        }
+        let dir2 = open_dir(&d.join("dev2")).map_err(|e| e.to_string())?;
+        match mount_console(pty.slave.as_fd(), dir2.as_fd()) {
+            Err(ConsoleError::BadConsoleTarget { .. }) => {}
+            other => return Err(format!("a directory at /dev/console: {other:?}")),
+        }
+        Ok(())
+    };
+    finish(&result, check());
+}
+
+#[test]
+fn console_is_bound_by_fd_and_never_through_a_symlink() {
+    if !is_root() {
+        println!("skipping: needs root");
+        return;
+    }
+    let d = tempfile::tempdir().expect("tempdir");
+    layout(d.path());
+    // A private mount namespace that ends with the child: nothing reaches the host.
+    let got = in_child(
+        "child_mount_console",
+        &["unshare", "--mount", "--propagation", "private"],
+        d.path(),
+    );
+    assert_eq!(got, "ok");
+    assert_eq!(
+        fs::read_to_string(d.path().join("victim")).expect("victim"),
+        "untouched"
+    );
+}
