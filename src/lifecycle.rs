@@ -10,7 +10,9 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use crate::error::{Error, Result};
+use crate::hooks::Phase;
 use crate::plan;
+use crate::process::spawn::{InitFds, ParentSide};
 use crate::spec;
 use crate::state::{self, Container, Root, State, Status};
 
@@ -22,6 +24,8 @@ pub struct Globals {
 }
 
 pub struct CreateOpts {
+    /// `run` in the foreground: a terminal is proxied by gpurun itself, not sent away.
+    pub foreground: bool,
     pub id: String,
     pub bundle: PathBuf,
     pub pid_file: Option<PathBuf>,
@@ -71,25 +75,16 @@ impl Drop for Creating {
 }
 
 /// Create a container and leave its init waiting for `start`. Returns the init pid.
-pub fn create(g: &Globals, o: &CreateOpts) -> Result<(Pid, Container)> {
+pub fn create(g: &Globals, o: &CreateOpts) -> Result<Created> {
     state::validate_id(&o.id)?;
     let mut bundle = spec::load(&o.bundle)?;
-    if bundle
+    let terminal = bundle
         .spec
         .process()
         .as_ref()
         .and_then(|p| p.terminal())
-        .unwrap_or(false)
-    {
-        return Err(Error::Config(
-            "process.terminal: terminals are not supported by this gpurun build yet; set \"terminal\": false".into(),
-        ));
-    }
-    if o.console_socket.is_some() {
-        return Err(Error::Config(
-            "--console-socket needs process.terminal: true".into(),
-        ));
-    }
+        .unwrap_or(false);
+    let (console, console_peer) = console_fds(terminal, o)?;
     plan::check_preserved_fds(o.preserve_fds)?;
     let gpu_cfg = crate::config::Config::load().map_err(|e| Error::Config(e.to_string()))?;
 
@@ -156,10 +151,34 @@ pub fn create(g: &Globals, o: &CreateOpts) -> Result<(Pid, Container)> {
     st.cgroup = cg.as_ref().map(|h| h.to_json());
     guard.cgroup = cg;
     let cgref = guard.cgroup.as_ref();
-    let spawned = crate::process::spawn::spawn(&plan, start_fd, &mut |pid| match cgref {
+    let mut place = |pid: Pid| match cgref {
         Some(h) => h.add_task(pid.as_raw()),
         None => Ok(()),
-    })?;
+    };
+    let mut runtime_hooks = |pid: Pid| -> Result<()> {
+        let state = plan.hook_state("creating", pid.as_raw());
+        for phase in [Phase::Prestart, Phase::CreateRuntime] {
+            let hooks = plan
+                .hooks
+                .as_ref()
+                .map(|h| phase.hooks_in(h))
+                .unwrap_or(&[]);
+            crate::hooks::run_all(phase, hooks, &state, &plan.bundle)
+                .map_err(|e| Error::Other(e.to_string()))?;
+        }
+        Ok(())
+    };
+    let spawned = crate::process::spawn::spawn(
+        &plan,
+        InitFds {
+            start: start_fd,
+            console,
+        },
+        ParentSide {
+            place: &mut place,
+            runtime_hooks: &mut runtime_hooks,
+        },
+    )?;
     guard.init = Some(spawned.pid);
     st.pid = spawned.pid.as_raw();
     st.init_start_time = state::process_start_time(st.pid)
@@ -177,7 +196,51 @@ pub fn create(g: &Globals, o: &CreateOpts) -> Result<(Pid, Container)> {
     if let Some(p) = &o.pid_file {
         write_pid_file(p, st.pid)?;
     }
-    Ok((spawned.pid, guard.commit()))
+    Ok(Created {
+        pid: spawned.pid,
+        container: guard.commit(),
+        console_peer,
+    })
+}
+
+pub struct Created {
+    pub pid: Pid,
+    pub container: Container,
+    /// For a foreground `run` with a terminal: where init sends the pty master.
+    pub console_peer: Option<std::os::fd::OwnedFd>,
+}
+
+/// runc's rules: a detached container with a terminal needs a console socket to send
+/// the pty to; a console socket without a terminal is a mistake. A foreground `run`
+/// receives the pty itself over a socket pair.
+fn console_fds(
+    terminal: bool,
+    o: &CreateOpts,
+) -> Result<(Option<std::os::fd::OwnedFd>, Option<std::os::fd::OwnedFd>)> {
+    use crate::linux::console;
+    match (terminal, &o.console_socket) {
+        (false, None) => Ok((None, None)),
+        (false, Some(_)) => Err(Error::Config(
+            "--console-socket given but process.terminal is false: cannot use a console socket without a terminal".into(),
+        )),
+        (true, Some(path)) => {
+            let fd = console::connect_socket(path).map_err(|e| Error::Other(e.to_string()))?;
+            Ok((Some(fd), None))
+        }
+        (true, None) if o.foreground => {
+            let (a, b) = nix::sys::socket::socketpair(
+                nix::sys::socket::AddressFamily::Unix,
+                nix::sys::socket::SockType::Stream,
+                None,
+                nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+            )
+            .map_err(|e| Error::sys("creating the console socket pair", "socketpair", "", e))?;
+            Ok((Some(a), Some(b)))
+        }
+        (true, None) => Err(Error::Config(
+            "process.terminal is true but no --console-socket was given: cannot allocate a tty for a detached container".into(),
+        )),
+    }
 }
 
 fn lease_holder(g: &Globals, id: &str, pid: i32, start_time: u64) -> crate::gpu::lease::Holder {
@@ -328,7 +391,35 @@ pub fn start(g: &Globals, id: &str) -> Result<()> {
     std::fs::remove_file(&fifo).map_err(|e| Error::io("removing the start fifo", &fifo, e))?;
     f.write_all(b"0")
         .map_err(|e| Error::io("releasing container init through", &fifo, e))?;
+    if let Some(hooks) = st
+        .hooks
+        .as_ref()
+        .map(|h| Phase::Poststart.hooks_in(h))
+        .filter(|h| !h.is_empty())
+    {
+        // A failed poststart hook stops the container, as runc does.
+        if let Err(e) = crate::hooks::run_all(
+            Phase::Poststart,
+            hooks,
+            &hook_state(&st, "running", st.pid),
+            &st.bundle,
+        ) {
+            let _ = kill_and_wait(&st);
+            return Err(Error::Other(e.to_string()));
+        }
+    }
     Ok(())
+}
+
+fn hook_state<'a>(st: &'a State, status: &'a str, pid: i32) -> crate::hooks::HookState<'a> {
+    crate::hooks::HookState {
+        oci_version: &st.oci_version,
+        id: &st.id,
+        status,
+        pid,
+        bundle: &st.bundle,
+        annotations: &st.annotations,
+    }
 }
 
 pub fn parse_signal(s: &str) -> Result<Signal> {
@@ -455,6 +546,27 @@ fn kill_and_wait(st: &State) -> Result<()> {
 pub fn destroy(c: Container, st: &State) -> Result<()> {
     if let Some(cg) = crate::cgroup::from_state(st) {
         cg.destroy()?;
+    }
+    if let Some(hooks) = st
+        .hooks
+        .as_ref()
+        .map(|h| Phase::Poststop.hooks_in(h))
+        .filter(|h| !h.is_empty())
+    {
+        // poststop failures are warnings: the container is gone either way.
+        let cwd = if st.bundle.is_dir() {
+            st.bundle.as_path()
+        } else {
+            Path::new("/")
+        };
+        for e in crate::hooks::run_all_continue(
+            Phase::Poststop,
+            hooks,
+            &hook_state(st, "stopped", 0),
+            cwd,
+        ) {
+            crate::log::warn(&e.to_string());
+        }
     }
     if let Some(dir) = &st.gpu_state_dir {
         let root = c.dir.parent().map(Path::to_path_buf).unwrap_or_default();

@@ -63,6 +63,34 @@ pub struct Plan {
     /// What to write to `/proc/self/attr/.../exec` before execve, when the host's LSM
     /// is enabled: (attr file relative to /proc/self, contents).
     pub lsm_exec: Vec<(String, String)>,
+    pub terminal: bool,
+    /// (rows, cols) of `process.consoleSize`.
+    pub console_size: Option<(u16, u16)>,
+    /// What hooks see: the spec's hooks and the state fields they get on stdin.
+    pub hooks: Option<oci_spec::runtime::Hooks>,
+    pub bundle: PathBuf,
+    pub oci_version: String,
+    pub annotations: std::collections::HashMap<String, String>,
+}
+
+impl Plan {
+    /// The state a hook gets on stdin.
+    pub fn hook_state<'a>(&'a self, status: &'a str, pid: i32) -> crate::hooks::HookState<'a> {
+        crate::hooks::HookState {
+            oci_version: &self.oci_version,
+            id: &self.id,
+            status,
+            pid,
+            bundle: &self.bundle,
+            annotations: &self.annotations,
+        }
+    }
+
+    pub fn has_hooks(&self, phase: crate::hooks::Phase) -> bool {
+        self.hooks
+            .as_ref()
+            .is_some_and(|h| !phase.hooks_in(h).is_empty())
+    }
 }
 
 pub struct Options {
@@ -240,6 +268,17 @@ pub fn build(id: &str, b: &Bundle, opts: &Options) -> Result<Plan> {
         seccomp,
         session_keyring: (!opts.no_new_keyring).then(|| format!("_ses.{id}")),
         lsm_exec: lsm_exec(process),
+        terminal: process.terminal().unwrap_or(false),
+        console_size: process.console_size().as_ref().map(|b| {
+            (
+                b.height().min(u16::MAX as u64) as u16,
+                b.width().min(u16::MAX as u64) as u16,
+            )
+        }),
+        hooks: spec.hooks().clone(),
+        bundle: b.dir.clone(),
+        oci_version: spec.version().clone(),
+        annotations: spec.annotations().clone().unwrap_or_default(),
     })
 }
 

@@ -232,13 +232,14 @@ fn globals(cli: &Cli) -> Result<Globals> {
     })
 }
 
-fn create_opts(c: &CreateArgs, id: String) -> Result<CreateOpts> {
+fn create_opts(c: &CreateArgs, id: String, foreground: bool) -> Result<CreateOpts> {
     if c.pidfd_socket.is_some() {
         return Err(Error::Config(
             "--pidfd-socket is not supported by gpurun".into(),
         ));
     }
     Ok(CreateOpts {
+        foreground,
         id,
         bundle: c.bundle.clone().unwrap_or_else(|| PathBuf::from(".")),
         pid_file: c.pid_file.clone(),
@@ -262,7 +263,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
     match cmd {
         Cmd::Create { c, id } => {
             crate::process::sealed::ensure()?;
-            let opts = create_opts(&c, id)?;
+            let opts = create_opts(&c, id, false)?;
             lifecycle::create(&g, &opts)?;
             Ok(0)
         }
@@ -278,7 +279,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
             let (id, bundle) = run::resolve_target(&id, c.bundle.clone())?;
             let mut c = c;
             c.bundle = Some(bundle);
-            let opts = create_opts(&c, id)?;
+            let opts = create_opts(&c, id, !detach)?;
             run::run(&g, &opts, detach, keep, no_subreaper)
         }
         Cmd::State { id } => {

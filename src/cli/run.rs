@@ -10,6 +10,7 @@ use nix::unistd::Pid;
 
 use crate::error::{Error, Result};
 use crate::lifecycle::{self, CreateOpts, Globals};
+use crate::linux::console::{self, Proxy};
 
 /// `gpurun run ./bundle` (an argument with a `/`, and no `-b`): the bundle is that
 /// directory and the id is its name plus a short random suffix. Otherwise runc's form:
@@ -87,8 +88,19 @@ pub fn run(
         nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)
             .map_err(|e| Error::sys("blocking signals", "sigprocmask", "", e))?;
     }
-    let (pid, container) = lifecycle::create(g, o)?;
-    drop(container);
+    let created = lifecycle::create(g, o)?;
+    let pid = created.pid;
+    drop(created.container);
+    let mut proxy = match created.console_peer {
+        Some(peer) => match terminal_proxy(&peer) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                let _ = lifecycle::delete(g, &o.id, true);
+                return Err(e);
+            }
+        },
+        None => None,
+    };
     if let Err(e) = lifecycle::start(g, &o.id) {
         let _ = lifecycle::delete(g, &o.id, true);
         return Err(e);
@@ -96,18 +108,45 @@ pub fn run(
     if detach {
         return Ok(0);
     }
-    let code = forward_and_wait(pid, &mask)?;
+    let code = forward_and_wait(pid, &mask, proxy.as_mut())?;
+    // Restores the caller's terminal before anything else is printed.
+    drop(proxy);
     if !keep {
         lifecycle::delete(g, &o.id, true)?;
     }
     Ok(code)
 }
 
-fn forward_and_wait(init: Pid, mask: &SigSet) -> Result<i32> {
-    let sfd = SignalFd::new(mask).map_err(|e| Error::sys("watching signals", "signalfd", "", e))?;
+/// Receive the pty master init sent and proxy it to the caller's stdin/stdout.
+fn terminal_proxy(peer: &std::os::fd::OwnedFd) -> Result<Proxy> {
+    use std::os::fd::AsFd;
+    let cerr = |e: console::ConsoleError| Error::Other(e.to_string());
+    let (master, _name) = console::recv_master(peer.as_fd()).map_err(cerr)?;
+    let input = nix::unistd::dup(std::io::stdin())
+        .map_err(|e| Error::sys("duplicating stdin", "dup", "", e))?;
+    let output = nix::unistd::dup(std::io::stdout())
+        .map_err(|e| Error::sys("duplicating stdout", "dup", "", e))?;
+    Proxy::new(input, output, master).map_err(cerr)
+}
+
+fn forward_and_wait(init: Pid, mask: &SigSet, mut proxy: Option<&mut Proxy>) -> Result<i32> {
+    use std::os::fd::AsFd;
+    let sfd = SignalFd::with_flags(mask, nix::sys::signalfd::SfdFlags::SFD_CLOEXEC)
+        .map_err(|e| Error::sys("watching signals", "signalfd", "", e))?;
     loop {
         if let Some(code) = reap(init)? {
+            if let Some(p) = proxy.as_mut() {
+                let _ = p.drain();
+            }
             return Ok(code);
+        }
+        if let Some(p) = proxy.as_mut() {
+            let ready = p
+                .step(&[sfd.as_fd()], nix::poll::PollTimeout::NONE)
+                .map_err(|e| Error::Other(e.to_string()))?;
+            if !ready.first().copied().unwrap_or(false) {
+                continue;
+            }
         }
         let info = match sfd.read_signal() {
             Ok(Some(i)) => i,
@@ -119,7 +158,12 @@ fn forward_and_wait(init: Pid, mask: &SigSet) -> Result<i32> {
             continue;
         };
         match sig {
-            Signal::SIGCHLD | Signal::SIGWINCH | Signal::SIGURG => {}
+            Signal::SIGWINCH => {
+                if let Some(p) = proxy.as_ref() {
+                    let _ = p.on_winch();
+                }
+            }
+            Signal::SIGCHLD | Signal::SIGURG => {}
             s => {
                 let _ = nix::sys::signal::kill(init, s);
             }

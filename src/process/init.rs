@@ -3,7 +3,7 @@
 
 use std::ffi::CString;
 use std::io::Read;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::sched::{unshare, CloneFlags};
@@ -11,14 +11,18 @@ use nix::unistd::{setresgid, setresuid, Gid, Uid};
 use pathrs::Root;
 
 use crate::error::{Error, Result};
+use crate::hooks::Phase;
 use crate::linux::sys::proc::{clone_fork, close_range, close_range_from};
 use crate::linux::{caps, devices, namespaces, rlimits, rootfs};
 use crate::plan::Plan;
+use crate::process::spawn::InitFds;
 use crate::process::sync::{Channel, ChildMsg};
 
 /// State carried between steps.
 struct Ctx<'a> {
     plan: &'a Plan,
+    ch: &'a Channel,
+    fds: &'a InitFds,
     root: Option<Root>,
     exe: Option<CString>,
 }
@@ -36,11 +40,14 @@ const STEPS: &[(&str, Step)] = &[
     ("mounts", step_mounts),
     ("devices", step_devices),
     ("dev-symlinks", step_dev_symlinks),
+    ("runtime-hooks", step_runtime_hooks),
+    ("create-container-hooks", step_create_container_hooks),
     ("sysctl", step_sysctl),
     ("masked-paths", step_masked),
     ("readonly-paths", step_readonly_paths),
     ("cwd-create", step_cwd_create),
     ("pivot-root", step_pivot),
+    ("console", step_console),
     ("readonly-root", step_readonly_root),
     ("hostname", step_hostname),
     ("rlimits", step_rlimits),
@@ -77,17 +84,19 @@ fn failpoint(_step: &str) {}
 
 /// The first child: join and create namespaces, then either become init or fork it.
 /// Returns an exit code only on failure.
-pub fn stage1(plan: &Plan, ch: &Channel, start: &OwnedFd) -> i32 {
+pub fn stage1(plan: &Plan, ch: &Channel, fds: &InitFds) -> i32 {
+    let start = &fds.start;
     // The child inherited every fd of the gpurun process (the state directory lock among
     // them). Only stdio, the preserved fds, the channel and the start fifo stay: no host
     // directory may be reachable while init works (CVE-2024-21626).
     let mut keep: Vec<i32> = plan.joins.iter().map(|j| j.fd.as_raw_fd()).collect();
     keep.extend([ch.raw_fd(), start.as_raw_fd()]);
+    keep.extend(fds.console.as_ref().map(|c| c.as_raw_fd()));
     if let Err(e) = close_inherited_fds(plan.preserve_fds, &keep) {
         return report(ch, "close-inherited-fds", &e);
     }
     match stage1_inner(plan, ch) {
-        Ok(true) => run_init(plan, ch, start),
+        Ok(true) => run_init(plan, ch, fds),
         Ok(false) => 0,
         Err((step, e)) => report(ch, step, &e),
     }
@@ -166,13 +175,16 @@ fn stage1_inner(plan: &Plan, ch: &Channel) -> std::result::Result<bool, (&'stati
     }
 }
 
-fn run_init(plan: &Plan, ch: &Channel, start: &OwnedFd) -> i32 {
+fn run_init(plan: &Plan, ch: &Channel, fds: &InitFds) -> i32 {
+    let start = &fds.start;
     let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
     // Other processes in the container must not ptrace or open /proc/<init>/ while
     // init still holds host fds (CVE-2016-9962). execve restores dumpability.
     let _ = nix::sys::prctl::set_dumpable(false);
     let mut ctx = Ctx {
         plan,
+        ch,
+        fds,
         root: None,
         exe: None,
     };
@@ -200,6 +212,35 @@ fn run_init(plan: &Plan, ch: &Channel, start: &OwnedFd) -> i32 {
     }
     if let Err(e) = wait_for_start(start) {
         return report(ch, "wait-for-start", &e);
+    }
+    // Nothing of the host's may reach the startContainer hooks either.
+    if let Err(e) = close_range_from(3 + plan.preserve_fds, true) {
+        return report(
+            ch,
+            "close-fds",
+            &Error::sys("closing fds", "close_range", "", e),
+        );
+    }
+    if plan.has_hooks(Phase::StartContainer) {
+        // The parent is gone (create returned long ago): the container's stderr is the
+        // only place left to say why it will not start.
+        let hooks = plan
+            .hooks
+            .as_ref()
+            .map(|h| Phase::StartContainer.hooks_in(h))
+            .unwrap_or(&[]);
+        if let Err(e) = crate::hooks::run_all(
+            Phase::StartContainer,
+            hooks,
+            &plan.hook_state("created", 1),
+            &plan.cwd,
+        ) {
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                format!("gpurun: {e}\n").as_bytes(),
+            );
+            return 1;
+        }
     }
     exec(&ctx, ch)
 }
@@ -315,6 +356,63 @@ fn write_oom_score_adj(adj: i32) -> Result<()> {
             "writing {adj} to /proc/self/oom_score_adj: {e}{hint}"
         ))
     })
+}
+
+/// prestart and createRuntime run in the runtime's namespaces, so the parent runs them
+/// while init waits: mounts are in place, pivot_root is not done yet.
+fn step_runtime_hooks(ctx: &mut Ctx) -> Result<()> {
+    if !ctx.plan.has_hooks(Phase::Prestart) && !ctx.plan.has_hooks(Phase::CreateRuntime) {
+        return Ok(());
+    }
+    ctx.ch.send_msg(&ChildMsg::RuntimeHooks)?;
+    ctx.ch.wait_ack()
+}
+
+/// createContainer runs in the container's namespaces, before pivot_root, with the
+/// bundle as its working directory — never a directory of the container's, which an
+/// image could have prepared (CVE-2025-23266).
+fn step_create_container_hooks(ctx: &mut Ctx) -> Result<()> {
+    let p = ctx.plan;
+    let Some(hooks) = p.hooks.as_ref() else {
+        return Ok(());
+    };
+    let list = Phase::CreateContainer.hooks_in(hooks);
+    if list.is_empty() {
+        return Ok(());
+    }
+    let pid = nix::unistd::getpid().as_raw();
+    crate::hooks::run_all(
+        Phase::CreateContainer,
+        list,
+        &p.hook_state("creating", pid),
+        &p.bundle,
+    )
+    .map_err(|e| Error::Other(e.to_string()))
+}
+
+/// A pty from the container's own devpts, verified, sent to the caller's console socket
+/// before create returns, mounted on /dev/console, and made init's controlling terminal.
+fn step_console(ctx: &mut Ctx) -> Result<()> {
+    use crate::linux::console;
+    let Some(sock) = ctx.fds.console.as_ref() else {
+        return Ok(());
+    };
+    let cerr = |e: console::ConsoleError| Error::Other(e.to_string());
+    let pts = console::open_dir(Path::new("/dev/pts")).map_err(cerr)?;
+    let pty = console::open_pty(pts.as_fd()).map_err(cerr)?;
+    if let Some((rows, cols)) = ctx.plan.console_size {
+        console::set_size(pty.master.as_fd(), rows, cols).map_err(cerr)?;
+    }
+    let dev = console::open_dir(Path::new("/dev")).map_err(cerr)?;
+    console::mount_console(pty.slave.as_fd(), dev.as_fd()).map_err(cerr)?;
+    console::send_master(
+        sock.as_fd(),
+        pty.master.as_fd(),
+        &pty.slave_path.to_string_lossy(),
+    )
+    .map_err(cerr)?;
+    drop(pty.master);
+    console::become_session_leader_on(pty.slave.as_fd()).map_err(cerr)
 }
 
 fn step_keyring(ctx: &mut Ctx) -> Result<()> {

@@ -19,24 +19,37 @@ pub struct Spawned {
     pub pid: Pid,
 }
 
+/// The fds init inherits: the start fifo, and the console socket when it has a terminal.
+pub struct InitFds {
+    pub start: OwnedFd,
+    pub console: Option<OwnedFd>,
+}
+
+/// What only the parent does for init: put a pid in the container's cgroup (before the
+/// child runs), and run the runtime-namespace hooks when init asks.
+pub struct ParentSide<'a> {
+    pub place: &'a mut dyn FnMut(Pid) -> Result<()>,
+    pub runtime_hooks: &'a mut dyn FnMut(Pid) -> Result<()>,
+}
+
 /// Clone the container. `place` puts a pid into the container's cgroup; it runs before
 /// the child does anything, so every process of the container is born into it.
 /// `start_fd` is the exec fifo init waits on after it is ready.
-pub fn spawn(
-    plan: &Plan,
-    start_fd: OwnedFd,
-    place: &mut dyn FnMut(Pid) -> Result<()>,
-) -> Result<Spawned> {
+pub fn spawn(plan: &Plan, fds: InitFds, parent_side: ParentSide) -> Result<Spawned> {
+    let ParentSide {
+        place,
+        runtime_hooks,
+    } = parent_side;
     let (parent, child) = sync::pair()?;
     let first = clone_fork(plan.clone_flags.bits() as u64)
         .map_err(|e| Error::sys("creating the container process", "clone", &plan.rootfs, e))?;
     let Some(first) = first else {
         drop(parent);
-        let code = init::stage1(plan, &child, &start_fd);
+        let code = init::stage1(plan, &child, &fds);
         exit_now(code);
     };
     drop(child);
-    drop(start_fd);
+    drop(fds);
     let reap_on_error = |e: Error| {
         let _ = nix::sys::signal::kill(first, nix::sys::signal::Signal::SIGKILL);
         let _ = waitpid(first, None);
@@ -60,6 +73,12 @@ pub fn spawn(
             Some(ChildMsg::TimeOffsets(pid)) => {
                 let offs = plan.time_offsets.as_deref().unwrap_or("");
                 write_proc(pid, "timens_offsets", offs)
+                    .and_then(|()| parent.send_ack())
+                    .map_err(|e| cleanup(first, init_pid, e))?;
+            }
+            Some(ChildMsg::RuntimeHooks) => {
+                let pid = init_pid.unwrap_or(first);
+                runtime_hooks(pid)
                     .and_then(|()| parent.send_ack())
                     .map_err(|e| cleanup(first, init_pid, e))?;
             }

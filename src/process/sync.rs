@@ -17,6 +17,8 @@ pub enum ChildMsg {
     TimeOffsets(i32),
     /// The container's init, as a host pid (two-stage spawn).
     InitPid(i32),
+    /// Run the prestart and createRuntime hooks now (mounts are done, pivot is not).
+    RuntimeHooks,
     Ready,
     Failed {
         step: String,

@@ -76,6 +76,7 @@ impl Bundle {
         let mut config = gpurun::features::default_spec(false);
         config["root"]["path"] = shared_rootfs().display().to_string().into();
         config["process"]["args"] = serde_json::json!(["sh", "-c", script]);
+        config["process"]["terminal"] = false.into();
         Bundle { dir, config }
     }
 
