@@ -131,6 +131,7 @@ pub fn create(g: &Globals, o: &CreateOpts) -> Result<Created> {
         hooks: bundle.spec.hooks().clone(),
         gpus: gpus.as_ref().map(|(g, _)| g.clone()).unwrap_or_default(),
         gpu_state_dir: gpus.as_ref().map(|_| gpu_cfg.gpus.state_dir.clone()),
+        spec: serde_json::to_value(&bundle.spec).ok(),
     };
     c.save(&st)?;
     let fifo = c.fifo_path();
@@ -171,7 +172,7 @@ pub fn create(g: &Globals, o: &CreateOpts) -> Result<Created> {
     let spawned = crate::process::spawn::spawn(
         &plan,
         InitFds {
-            start: start_fd,
+            start: Some(start_fd),
             console,
         },
         ParentSide {
@@ -213,7 +214,7 @@ pub struct Created {
 /// runc's rules: a detached container with a terminal needs a console socket to send
 /// the pty to; a console socket without a terminal is a mistake. A foreground `run`
 /// receives the pty itself over a socket pair.
-fn console_fds(
+pub fn console_fds(
     terminal: bool,
     o: &CreateOpts,
 ) -> Result<(Option<std::os::fd::OwnedFd>, Option<std::os::fd::OwnedFd>)> {

@@ -106,6 +106,12 @@ pub fn validate(spec: &Spec) -> Result<()> {
             spec.version()
         )));
     }
+    validate_process(spec)?;
+    validate_linux(spec)
+}
+
+/// The `process` object alone (also what `exec --process` is checked against).
+pub fn validate_process(spec: &Spec) -> Result<()> {
     let process = spec
         .process()
         .as_ref()
@@ -149,6 +155,10 @@ pub fn validate(spec: &Spec) -> Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+fn validate_linux(spec: &Spec) -> Result<()> {
     let Some(linux) = spec.linux() else {
         return Err(cfg_err("linux: missing (gpurun runs Linux containers)"));
     };

@@ -1,6 +1,7 @@
 //! The command line, with runc's verbs, flags and argument shapes. `main` parses, runs,
 //! reports and returns the exit code.
 
+mod exec;
 mod output;
 mod resources;
 mod run;
@@ -137,6 +138,8 @@ pub enum Cmd {
     },
     /// Print the runtime-spec features document.
     Features,
+    /// Run a process in a running container.
+    Exec(exec::ExecArgs),
     /// Freeze every process of a container.
     Pause { id: String },
     /// Thaw a paused container.
@@ -305,6 +308,17 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Cmd::Features => {
             println!("{}", crate::features::json());
             Ok(0)
+        }
+        Cmd::Exec(a) => {
+            crate::process::sealed::ensure()?;
+            // runc's contract (conmon relies on it): a failure of exec itself is 255.
+            match exec::exec(&g, &a) {
+                Ok(code) => Ok(code),
+                Err(e) => {
+                    crate::log::error(&e.to_string());
+                    Ok(255)
+                }
+            }
         }
         Cmd::Pause { id } => lifecycle::pause(&g, &id).map(|()| 0),
         Cmd::Resume { id } => lifecycle::resume(&g, &id).map(|()| 0),

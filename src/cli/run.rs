@@ -118,7 +118,7 @@ pub fn run(
 }
 
 /// Receive the pty master init sent and proxy it to the caller's stdin/stdout.
-fn terminal_proxy(peer: &std::os::fd::OwnedFd) -> Result<Proxy> {
+pub(super) fn terminal_proxy(peer: &std::os::fd::OwnedFd) -> Result<Proxy> {
     use std::os::fd::AsFd;
     let cerr = |e: console::ConsoleError| Error::Other(e.to_string());
     let (master, _name) = console::recv_master(peer.as_fd()).map_err(cerr)?;
@@ -129,7 +129,11 @@ fn terminal_proxy(peer: &std::os::fd::OwnedFd) -> Result<Proxy> {
     Proxy::new(input, output, master).map_err(cerr)
 }
 
-fn forward_and_wait(init: Pid, mask: &SigSet, mut proxy: Option<&mut Proxy>) -> Result<i32> {
+pub(super) fn forward_and_wait(
+    init: Pid,
+    mask: &SigSet,
+    mut proxy: Option<&mut Proxy>,
+) -> Result<i32> {
     use std::os::fd::AsFd;
     let sfd = SignalFd::with_flags(mask, nix::sys::signalfd::SfdFlags::SFD_CLOEXEC)
         .map_err(|e| Error::sys("watching signals", "signalfd", "", e))?;

@@ -63,6 +63,22 @@ const STEPS: &[(&str, Step)] = &[
     ("seccomp", step_seccomp_late),
 ];
 
+/// `exec`: the process joins a container that is already set up (runc's setns init).
+const EXEC_STEPS: &[(&str, Step)] = &[
+    ("console", step_console),
+    ("rlimits", step_rlimits),
+    ("umask", step_umask),
+    ("lookup-executable", step_lookup),
+    ("no-new-privileges", step_nnp),
+    ("seccomp-privileged", step_seccomp_early),
+    ("capabilities-bounding", step_bounding),
+    ("user-ids", step_ids),
+    ("capabilities", step_caps),
+    ("cwd", step_cwd),
+    ("lsm-exec-label", step_lsm),
+    ("seccomp", step_seccomp_late),
+];
+
 fn report(ch: &Channel, step: &str, e: &Error) -> i32 {
     let _ = ch.send_msg(&ChildMsg::Failed {
         step: step.to_string(),
@@ -85,12 +101,12 @@ fn failpoint(_step: &str) {}
 /// The first child: join and create namespaces, then either become init or fork it.
 /// Returns an exit code only on failure.
 pub fn stage1(plan: &Plan, ch: &Channel, fds: &InitFds) -> i32 {
-    let start = &fds.start;
     // The child inherited every fd of the gpurun process (the state directory lock among
     // them). Only stdio, the preserved fds, the channel and the start fifo stay: no host
     // directory may be reachable while init works (CVE-2024-21626).
     let mut keep: Vec<i32> = plan.joins.iter().map(|j| j.fd.as_raw_fd()).collect();
-    keep.extend([ch.raw_fd(), start.as_raw_fd()]);
+    keep.push(ch.raw_fd());
+    keep.extend(fds.start.as_ref().map(|c| c.as_raw_fd()));
     keep.extend(fds.console.as_ref().map(|c| c.as_raw_fd()));
     if let Err(e) = close_inherited_fds(plan.preserve_fds, &keep) {
         return report(ch, "close-inherited-fds", &e);
@@ -176,7 +192,6 @@ fn stage1_inner(plan: &Plan, ch: &Channel) -> std::result::Result<bool, (&'stati
 }
 
 fn run_init(plan: &Plan, ch: &Channel, fds: &InitFds) -> i32 {
-    let start = &fds.start;
     let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
     // Other processes in the container must not ptrace or open /proc/<init>/ while
     // init still holds host fds (CVE-2016-9962). execve restores dumpability.
@@ -188,20 +203,23 @@ fn run_init(plan: &Plan, ch: &Channel, fds: &InitFds) -> i32 {
         root: None,
         exe: None,
     };
-    for (name, step) in STEPS {
+    let steps = if plan.exec_mode { EXEC_STEPS } else { STEPS };
+    for (name, step) in steps {
         failpoint(name);
         if let Err(e) = step(&mut ctx) {
             return report(ch, name, &e);
         }
     }
     if plan.seccomp.is_some() {
-        if let Err(e) = probe_post_seccomp_calls(start) {
+        if let Err(e) = probe_post_seccomp_calls(fds.start.as_ref()) {
             return report(ch, "seccomp", &e);
         }
     }
     // Handles opened during setup (pathrs keeps a cached procfs fd) must not stay open
     // while init waits in the container: close everything but the channel and the fifo.
-    if let Err(e) = close_inherited_fds(plan.preserve_fds, &[ch.raw_fd(), start.as_raw_fd()]) {
+    let mut keep = vec![ch.raw_fd()];
+    keep.extend(fds.start.as_ref().map(|f| f.as_raw_fd()));
+    if let Err(e) = close_inherited_fds(plan.preserve_fds, &keep) {
         return report(ch, "close-setup-fds", &e);
     }
     failpoint("ready");
@@ -210,6 +228,10 @@ fn run_init(plan: &Plan, ch: &Channel, fds: &InitFds) -> i32 {
     if let Err(e) = ch.send_msg(&ChildMsg::Ready) {
         return report(ch, "ready", &e);
     }
+    let Some(start) = fds.start.as_ref() else {
+        // exec: no start to wait for.
+        return exec(&ctx, ch);
+    };
     if let Err(e) = wait_for_start(start) {
         return report(ch, "wait-for-start", &e);
     }
@@ -248,13 +270,15 @@ fn run_init(plan: &Plan, ch: &Channel, fds: &InitFds) -> i32 {
 /// With the filter loaded, check the calls init still has to make (the start fifo read,
 /// closing fds, execve), so a profile that blocks them fails `create` with a clear
 /// error instead of leaving a container that can never start.
-fn probe_post_seccomp_calls(start: &OwnedFd) -> Result<()> {
+fn probe_post_seccomp_calls(start: Option<&OwnedFd>) -> Result<()> {
     let blocked = |call: &str, e: nix::errno::Errno| {
         Error::Other(format!(
             "the seccomp profile blocks {call} ({e}), which gpurun needs after loading it to start the container"
         ))
     };
-    nix::unistd::read(start, &mut []).map_err(|e| blocked("read", e))?;
+    if let Some(start) = start {
+        nix::unistd::read(start, &mut []).map_err(|e| blocked("read", e))?;
+    }
     close_range(u32::MAX - 1, u32::MAX).map_err(|e| blocked("close_range", e))?;
     match crate::linux::sys::proc::probe_execve() {
         nix::errno::Errno::EFAULT => Ok(()),
@@ -403,8 +427,10 @@ fn step_console(ctx: &mut Ctx) -> Result<()> {
     if let Some((rows, cols)) = ctx.plan.console_size {
         console::set_size(pty.master.as_fd(), rows, cols).map_err(cerr)?;
     }
-    let dev = console::open_dir(Path::new("/dev")).map_err(cerr)?;
-    console::mount_console(pty.slave.as_fd(), dev.as_fd()).map_err(cerr)?;
+    if !ctx.plan.exec_mode {
+        let dev = console::open_dir(Path::new("/dev")).map_err(cerr)?;
+        console::mount_console(pty.slave.as_fd(), dev.as_fd()).map_err(cerr)?;
+    }
     console::send_master(
         sock.as_fd(),
         pty.master.as_fd(),
@@ -556,6 +582,11 @@ fn step_readonly_root(ctx: &mut Ctx) -> Result<()> {
     if ctx.plan.root_readonly {
         rootfs::readonly_root()?;
     }
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(ctx.plan.umask));
+    Ok(())
+}
+
+fn step_umask(ctx: &mut Ctx) -> Result<()> {
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(ctx.plan.umask));
     Ok(())
 }

@@ -21,7 +21,8 @@ pub struct Spawned {
 
 /// The fds init inherits: the start fifo, and the console socket when it has a terminal.
 pub struct InitFds {
-    pub start: OwnedFd,
+    /// The exec fifo init waits on (none for `exec`, which runs at once).
+    pub start: Option<OwnedFd>,
     pub console: Option<OwnedFd>,
 }
 
@@ -95,6 +96,9 @@ pub fn spawn(plan: &Plan, fds: InitFds, parent_side: ParentSide) -> Result<Spawn
                         Error::Other("container init never reported its pid".into()),
                     )
                 })?;
+                if plan.exec_mode {
+                    return wait_for_execve(&parent, first, pid);
+                }
                 return Ok(Spawned { pid });
             }
             Some(ChildMsg::Failed { step, msg }) => {
@@ -114,6 +118,25 @@ pub fn spawn(plan: &Plan, fds: InitFds, parent_side: ParentSide) -> Result<Spawn
                 ));
             }
         }
+    }
+}
+
+/// An exec'd process calls execve right after it is ready: the channel closes (it is
+/// close-on-exec) when execve succeeded, or brings the error when it did not.
+fn wait_for_execve(parent: &sync::Channel, first: Pid, pid: Pid) -> Result<Spawned> {
+    match parent.recv_msg() {
+        Ok(None) => Ok(Spawned { pid }),
+        Ok(Some(ChildMsg::Failed { step, msg })) => {
+            Err(cleanup(first, Some(pid), Error::Init { step, msg }))
+        }
+        Ok(Some(other)) => Err(cleanup(
+            first,
+            Some(pid),
+            Error::Other(format!(
+                "unexpected message from the exec'd process: {other:?}"
+            )),
+        )),
+        Err(e) => Err(cleanup(first, Some(pid), e)),
     }
 }
 
