@@ -21,14 +21,31 @@ fn exec_prints_passes_the_status_and_joins_the_pid_namespace() {
     }
     let rt = Runtime::new();
     let cid = running(&rt, &Bundle::sh("sleep 60"), "exec1");
-    let out = exec(&rt, &[&cid, "sh", "-c", "echo $$; ps -o comm | grep -c sleep; exit 9"]);
+    let out = exec(
+        &rt,
+        &[
+            &cid,
+            "sh",
+            "-c",
+            "echo $$; ps -o comm | grep -c sleep; exit 9",
+        ],
+    );
     assert_eq!(out.status.code(), Some(9), "{}", stderr(&out));
     let text = stdout(&out);
     let lines: Vec<&str> = text.lines().map(str::trim).collect();
     assert_ne!(lines[0], "1", "the exec'd shell is not pid 1");
-    assert_eq!(lines[1], "1", "the container's sleep is visible: {:?}", lines);
-    let pids: Vec<i32> = serde_json::from_str(&rt.ok(&["ps", "--format", "json", &cid])).expect("pids");
-    assert_eq!(pids.len(), 1, "the exec'd process was in the container's cgroup and is gone");
+    assert_eq!(
+        lines[1], "1",
+        "the container's sleep is visible: {:?}",
+        lines
+    );
+    let pids: Vec<i32> =
+        serde_json::from_str(&rt.ok(&["ps", "--format", "json", &cid])).expect("pids");
+    assert_eq!(
+        pids.len(),
+        1,
+        "the exec'd process was in the container's cgroup and is gone"
+    );
 }
 
 #[test]
@@ -41,12 +58,29 @@ fn a_missing_binary_exits_255_and_writes_no_pid_file() {
     let cid = running(&rt, &b, "exec255");
     let out = exec(&rt, &[&cid, "no-such-binary"]);
     assert_eq!(out.status.code(), Some(255));
-    assert!(stderr(&out).contains("executable file not found"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("executable file not found"),
+        "{}",
+        stderr(&out)
+    );
     let pidfile = b.path().join("exec.pid");
-    let out = exec(&rt, &["-d", "--pid-file", pidfile.to_str().expect("utf8"), &cid, "no-such-binary"]);
+    let out = exec(
+        &rt,
+        &[
+            "-d",
+            "--pid-file",
+            pidfile.to_str().expect("utf8"),
+            &cid,
+            "no-such-binary",
+        ],
+    );
     assert_eq!(out.status.code(), Some(255));
     assert!(!pidfile.exists());
-    assert_eq!(rt.status(&cid), "running", "a failed exec leaves the container alone");
+    assert_eq!(
+        rt.status(&cid),
+        "running",
+        "a failed exec leaves the container alone"
+    );
 }
 
 #[test]
@@ -68,8 +102,12 @@ fn detached_exec_writes_the_pid_file() {
         .status()
         .expect("exec -d");
     assert!(out.success());
-    let pid: i32 = std::fs::read_to_string(&pidfile).expect("pid file").parse().expect("decimal");
-    let pids: Vec<i32> = serde_json::from_str(&rt.ok(&["ps", "--format", "json", &cid])).expect("pids");
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .expect("pid file")
+        .parse()
+        .expect("decimal");
+    let pids: Vec<i32> =
+        serde_json::from_str(&rt.ok(&["ps", "--format", "json", &cid])).expect("pids");
     assert!(pids.contains(&pid), "{pid} in {pids:?}");
 }
 
@@ -80,11 +118,33 @@ fn exec_cap_never_sets_inheritable_and_no_fd_leaks() {
     }
     let rt = Runtime::new();
     let cid = running(&rt, &Bundle::sh("sleep 60"), "execcap");
-    let out = exec(&rt, &["--cap", "CAP_SYS_ADMIN", &cid, "grep", "-E", "CapInh|CapEff", "/proc/self/status"]);
+    let out = exec(
+        &rt,
+        &[
+            "--cap",
+            "CAP_SYS_ADMIN",
+            &cid,
+            "grep",
+            "-E",
+            "CapInh|CapEff",
+            "/proc/self/status",
+        ],
+    );
     let text = stdout(&out);
     assert!(text.contains("CapInh:\t0000000000000000"), "{text}");
-    assert!(text.contains("CapEff:\t00000000202"), "CAP_SYS_ADMIN (bit 21) effective: {text}");
-    let out = exec(&rt, &[&cid, "sh", "-c", "ls /proc/self/fd | sort -n | tr '\\n' ' '"]);
+    assert!(
+        text.contains("CapEff:\t00000000202"),
+        "CAP_SYS_ADMIN (bit 21) effective: {text}"
+    );
+    let out = exec(
+        &rt,
+        &[
+            &cid,
+            "sh",
+            "-c",
+            "ls /proc/self/fd | sort -n | tr '\\n' ' '",
+        ],
+    );
     assert_eq!(stdout(&out), "0 1 2 3 ");
 }
 
@@ -96,8 +156,29 @@ fn exec_user_env_cwd_flags_and_process_file() {
     let rt = Runtime::new();
     let b = Bundle::sh("sleep 60");
     let cid = running(&rt, &b, "execflags");
-    let out = exec(&rt, &["-u", "1000:1001", "-g", "7", "-e", "FOO=bar", "--cwd", "/tmp", &cid, "sh", "-c", "id -u; id -G; echo $FOO; pwd"]);
-    assert_eq!(stdout(&out), "1000\n1001 7\nbar\n/tmp\n", "{}", stderr(&out));
+    let out = exec(
+        &rt,
+        &[
+            "-u",
+            "1000:1001",
+            "-g",
+            "7",
+            "-e",
+            "FOO=bar",
+            "--cwd",
+            "/tmp",
+            &cid,
+            "sh",
+            "-c",
+            "id -u; id -G; echo $FOO; pwd",
+        ],
+    );
+    assert_eq!(
+        stdout(&out),
+        "1000\n1001 7\nbar\n/tmp\n",
+        "{}",
+        stderr(&out)
+    );
     let pfile = b.path().join("process.json");
     std::fs::write(&pfile, serde_json::to_vec(&serde_json::json!({
         "args": ["sh", "-c", "echo from-file $X"], "env": ["X=1", "PATH=/bin"], "cwd": "/", "user": {"uid": 0, "gid": 0}
@@ -141,9 +222,14 @@ fn exec_joins_a_user_namespaced_container() {
     }
     let rt = Runtime::new();
     let mut b = Bundle::sh("sleep 60");
-    b.config["linux"]["namespaces"].as_array_mut().expect("ns").push(serde_json::json!({"type": "user"}));
-    b.config["linux"]["uidMappings"] = serde_json::json!([{"containerID": 0, "hostID": 200000, "size": 65536}]);
-    b.config["linux"]["gidMappings"] = serde_json::json!([{"containerID": 0, "hostID": 200000, "size": 65536}]);
+    b.config["linux"]["namespaces"]
+        .as_array_mut()
+        .expect("ns")
+        .push(serde_json::json!({"type": "user"}));
+    b.config["linux"]["uidMappings"] =
+        serde_json::json!([{"containerID": 0, "hostID": 200000, "size": 65536}]);
+    b.config["linux"]["gidMappings"] =
+        serde_json::json!([{"containerID": 0, "hostID": 200000, "size": 65536}]);
     let cid = running(&rt, &b, "execuserns");
     let out = exec(&rt, &[&cid, "cat", "/proc/self/uid_map"]);
     let f: Vec<String> = stdout(&out).split_whitespace().map(String::from).collect();
@@ -157,12 +243,19 @@ fn exec_applies_the_containers_seccomp_profile() {
     }
     let rt = Runtime::new();
     let mut b = Bundle::sh("sleep 60");
-    b.config["mounts"].as_array_mut().expect("mounts").push(serde_json::json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"}));
+    b.config["mounts"]
+        .as_array_mut()
+        .expect("mounts")
+        .push(serde_json::json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"}));
     b.config["linux"]["seccomp"] = serde_json::json!({
         "defaultAction": "SCMP_ACT_ALLOW",
         "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]
     });
     let cid = running(&rt, &b, "execseccomp");
     let out = exec(&rt, &[&cid, "mkdir", "/tmp/x"]);
-    assert!(stderr(&out).contains("Operation not permitted"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Operation not permitted"),
+        "{}",
+        stderr(&out)
+    );
 }
