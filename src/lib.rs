@@ -13,6 +13,7 @@ pub mod hooks;
 pub mod lifecycle;
 pub mod linux;
 pub mod log;
+pub mod notify;
 pub mod plan;
 pub mod process;
 pub mod spec;

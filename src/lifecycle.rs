@@ -97,6 +97,10 @@ pub fn create(g: &Globals, o: &CreateOpts) -> Result<Created> {
     };
     let dir = guard.container.as_ref().expect("set above").dir.clone();
     let gpus = inject_gpus(g, o, &mut bundle, &dir, &gpu_cfg, &mut guard)?;
+    let notify_socket = crate::notify::caller_socket();
+    if notify_socket.is_some() {
+        crate::notify::setup_spec(&mut bundle.spec, &dir)?;
+    }
     // GPU edits are spec content like any other: validate the result once more.
     spec::validate(&bundle.spec)?;
     let plan = plan::build(
@@ -132,6 +136,7 @@ pub fn create(g: &Globals, o: &CreateOpts) -> Result<Created> {
         gpus: gpus.as_ref().map(|(g, _)| g.clone()).unwrap_or_default(),
         gpu_state_dir: gpus.as_ref().map(|_| gpu_cfg.gpus.state_dir.clone()),
         spec: serde_json::to_value(&bundle.spec).ok(),
+        notify_socket,
     };
     c.save(&st)?;
     let fifo = c.fifo_path();
@@ -389,9 +394,18 @@ pub fn start(g: &Globals, id: &str) -> Result<()> {
         }
         Err(e) => return Err(Error::io("opening the start fifo", &fifo, e)),
     };
+    let notify = match &st.notify_socket {
+        Some(caller) => Some((crate::notify::bind(&c.dir)?, caller.clone())),
+        None => None,
+    };
     std::fs::remove_file(&fifo).map_err(|e| Error::io("removing the start fifo", &fifo, e))?;
     f.write_all(b"0")
         .map_err(|e| Error::io("releasing container init through", &fifo, e))?;
+    if let Some((sock, caller)) = notify {
+        // Waiting can take as long as the container likes: let kill and delete in.
+        drop(c);
+        crate::notify::forward_ready(&sock, &st, &caller)?;
+    }
     if let Some(hooks) = st
         .hooks
         .as_ref()

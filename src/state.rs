@@ -78,6 +78,9 @@ pub struct State {
     /// The host-wide GPU state dir holding this container's lease, if it has one.
     #[serde(default)]
     pub gpu_state_dir: Option<PathBuf>,
+    /// The caller's NOTIFY_SOCKET at create: where `start` forwards READY=1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify_socket: Option<PathBuf>,
     /// The spec the container was created from (after GPU edits): `exec` builds on it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spec: Option<serde_json::Value>,
