@@ -130,7 +130,7 @@ pub fn parse_interval(s: &str) -> Result<Duration> {
         "h" => n * 3600.0,
         _ => return Err(bad()),
     };
-    if !(secs > 0.0) || !secs.is_finite() {
+    if !secs.is_finite() || secs <= 0.0 {
         return Err(bad());
     }
     Ok(Duration::from_secs_f64(secs))
