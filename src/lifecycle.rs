@@ -273,7 +273,14 @@ fn inject_gpus(
 ) -> Result<GrantedGpus> {
     let gpu_err = |e: crate::gpu::GpuError| Error::Other(e.to_string());
     if !crate::gpu::wants_gpus(&bundle.spec, cfg) {
-        for w in crate::gpu::request::policy_warnings(&bundle.spec, cfg) {
+        let refused = crate::gpu::request::policy_warnings(&bundle.spec, cfg);
+        if !refused.is_empty() {
+            // Neutralised as `gpu::inject` does: nothing in the container reads a refused
+            // request as a grant.
+            crate::gpu::edits::Editor::new(&mut bundle.spec)
+                .set_env("NVIDIA_VISIBLE_DEVICES", "void");
+        }
+        for w in refused {
             crate::log::warn(&w);
         }
         return Ok(None);
@@ -286,6 +293,12 @@ fn inject_gpus(
     else {
         return Ok(None);
     };
+    // No NVIDIA module in this kernel (a fake driver tree): the container's procfs has
+    // no driver/nvidia to mount over.
+    if !Path::new("/proc/driver/nvidia").is_dir() {
+        crate::gpu::edits::cover_proc_driver(&mut bundle.spec, &dir.join("gpu-proc-driver"))
+            .map_err(gpu_err)?;
+    }
     for w in &inj.warnings {
         crate::log::warn(w);
     }

@@ -17,7 +17,8 @@ pub struct Bundle {
 }
 
 /// Mounts under `/proc` are refused, as runc does, except these: lxcfs-style overrides of
-/// single files, and the GPU edits' `/proc/driver/nvidia`.
+/// single files, and the GPU edits' `/proc/driver/nvidia` (and `/proc/driver` itself, which
+/// they cover when the kernel has no NVIDIA module).
 const PROC_MOUNT_ALLOWED: &[&str] = &[
     "/proc/cpuinfo",
     "/proc/diskstats",
@@ -30,6 +31,8 @@ const PROC_MOUNT_ALLOWED: &[&str] = &[
     "/proc/net/dev",
     "/proc/sys/kernel/ns_last_pid",
     "/proc/driver/nvidia",
+    // Covered only when the kernel has no NVIDIA module (gpu::edits::cover_proc_driver).
+    "/proc/driver",
 ];
 
 pub fn load(bundle: &Path) -> Result<Bundle> {
@@ -409,6 +412,12 @@ mod tests {
         let mut v = base();
         v["mounts"] = serde_json::json!([{"destination": "/proc/driver/nvidia/params", "type": "bind", "source": "/tmp/p"}]);
         validate(&spec_from(v)).expect("nvidia procfs is allowed");
+        let mut v = base();
+        v["mounts"] = serde_json::json!([{"destination": "/proc/driver", "type": "bind", "source": "/tmp/p"}]);
+        validate(&spec_from(v)).expect("/proc/driver itself is allowed");
+        let mut v = base();
+        v["mounts"] = serde_json::json!([{"destination": "/proc/driver/rtc", "type": "bind", "source": "/tmp/p"}]);
+        assert!(err_of(v).contains("under /proc are refused"));
         let mut v = base();
         v["mounts"] = serde_json::json!([{"destination": "/proc/../proc/kcore", "type": "bind", "source": "/tmp/p"}]);
         assert!(err_of(v).contains("refused"));

@@ -177,3 +177,11 @@ fn concurrent_exclusive_acquires_serialize() {
         .count();
     assert_eq!(won, 1);
 }
+
+#[test]
+fn listing_a_table_never_written_creates_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let state = t.path().join("state");
+    assert!(Leases::new(&state).list().unwrap().is_empty());
+    assert!(!state.exists(), "list made {}", state.display());
+}

@@ -2,6 +2,7 @@
 //! reports and returns the exit code.
 
 mod exec;
+mod gpu;
 mod output;
 mod resources;
 mod run;
@@ -156,6 +157,16 @@ pub enum Cmd {
         interval: String,
         id: String,
     },
+    /// List this node's GPUs and the containers holding each (no memory or process
+    /// columns: those need NVML).
+    ///
+    /// Columns: index, UUID, model, PCI bus id, device minor, and the holders (container
+    /// id, init pid, --root, exclusive or not) from the host-wide lease table. Memory use
+    /// and the GPU's processes are not available: they need NVML, which gpurun does not
+    /// load yet.
+    Gpus(gpu::GpusArgs),
+    /// Container Device Interface specs for this node's GPUs.
+    Cdi(gpu::CdiArgs),
     /// Not supported: gpurun has no CRIU integration.
     Checkpoint {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -328,6 +339,8 @@ fn dispatch(cli: Cli) -> Result<i32> {
             interval,
             id,
         } => resources::events(&g, &id, stats, &interval).map(|()| 0),
+        Cmd::Gpus(a) => gpu::gpus(&a).map(|()| 0),
+        Cmd::Cdi(a) => gpu::cdi(&a).map(|()| 0),
         Cmd::Checkpoint { .. } | Cmd::Restore { .. } => Err(Error::Other(
             "checkpoint/restore is not supported by gpurun (no CRIU integration)".into(),
         )),

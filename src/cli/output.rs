@@ -36,7 +36,7 @@ pub fn list(g: &Globals, format: &str, quiet: bool) -> Result<()> {
         println!("{}", json(&rows)?);
         return Ok(());
     }
-    let table: Vec<[String; 6]> = rows
+    let table: Vec<[String; 7]> = rows
         .iter()
         .map(|r| {
             [
@@ -46,17 +46,28 @@ pub fn list(g: &Globals, format: &str, quiet: bool) -> Result<()> {
                 r.bundle.display().to_string(),
                 r.created.clone(),
                 r.owner.clone(),
+                gpus_cell(g, &r.id),
             ]
         })
         .collect();
     print_table(
-        &["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"],
+        &["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER", "GPUS"],
         &table,
     );
     Ok(())
 }
 
-fn print_table<const N: usize>(head: &[&str; N], rows: &[[String; N]]) {
+/// The GPUs a container was granted, from its full state (the runc-shaped public state
+/// has no such field, and `list --format json` keeps runc's shape).
+fn gpus_cell(g: &Globals, id: &str) -> String {
+    let path = g.root.dir(id).join(crate::state::STATE_FILE);
+    match crate::state::load_file(&path) {
+        Ok(st) if !st.gpus.is_empty() => st.gpus.join(","),
+        _ => "-".into(),
+    }
+}
+
+pub(super) fn print_table<const N: usize>(head: &[&str; N], rows: &[[String; N]]) {
     let mut w = [0usize; N];
     for (i, h) in head.iter().enumerate() {
         w[i] = h.len();

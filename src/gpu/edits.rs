@@ -26,6 +26,7 @@ pub const IPC_OPTIONS: &[&str] = &["nosuid", "nodev", "noexec", "rbind", "rpriva
 /// `/proc/driver/nvidia` replacements.
 pub const PROC_OPTIONS: &[&str] = &["ro", "nosuid", "nodev", "noexec", "rbind", "rprivate"];
 
+const PROC_DRIVER: &str = "/proc/driver";
 const PROC_DRIVER_NVIDIA: &str = "/proc/driver/nvidia";
 
 /// Where the image's loader looks for libraries (see runtime-spec/gpu.md).
@@ -323,6 +324,37 @@ pub fn proc_driver_mounts(
     Ok(())
 }
 
+/// When the kernel has no NVIDIA module loaded (a fake driver tree), the container's
+/// procfs has no `driver/nvidia`, and procfs refuses to create one, so the mounts at
+/// `/proc/driver/nvidia` would have no mount point. This covers `/proc/driver` first with a
+/// read-only bind of `shim_dir`, a host directory holding an empty `nvidia`, placed just
+/// before the first mount under `/proc/driver/nvidia`. The caller decides when: the fact is
+/// the running kernel's, not the driver roots'. Nothing changes when the spec has no mount
+/// there, or already mounts `/proc/driver`.
+pub fn cover_proc_driver(spec: &mut Spec, shim_dir: &Path) -> Result<(), GpuError> {
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    let under = |m: &Mount, p: &str| normalize(m.destination()).starts_with(p);
+    let Some(at) = mounts.iter().position(|m| under(m, PROC_DRIVER_NVIDIA)) else {
+        return Ok(());
+    };
+    if mounts
+        .iter()
+        .any(|m| normalize(m.destination()) == Path::new(PROC_DRIVER))
+    {
+        return Ok(());
+    }
+    let nvidia = shim_dir.join("nvidia");
+    std::fs::create_dir_all(&nvidia).map_err(|e| GpuError::io("creating", &nvidia, e))?;
+    let mut m = Mount::default();
+    m.set_destination(PathBuf::from(PROC_DRIVER));
+    m.set_source(Some(shim_dir.to_path_buf()));
+    m.set_typ(Some("bind".into()));
+    m.set_options(Some(PROC_OPTIONS.iter().map(|s| s.to_string()).collect()));
+    mounts.insert(at, m);
+    spec.set_mounts(Some(mounts));
+    Ok(())
+}
+
 fn facts(inv: &Inventory, gpus: &[&Gpu]) -> Facts {
     Facts {
         driver: Some(inv.driver_version.clone()),
@@ -446,4 +478,63 @@ pub fn inject(
         warnings,
         log,
     }))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn destinations(s: &Spec) -> Vec<String> {
+        s.mounts()
+            .iter()
+            .flatten()
+            .map(|m| m.destination().display().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn cover_proc_driver_goes_just_before_the_first_nvidia_procfs_mount_once() {
+        let t = tempfile::tempdir().unwrap();
+        let shim = t.path().join("shim");
+        let mut s = crate::gpu::fake::spec(&[], true, &[]);
+        cover_proc_driver(&mut s, &shim).unwrap();
+        assert_eq!(destinations(&s), ["/proc"], "nothing to cover");
+        assert!(!shim.exists());
+
+        let mut ed = Editor::new(&mut s);
+        ed.bind(
+            Path::new("/x/lib"),
+            Path::new("/usr/lib/libcuda.so.1"),
+            FILE_OPTIONS,
+        );
+        ed.bind(
+            Path::new("/x/gen"),
+            Path::new(PROC_DRIVER_NVIDIA),
+            PROC_OPTIONS,
+        );
+        ed.bind(
+            Path::new("/x/bus"),
+            Path::new("/proc/driver/nvidia/gpus/0000:3b:00.0"),
+            PROC_OPTIONS,
+        );
+        cover_proc_driver(&mut s, &shim).unwrap();
+        let want = [
+            "/proc",
+            "/usr/lib/libcuda.so.1",
+            "/proc/driver",
+            "/proc/driver/nvidia",
+            "/proc/driver/nvidia/gpus/0000:3b:00.0",
+        ];
+        assert_eq!(destinations(&s), want);
+        let m = &s.mounts().as_ref().unwrap()[2];
+        assert_eq!(m.source().as_deref(), Some(shim.as_path()));
+        assert_eq!(m.options().clone().unwrap(), PROC_OPTIONS);
+        assert!(
+            shim.join("nvidia").is_dir(),
+            "the mount point of the nvidia mount"
+        );
+        cover_proc_driver(&mut s, &shim).unwrap();
+        assert_eq!(destinations(&s), want, "covering twice changes nothing");
+    }
 }

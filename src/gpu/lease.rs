@@ -199,8 +199,12 @@ impl Leases {
         }
     }
 
-    /// Every live lease (for `gpurun gpus`).
+    /// Every live lease (for `gpurun gpus`). A table never written holds none: listing
+    /// creates nothing, so it works where the state directory is not writable.
     pub fn list(&self) -> Result<Vec<Lease>, GpuError> {
+        if !self.dir.is_dir() {
+            return Ok(Vec::new());
+        }
         let _lock = self.lock()?;
         Ok(self.read_all()?.into_iter().map(|(_, l)| l).collect())
     }
