@@ -135,6 +135,7 @@ fn bundle(script: &str) -> Bundle {
     let mut config = gpurun::features::default_spec(false);
     config["root"] = serde_json::json!({"path": "rootfs", "readonly": false});
     config["process"]["args"] = serde_json::json!(["sh", "-c", script]);
+    config["process"]["terminal"] = false.into();
     Bundle { dir, config }
 }
 

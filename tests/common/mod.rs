@@ -50,13 +50,23 @@ pub fn make_rootfs(dir: &Path) {
     std::fs::write(dir.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").expect("group");
 }
 
-/// One read-only rootfs shared by the tests of a test binary.
+/// One read-only rootfs shared by every test: built once into a private directory and
+/// renamed into place, so concurrent test binaries never see half of it, and reused by
+/// later runs instead of leaving one copy per run behind.
 pub fn shared_rootfs() -> &'static Path {
     static ROOTFS: OnceLock<PathBuf> = OnceLock::new();
     ROOTFS.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("gpurun-test-rootfs-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        make_rootfs(&dir);
+        let dir = std::env::temp_dir().join("gpurun-test-rootfs");
+        if dir.join("bin/busybox").exists() {
+            return dir;
+        }
+        let tmp = std::env::temp_dir().join(format!("gpurun-test-rootfs.{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        make_rootfs(&tmp);
+        if std::fs::rename(&tmp, &dir).is_err() {
+            // Another test binary won the race: use its copy.
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
         dir
     })
 }
