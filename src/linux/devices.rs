@@ -3,14 +3,13 @@
 //! not allowed) the host's node is bind-mounted instead, as runc does.
 
 use std::os::fd::AsFd;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use crate::linux::inroot::Root;
 use nix::mount::{mount, MsFlags};
 use nix::sys::stat::{makedev, mknodat, Mode, SFlag};
 use nix::unistd::{fchownat, Gid, Uid};
 use oci_spec::runtime::{LinuxDevice, LinuxDeviceType};
-use pathrs::Root;
 
 use crate::error::{Error, Result};
 use crate::linux::rootfs::fd_path;
@@ -92,14 +91,7 @@ fn create(root: &Root, d: &Device, bind_from_host: bool) -> Result<()> {
         .file_name()
         .ok_or_else(|| Error::Config(format!("linux.devices: bad path {}", d.path.display())))?;
     let parent = d.path.parent().unwrap_or(Path::new("/dev"));
-    let dir = root
-        .mkdir_all(parent, &std::fs::Permissions::from_mode(0o755))
-        .map_err(|e| {
-            Error::Other(format!(
-                "creating {} in the container root: {e}",
-                parent.display()
-            ))
-        })?;
+    let dir = root.mkdir_all(parent, 0o755)?;
     if bind_from_host {
         return bind_host_node(root, d);
     }
@@ -139,22 +131,8 @@ fn create(root: &Root, d: &Device, bind_from_host: bool) -> Result<()> {
 }
 
 fn bind_host_node(root: &Root, d: &Device) -> Result<()> {
-    match root.create(
-        &d.path,
-        &pathrs::InodeType::File(std::fs::Permissions::from_mode(0o644)),
-    ) {
-        Ok(()) => {}
-        Err(e) if e.kind() == pathrs::error::ErrorKind::OsError(Some(libc::EEXIST)) => {}
-        Err(e) => {
-            return Err(Error::Other(format!(
-                "creating bind target for {} in the container root: {e}",
-                d.path.display()
-            )))
-        }
-    }
-    let h = root
-        .resolve_nofollow(&d.path)
-        .map_err(|e| Error::Other(format!("resolving {}: {e}", d.path.display())))?;
+    root.create_file(&d.path, 0o644)?;
+    let h = root.resolve_nofollow(&d.path)?;
     mount(
         Some(&d.path),
         &fd_path(h.as_fd()),
@@ -181,16 +159,10 @@ pub fn symlinks(root: &Root) -> Result<()> {
     for (link, target) in links {
         let link = Path::new(link);
         // What the image or a bind mount already put there stays as it is.
-        if root.resolve_nofollow(link).is_ok() {
+        if root.exists_nofollow(link) {
             continue;
         }
-        root.create(link, &pathrs::InodeType::Symlink(PathBuf::from(target)))
-            .map_err(|e| {
-                Error::Other(format!(
-                    "creating symlink {} in the container root: {e}",
-                    link.display()
-                ))
-            })?;
+        root.symlink(link, Path::new(target))?;
     }
     Ok(())
 }

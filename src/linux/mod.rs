@@ -4,6 +4,7 @@ pub mod caps;
 pub mod cgroups;
 pub mod console;
 pub mod devices;
+pub mod inroot;
 pub mod namespaces;
 pub mod rlimits;
 pub mod rootfs;

@@ -7,13 +7,14 @@
 //! between the check and the mount (CVE-2021-30465, CVE-2024-45310, CVE-2026-41579).
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::statvfs::{fstatvfs, FsFlags};
 use oci_spec::runtime::Mount;
-use pathrs::Root;
+use std::os::fd::OwnedFd;
+
+use crate::linux::inroot::Root;
 
 use crate::error::{Error, Result};
 
@@ -254,13 +255,6 @@ fn mount_err(what: String, path: &Path) -> impl FnOnce(nix::errno::Errno) -> Err
     move |errno| Error::sys(what, "mount", path, errno)
 }
 
-fn pathrs_err(what: &str, path: &Path, e: pathrs::error::Error) -> Error {
-    Error::Other(format!(
-        "{what} {} in the container root: {e}",
-        path.display()
-    ))
-}
-
 /// Make our mount namespace's view private to us (slave by default, so host mounts still
 /// propagate in but nothing propagates out), then bind the rootfs onto itself so it is
 /// a mount point `pivot_root` accepts.
@@ -290,33 +284,18 @@ pub fn prepare(rootfs: &Path, propagation: Option<&str>) -> Result<Root> {
     )
     .map_err(mount_err("binding the rootfs onto itself".into(), rootfs))?;
     Root::open(rootfs)
-        .map_err(|e| Error::Other(format!("opening rootfs {}: {e}", rootfs.display())))
 }
 
 /// Create (if needed) and resolve the target of a mount inside the root.
-fn target(root: &Root, dest: &Path, dir: bool) -> Result<pathrs::Handle> {
-    let perm = std::fs::Permissions::from_mode(0o755);
+fn target(root: &Root, dest: &Path, dir: bool) -> Result<OwnedFd> {
     if dir {
-        return root
-            .mkdir_all(dest, &perm)
-            .map_err(|e| pathrs_err("creating mount point", dest, e));
+        return root.mkdir_all(dest, 0o755);
     }
     if let Ok(h) = root.resolve(dest) {
         return Ok(h);
     }
-    let parent = dest.parent().unwrap_or(Path::new("/"));
-    root.mkdir_all(parent, &perm)
-        .map_err(|e| pathrs_err("creating mount point parent", parent, e))?;
-    match root.create(
-        dest,
-        &pathrs::InodeType::File(std::fs::Permissions::from_mode(0o644)),
-    ) {
-        Ok(()) => {}
-        Err(e) if e.kind() == pathrs::error::ErrorKind::OsError(Some(libc::EEXIST)) => {}
-        Err(e) => return Err(pathrs_err("creating mount point file", dest, e)),
-    }
+    root.create_file(dest, 0o644)?;
     root.resolve(dest)
-        .map_err(|e| pathrs_err("resolving mount point", dest, e))
 }
 
 /// proc and sysfs must land on a real directory: a symlink there is the CVE-2019-19921
@@ -371,9 +350,7 @@ pub fn mount_one(root: &Root, op: &MountOp) -> Result<()> {
         mount(Some(src), &tp, Some(op.typ.as_str()), op.flags, data)
             .map_err(mount_err(what(), &op.dest))?;
     }
-    let top = root
-        .resolve(&op.dest)
-        .map_err(|e| pathrs_err("resolving new mount", &op.dest, e))?;
+    let top = root.resolve(&op.dest)?;
     for p in &op.propagation {
         mount(
             None::<&str>,
@@ -410,9 +387,7 @@ pub fn mount_one(root: &Root, op: &MountOp) -> Result<()> {
 /// Remount a bind mount with more flags. Inside a user namespace the flags the host
 /// mount has (nosuid, nodev, noexec) are locked and must be kept; retry with them.
 fn remount_bind(root: &Root, dest: &Path, flags: MsFlags) -> Result<()> {
-    let top = root
-        .resolve(dest)
-        .map_err(|e| pathrs_err("resolving bind mount", dest, e))?;
+    let top = root.resolve(dest)?;
     let tp = fd_path(top.as_fd());
     let base = MsFlags::MS_REMOUNT | MsFlags::MS_BIND;
     match mount(None::<&str>, &tp, None::<&str>, base | flags, None::<&str>) {
@@ -512,16 +487,14 @@ fn mount_cgroup(root: &Root, op: &MountOp) -> Result<()> {
         if m.options.contains(',') && m.fstype == "cgroup" {
             for part in m.options.split(',').filter(|p| !p.starts_with("name=")) {
                 let link = op.dest.join(part);
-                if root.resolve_nofollow(&link).is_err() {
-                    let _ = root.create(&link, &pathrs::InodeType::Symlink(PathBuf::from(name)));
+                if !root.exists_nofollow(&link) {
+                    let _ = root.symlink(&link, Path::new(name));
                 }
             }
         }
     }
     if op.flags.contains(MsFlags::MS_RDONLY) {
-        let top = root
-            .resolve(&op.dest)
-            .map_err(|e| pathrs_err("resolving cgroup tmpfs", &op.dest, e))?;
+        let top = root.resolve(&op.dest)?;
         mount(
             None::<&str>,
             &fd_path(top.as_fd()),
@@ -628,11 +601,9 @@ pub fn mask_paths(root: &Root, paths: &[String]) -> Result<()> {
 /// The container's `/dev/null`, checked to be the real null device (char 1:3) and held
 /// by an fd: a symlink or regular file planted there must not become what masked paths
 /// are bound to (CVE-2025-31133).
-pub fn verified_dev_null(root: &Root) -> Result<pathrs::Handle> {
+pub fn verified_dev_null(root: &Root) -> Result<OwnedFd> {
     let p = Path::new("/dev/null");
-    let h = root
-        .resolve_nofollow(p)
-        .map_err(|e| pathrs_err("opening", p, e))?;
+    let h = root.resolve_nofollow(p)?;
     let st = nix::sys::stat::fstat(h.as_fd()).map_err(|e| Error::sys("checking", "fstat", p, e))?;
     let is_char = st.st_mode & libc::S_IFMT == libc::S_IFCHR;
     if !is_char || st.st_rdev != nix::sys::stat::makedev(1, 3) {

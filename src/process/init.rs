@@ -6,9 +6,9 @@ use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+use crate::linux::inroot::Root;
 use nix::sched::{unshare, CloneFlags};
 use nix::unistd::{setresgid, setresuid, Gid, Uid};
-use pathrs::Root;
 
 use crate::error::{Error, Result};
 use crate::hooks::Phase;
@@ -554,17 +554,7 @@ fn step_readonly_paths(ctx: &mut Ctx) -> Result<()> {
 }
 
 fn step_cwd_create(ctx: &mut Ctx) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let cwd = &ctx.plan.cwd;
-    root(ctx)?
-        .mkdir_all(cwd, &std::fs::Permissions::from_mode(0o755))
-        .map(|_| ())
-        .map_err(|e| {
-            Error::Other(format!(
-                "creating process.cwd {} in the container root: {e}",
-                cwd.display()
-            ))
-        })
+    root(ctx)?.mkdir_all(&ctx.plan.cwd, 0o755).map(|_| ())
 }
 
 fn step_pivot(ctx: &mut Ctx) -> Result<()> {

@@ -271,3 +271,42 @@ pub fn probe_execve() -> Errno {
     }
     Errno::last()
 }
+
+/// `openat2(dirfd, path, how)`: with `RESOLVE_IN_ROOT` the kernel resolves `path` as if
+/// `dirfd` were `/`: `..` and absolute symlinks cannot leave it.
+pub fn openat2(
+    dirfd: BorrowedFd<'_>,
+    path: &Path,
+    flags: i32,
+    resolve: u64,
+) -> Result<OwnedFd, Errno> {
+    let c = cstr(path)?;
+    #[repr(C)]
+    struct OpenHow {
+        flags: u64,
+        mode: u64,
+        resolve: u64,
+    }
+    let how = OpenHow {
+        flags: (flags | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve,
+    };
+    // SAFETY: `c` is NUL-terminated and `how` is laid out as the kernel's `struct open_how` (version 0, 24 bytes)
+    // whose size is passed alongside; both outlive the call. On success the kernel
+    // returns a new fd that nothing else owns.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dirfd.as_raw_fd(),
+            c.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    if fd < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: fd is a fresh descriptor returned by the kernel and owned by no one else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}

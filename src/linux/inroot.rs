@@ -1,0 +1,220 @@
+//! Paths inside the container's root filesystem, resolved by the kernel with
+//! `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`: a symlink in the image (absolute,
+//! or full of `..`) resolves inside the rootfs and never reaches a host path. Everything
+//! that creates something does it relative to a parent directory fd resolved that way,
+//! with a single path component, so no step can be redirected between check and use.
+//!
+//! One `openat2` per lookup: this is the container start path, and a user-space
+//! resolver that re-verifies every component through procfs (pathrs) costs hundreds of
+//! system calls per mount.
+
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::sys::stat::Mode;
+
+use crate::error::{Error, Result};
+use crate::linux::sys::proc::openat2;
+
+const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+const RESOLVE_IN_ROOT: u64 = 0x10;
+
+pub struct Root {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+fn err(what: &str, syscall: &'static str, path: &Path, e: Errno) -> Error {
+    Error::sys(format!("{what} in the container root"), syscall, path, e)
+}
+
+/// The path's components below `/`, with `.` dropped (`..` is left to the kernel).
+fn parts(path: &Path) -> Vec<&OsStr> {
+    path.components()
+        .filter_map(|c| match c {
+            Component::Normal(s) => Some(s),
+            Component::ParentDir => Some(OsStr::new("..")),
+            _ => None,
+        })
+        .collect()
+}
+
+impl Root {
+    pub fn open(path: &Path) -> Result<Root> {
+        let fd = nix::fcntl::open(
+            path,
+            nix::fcntl::OFlag::O_PATH
+                | nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| Error::sys("opening the rootfs", "open", path, e))?;
+        Ok(Root {
+            fd,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    fn lookup(&self, path: &Path, flags: i32) -> std::result::Result<OwnedFd, Errno> {
+        let rel: PathBuf = parts(path).iter().collect();
+        let rel = if rel.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            rel
+        };
+        openat2(
+            self.fd.as_fd(),
+            &rel,
+            libc::O_PATH | flags,
+            RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+        )
+    }
+
+    /// An `O_PATH` handle to `path`, following symlinks inside the root.
+    pub fn resolve(&self, path: &Path) -> Result<OwnedFd> {
+        self.lookup(path, 0)
+            .map_err(|e| err("resolving", "openat2", path, e))
+    }
+
+    /// Like `resolve`, but a symlink as the last component is returned itself.
+    pub fn resolve_nofollow(&self, path: &Path) -> Result<OwnedFd> {
+        self.lookup(path, libc::O_NOFOLLOW)
+            .map_err(|e| err("resolving", "openat2", path, e))
+    }
+
+    pub fn exists_nofollow(&self, path: &Path) -> bool {
+        self.lookup(path, libc::O_NOFOLLOW).is_ok()
+    }
+
+    /// `mkdir -p` inside the root; returns a handle to the directory.
+    pub fn mkdir_all(&self, path: &Path, mode: u32) -> Result<OwnedFd> {
+        let comps = parts(path);
+        let mut dir = self
+            .lookup(Path::new("/"), libc::O_DIRECTORY)
+            .map_err(|e| err("opening", "openat2", Path::new("/"), e))?;
+        let mut prefix = PathBuf::from("/");
+        for c in comps {
+            prefix.push(c);
+            match self.lookup(&prefix, libc::O_DIRECTORY) {
+                Ok(fd) => dir = fd,
+                Err(Errno::ENOENT) => {
+                    match nix::sys::stat::mkdirat(dir.as_fd(), c, Mode::from_bits_truncate(mode)) {
+                        Ok(()) | Err(Errno::EEXIST) => {}
+                        Err(e) => return Err(err("creating directory", "mkdirat", &prefix, e)),
+                    }
+                    // Opened again through the root: if the name became a symlink in the
+                    // meantime it still resolves inside the root.
+                    dir = self
+                        .lookup(&prefix, libc::O_DIRECTORY)
+                        .map_err(|e| err("opening new directory", "openat2", &prefix, e))?;
+                }
+                Err(e) => return Err(err("resolving", "openat2", &prefix, e)),
+            }
+        }
+        Ok(dir)
+    }
+
+    /// The parent directory (created if needed) and the last component of `path`.
+    fn parent_and_name<'p>(&self, path: &'p Path) -> Result<(OwnedFd, &'p OsStr)> {
+        let name = path.file_name().ok_or_else(|| {
+            Error::Other(format!(
+                "{} names no file in the container root",
+                path.display()
+            ))
+        })?;
+        let parent = path.parent().unwrap_or(Path::new("/"));
+        Ok((self.mkdir_all(parent, 0o755)?, name))
+    }
+
+    /// An empty regular file (a bind-mount target); an existing entry is left alone.
+    pub fn create_file(&self, path: &Path, mode: u32) -> Result<()> {
+        let (dir, name) = self.parent_and_name(path)?;
+        match nix::fcntl::openat(
+            dir.as_fd(),
+            name,
+            nix::fcntl::OFlag::O_CREAT
+                | nix::fcntl::OFlag::O_EXCL
+                | nix::fcntl::OFlag::O_NOFOLLOW
+                | nix::fcntl::OFlag::O_CLOEXEC
+                | nix::fcntl::OFlag::O_WRONLY,
+            Mode::from_bits_truncate(mode),
+        ) {
+            Ok(_) | Err(Errno::EEXIST) => Ok(()),
+            Err(e) => Err(err("creating file", "openat", path, e)),
+        }
+    }
+
+    /// A symlink at `path` pointing to `target`; an existing entry is left alone.
+    pub fn symlink(&self, path: &Path, target: &Path) -> Result<()> {
+        let (dir, name) = self.parent_and_name(path)?;
+        match nix::unistd::symlinkat(target, dir.as_fd(), name) {
+            Ok(()) | Err(Errno::EEXIST) => Ok(()),
+            Err(e) => Err(err("creating symlink", "symlinkat", path, e)),
+        }
+    }
+
+    /// The parent directory handle and name, for callers that make nodes themselves.
+    pub fn parent_of<'p>(&self, path: &'p Path) -> Result<(OwnedFd, &'p OsStr)> {
+        self.parent_and_name(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symlinks_resolve_inside_the_root() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let root = tmp.path().join("root");
+        std::fs::create_dir_all(root.join("real")).expect("mkdir");
+        std::os::unix::fs::symlink("/real", root.join("abs")).expect("symlink");
+        std::os::unix::fs::symlink("../../../../real", root.join("up")).expect("symlink");
+        let r = Root::open(&root).expect("open");
+        let made = r
+            .mkdir_all(Path::new("/abs/x/y"), 0o755)
+            .expect("mkdir through an absolute symlink");
+        drop(made);
+        assert!(root.join("real/x/y").is_dir());
+        r.mkdir_all(Path::new("/up/z"), 0o755)
+            .expect("mkdir through ..");
+        assert!(root.join("real/z").is_dir());
+        assert!(
+            !tmp.path().join("real").exists(),
+            "nothing outside the root"
+        );
+        r.create_file(Path::new("/abs/f"), 0o644).expect("file");
+        assert!(root.join("real/f").is_file());
+        r.symlink(Path::new("/l"), Path::new("/nowhere"))
+            .expect("symlink");
+        assert!(r.exists_nofollow(Path::new("/l")));
+        assert!(
+            r.resolve(Path::new("/l")).is_err(),
+            "a dangling link does not resolve"
+        );
+    }
+
+    #[test]
+    fn a_symlink_to_a_host_path_never_reaches_the_host() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let host = tmp.path().join("host");
+        std::fs::create_dir_all(&host).expect("host dir");
+        let root = tmp.path().join("root");
+        std::fs::create_dir_all(&root).expect("root");
+        std::os::unix::fs::symlink(&host, root.join("dev")).expect("symlink");
+        let r = Root::open(&root).expect("open");
+        let _ = r.mkdir_all(Path::new("/dev/pts"), 0o755);
+        let _ = r.create_file(Path::new("/dev/null"), 0o644);
+        assert_eq!(std::fs::read_dir(&host).expect("host").count(), 0);
+    }
+}
