@@ -10,7 +10,7 @@ BINDIR ?= /usr/local/bin
 # rustup puts cargo here; a fresh shell may not have it on PATH yet.
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: all build install test lint demo deps clean
+.PHONY: all build install test lint demo deps clean vm-test
 
 all: build
 
@@ -39,3 +39,9 @@ deps:
 clean:
 	rm -rf .bundles
 	$(CARGO) clean
+
+# The cgroup v2 cases in a VM on Debian's kernel (QEMU, TCG): integration/vm/run.sh.
+# Installs qemu-system-x86 and friends when missing (as root); caches the kernel in
+# ~/.cache/gpurun-vm. Also run by `cargo test` when GPURUN_VM_TESTS=1.
+vm-test:
+	integration/vm/run.sh
