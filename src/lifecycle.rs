@@ -425,6 +425,9 @@ pub fn start(g: &Globals, id: &str) -> Result<()> {
         .map(|h| Phase::Poststart.hooks_in(h))
         .filter(|h| !h.is_empty())
     {
+        // poststart runs once the container's process is executing: after init has run
+        // the startContainer hooks and called execve, which closes its end of the fifo.
+        wait_for_execve(&f, &st);
         // A failed poststart hook stops the container, as runc does.
         if let Err(e) = crate::hooks::run_all(
             Phase::Poststart,
@@ -437,6 +440,24 @@ pub fn start(g: &Globals, id: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Init holds the start fifo open (close-on-exec) until its execve. Once it is gone,
+/// the fifo has no reader left and our write end polls as POLLERR.
+fn wait_for_execve(fifo_writer: &std::fs::File, st: &State) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    loop {
+        let mut fds = [PollFd::new(fifo_writer.as_fd(), PollFlags::empty())];
+        match poll(&mut fds, PollTimeout::from(100u16)) {
+            Ok(n) if n > 0 => return,
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return,
+        }
+        if !st.init_alive() {
+            return;
+        }
+    }
 }
 
 fn hook_state<'a>(st: &'a State, status: &'a str, pid: i32) -> crate::hooks::HookState<'a> {
