@@ -26,28 +26,10 @@ fn run_of_a_killed_container_exits_128_plus_signal() {
         return;
     }
     let rt = Runtime::new();
-    let b = Bundle::sh("sleep 30");
-    b.write();
     let cid = id("killed");
-    rt.track(&cid);
-    let mut child = rt
-        .cmd()
-        .args(["run", "-b"])
-        .arg(b.path())
-        .arg(&cid)
-        .spawn()
-        .expect("spawn");
-    for _ in 0..200 {
-        if rt
-            .cmd()
-            .args(["state", &cid])
-            .output()
-            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("\"running\""))
-        {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let b = Bundle::sh("sleep 30");
+    let mut child = rt.spawn_run(&b, &cid);
+    rt.wait_status(&cid, "running");
     rt.ok(&["kill", &cid, "KILL"]);
     let status = child.wait().expect("wait");
     assert_eq!(status.code(), Some(137));
@@ -59,28 +41,10 @@ fn foreground_run_forwards_signals() {
         return;
     }
     let rt = Runtime::new();
-    let b = Bundle::sh("trap 'exit 42' TERM; while true; do sleep 0.1; done");
-    b.write();
     let cid = id("fwd");
-    rt.track(&cid);
-    let mut child = rt
-        .cmd()
-        .args(["run", "-b"])
-        .arg(b.path())
-        .arg(&cid)
-        .spawn()
-        .expect("spawn");
-    for _ in 0..200 {
-        if rt
-            .cmd()
-            .args(["state", &cid])
-            .output()
-            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("\"running\""))
-        {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let b = Bundle::sh("trap 'exit 42' TERM; while true; do sleep 0.1; done");
+    let mut child = rt.spawn_run(&b, &cid);
+    rt.wait_status(&cid, "running");
     std::thread::sleep(std::time::Duration::from_millis(200));
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),

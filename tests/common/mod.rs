@@ -167,14 +167,24 @@ impl Runtime {
     /// `gpurun create`. The container inherits create's stdio, so it goes to files here:
     /// a pipe would stay open as long as the container runs.
     pub fn create(&self, b: &Bundle, id: &str, extra: &[&str]) -> Output {
+        let mut args = vec!["create"];
+        args.extend_from_slice(extra);
+        self.detached(b, id, &args)
+    }
+
+    /// `gpurun run -d`, with the container's stdio in files.
+    pub fn run_detached(&self, b: &Bundle, id: &str) -> Output {
+        self.detached(b, id, &["run", "-d"])
+    }
+
+    fn detached(&self, b: &Bundle, id: &str, verb: &[&str]) -> Output {
         b.write();
         self.track(id);
-        let err_path = b.path().join(format!("create-{id}.stderr"));
+        let err_path = b.path().join(format!("{}-{id}.stderr", verb[0]));
         let err = std::fs::File::create(&err_path).expect("stderr file");
         let status = self
             .cmd()
-            .arg("create")
-            .args(extra)
+            .args(verb)
             .arg("-b")
             .arg(b.path())
             .arg(id)
@@ -189,26 +199,28 @@ impl Runtime {
         }
     }
 
-    /// `gpurun run -d`, with the container's stdio in files.
-    pub fn run_detached(&self, b: &Bundle, id: &str) -> Output {
+    /// Wait (bounded) until the container reports `status`.
+    pub fn wait_status(&self, id: &str, status: &str) {
+        for _ in 0..500 {
+            let out = self.cmd().args(["state", id]).output().expect("state");
+            if String::from_utf8_lossy(&out.stdout).contains(&format!("\"{status}\"")) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("{id} never reached {status}");
+    }
+
+    /// Start `run -b <bundle> <id>` in the foreground as a child process.
+    pub fn spawn_run(&self, b: &Bundle, id: &str) -> std::process::Child {
         b.write();
         self.track(id);
-        let err_path = b.path().join(format!("run-{id}.stderr"));
-        let err = std::fs::File::create(&err_path).expect("stderr file");
-        let status = self
-            .cmd()
-            .args(["run", "-d", "-b"])
+        self.cmd()
+            .args(["run", "-b"])
             .arg(b.path())
             .arg(id)
-            .stdout(Stdio::null())
-            .stderr(err)
-            .status()
-            .expect("spawn gpurun");
-        Output {
-            status,
-            stdout: Vec::new(),
-            stderr: std::fs::read(&err_path).unwrap_or_default(),
-        }
+            .spawn()
+            .expect("spawn gpurun")
     }
 
     pub fn ok(&self, args: &[&str]) -> String {
