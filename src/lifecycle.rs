@@ -322,12 +322,18 @@ fn inject_gpus(
     Ok(Some((inj.grant.gpus.clone(), inj.grant.sharing)))
 }
 
+/// The user name of the caller, read from /etc/passwd (no NSS: no daemon is asked on the
+/// container start path), or the uid.
 fn owner() -> String {
-    let uid = nix::unistd::getuid();
-    nix::unistd::User::from_uid(uid)
+    let uid = nix::unistd::getuid().as_raw();
+    std::fs::read_to_string("/etc/passwd")
         .ok()
-        .flatten()
-        .map(|u| u.name)
+        .and_then(|pw| {
+            pw.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.len() > 2 && f[2].parse::<u32>().ok() == Some(uid)).then(|| f[0].to_string())
+            })
+        })
         .unwrap_or_else(|| uid.to_string())
 }
 
