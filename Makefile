@@ -39,3 +39,11 @@ deps:
 clean:
 	rm -rf .bundles
 	$(CARGO) clean
+
+.PHONY: bench
+
+# (as root) gpurun beside runc and crun on one busybox bundle, interleaved: medians, CPU,
+# peak RSS and ratios, also in target/bench/results.json. BENCH_ITERS=N and friends: see
+# scripts/bench.sh and the README's "Speed".
+bench:
+	CARGO=$(CARGO) scripts/bench.sh
