@@ -45,3 +45,11 @@ clean:
 # ~/.cache/gpurun-vm. Also run by `cargo test` when GPURUN_VM_TESTS=1.
 vm-test:
 	integration/vm/run.sh
+
+.PHONY: bench
+
+# (as root) gpurun beside runc and crun on one busybox bundle, interleaved: medians, CPU,
+# peak RSS and ratios, also in target/bench/results.json. BENCH_ITERS=N and friends: see
+# scripts/bench.sh and the README's "Speed".
+bench:
+	CARGO=$(CARGO) scripts/bench.sh
