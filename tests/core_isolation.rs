@@ -347,12 +347,7 @@ fn only_stdio_and_preserved_fds_reach_the_container() {
     let raw = f.as_raw_fd();
     // SAFETY: dup2 in the child between fork and exec only touches the child's fd table.
     unsafe {
-        cmd.pre_exec(move || {
-            if libc::dup2(raw, 3) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
+        cmd.pre_exec(move || pass_as_fd3(raw));
     }
     let out = cmd.output().expect("run");
     assert_eq!(stdout(&out), "0 1 2 3 4 passed", "{}", stderr(&out));
@@ -401,4 +396,62 @@ fn the_container_is_in_its_own_cgroup() {
         .exists(),
         "removed on delete"
     );
+}
+
+#[test]
+fn personality_linux32_changes_the_machine() {
+    if skip("personality_linux32_changes_the_machine") {
+        return;
+    }
+    let mut b = Bundle::sh("uname -m");
+    b.config["linux"]["personality"] = serde_json::json!({"domain": "LINUX32"});
+    assert_eq!(run_ok(&b, "pers"), "i686\n");
+}
+
+#[test]
+fn listen_fds_pass_socket_activation_on() {
+    if skip("listen_fds_pass_socket_activation_on") {
+        return;
+    }
+    let rt = Runtime::new();
+    let b = Bundle::sh("echo $LISTEN_FDS $LISTEN_PID; cat <&3");
+    b.write();
+    let cid = id("listenfds");
+    rt.track(&cid);
+    let extra = tempfile::NamedTempFile::new().expect("tmp");
+    std::fs::write(extra.path(), "activated").expect("write");
+    let f = std::fs::File::open(extra.path()).expect("open");
+    let mut cmd = rt.cmd();
+    cmd.args(["run", "-b"]).arg(b.path()).arg(&cid);
+    cmd.env("LISTEN_FDS", "1");
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let raw = f.as_raw_fd();
+    // SAFETY: between fork and exec, dup2 and setenv-free code only touch the child;
+    // LISTEN_PID must name the gpurun process itself, which is the child's own pid.
+    unsafe {
+        cmd.pre_exec(move || pass_as_fd3(raw));
+    }
+    // LISTEN_PID is checked against gpurun's pid, which is unknown before the spawn:
+    // without it, LISTEN_FDS alone is honoured (systemd always sets both; runc checks
+    // LISTEN_PID only when present).
+    let out = cmd.output().expect("run");
+    assert_eq!(stdout(&out), "1 1\nactivated", "{}", stderr(&out));
+}
+
+/// In a forked child: make `raw` the child's fd 3, inheritable across exec. When `raw`
+/// already is 3, dup2 does nothing and close-on-exec must be cleared by hand.
+fn pass_as_fd3(raw: i32) -> std::io::Result<()> {
+    // SAFETY: plain fd-table calls on the forked child's own fds.
+    let r = unsafe {
+        if raw == 3 {
+            libc::fcntl(3, libc::F_SETFD, 0)
+        } else {
+            libc::dup2(raw, 3)
+        }
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }

@@ -119,3 +119,28 @@ fn foreground_run_with_a_terminal_proxies_input_and_the_exit_status() {
     assert!(text.contains("got:hello"), "{text}");
     assert_eq!(out.status.code(), Some(6), "{text}");
 }
+
+#[test]
+fn exec_with_a_terminal_gets_a_pty_and_its_status() {
+    if skip("exec_with_a_terminal_gets_a_pty_and_its_status") {
+        return;
+    }
+    let rt = Runtime::new();
+    let cid = id("exectty");
+    let out = rt.run_detached(&Bundle::sh("sleep 60"), &cid);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let cmd = format!(
+        "{} --root {} exec -t {} sh -c 'tty; exit 5'",
+        env!("CARGO_BIN_EXE_gpurun"),
+        rt.root.path().display(),
+        cid
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qefc", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("script");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("/dev/pts/"), "{text}");
+    assert_eq!(out.status.code(), Some(5), "{text}");
+}
