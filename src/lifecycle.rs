@@ -281,6 +281,7 @@ fn inject_gpus(
     else {
         return Ok(None);
     };
+    drop_absent_proc_driver_mounts(&mut bundle.spec);
     for w in &inj.warnings {
         crate::log::warn(w);
     }
@@ -302,6 +303,30 @@ fn inject_gpus(
         .map_err(gpu_err)?;
     guard.lease = Some((leases, o.id.clone(), g.root.path.clone()));
     Ok(Some((inj.grant.gpus.clone(), inj.grant.sharing)))
+}
+
+/// The container's procfs is the running kernel's. Without NVIDIA's kernel module there
+/// is no `/proc/driver/nvidia` to mount the filtered view over (a fake driver tree, or a
+/// driver that is not loaded), and creating a directory in procfs fails: drop those
+/// mounts with a warning rather than failing create.
+fn drop_absent_proc_driver_mounts(spec: &mut oci_spec::runtime::Spec) {
+    const DIR: &str = "/proc/driver/nvidia";
+    if Path::new(DIR).exists() {
+        return;
+    }
+    let Some(mounts) = spec.mounts().clone() else {
+        return;
+    };
+    let (drop, keep): (Vec<_>, Vec<_>) = mounts
+        .into_iter()
+        .partition(|m| m.destination().starts_with(DIR));
+    if !drop.is_empty() {
+        crate::log::warn(&format!(
+            "{DIR} does not exist on this kernel (NVIDIA's module is not loaded): \
+             not mounting the container's view of it"
+        ));
+        spec.set_mounts(Some(keep));
+    }
 }
 
 fn owner() -> String {
