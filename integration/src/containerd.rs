@@ -37,11 +37,31 @@ fn toml_str(p: &Path) -> String {
 }
 
 /// containerd's config (version 2, as containerd 1.6/1.7 read it).
-fn config(dir: &Path, gpurun: &Path, runc_root: &Path) -> String {
+fn config(dir: &Path, gpurun: &Path, runc_root: &Path, dropins: bool) -> String {
     let d = |s: &str| toml_str(&dir.join(s));
+    let handler = match dropins {
+        true => String::new(),
+        false => format!(
+            r#"    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{HANDLER}]
+      runtime_type = "io.containerd.runc.v2"
+      container_annotations = ["cdi.k8s.io/*"]
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{HANDLER}.options]
+        BinaryName = {gpurun}
+        Root = {runc_root}
+        SystemdCgroup = false
+"#,
+            gpurun = toml_str(gpurun),
+            runc_root = toml_str(runc_root),
+        ),
+    };
+    let imports = if dropins {
+        format!("imports = [{}]\n", toml_str(&dir.join("conf.d/*.toml")))
+    } else {
+        String::new()
+    };
     format!(
         r#"version = 2
-root = {root}
+{imports}root = {root}
 state = {state}
 disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs", "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
 
@@ -70,14 +90,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
     default_runtime_name = "runc"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{handler}]
-      runtime_type = "io.containerd.runc.v2"
-      container_annotations = ["cdi.k8s.io/*"]
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{handler}.options]
-        BinaryName = {gpurun}
-        Root = {runc_root}
-        SystemdCgroup = false
-"#,
+{handler}"#,
         root = d("root"),
         state = d("state"),
         sock = d("c.sock"),
@@ -86,9 +99,6 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         pause = toml_str(Path::new(crate::image::PAUSE_TAG)),
         cni_bin = d("cni/bin"),
         cni_conf = d("cni/conf"),
-        handler = HANDLER,
-        gpurun = toml_str(gpurun),
-        runc_root = toml_str(runc_root),
     )
 }
 
@@ -96,13 +106,27 @@ impl Containerd {
     /// Starts containerd. `gpurun_toml` is appended to the gpurun configuration its
     /// runtimes read (the GPU state directory is always private to this daemon).
     pub fn start(gpurun_toml: &str) -> Containerd {
+        let mut c = Self::prepare(gpurun_toml, false);
+        c.launch();
+        c
+    }
+
+    /// Writes the configuration without starting containerd. With `dropins` the main
+    /// config defines no `gpurun` handler and imports `<dir>/conf.d/*.toml` instead (where
+    /// `gpurun install containerd` can write one); gpurun then keeps its state under
+    /// containerd's default, `/run/containerd/runc/<ns>`.
+    pub fn prepare(gpurun_toml: &str, dropins: bool) -> Containerd {
         let dir = tempfile::Builder::new()
             .prefix("gpurun-ctrd-")
             .tempdir()
             .expect("temporary directory");
         let gpurun = crate::gpurun_bin();
-        let runc_root = dir.path().join("runc-root");
-        for d in ["cni/bin", "cni/conf", "fifo"] {
+        let runc_root = if dropins {
+            PathBuf::from("/run/containerd/runc")
+        } else {
+            dir.path().join("runc-root")
+        };
+        for d in ["cni/bin", "cni/conf", "fifo", "conf.d"] {
             std::fs::create_dir_all(dir.path().join(d)).expect("mkdir");
         }
         let gpurun_config = dir.path().join("gpurun.toml");
@@ -114,42 +138,66 @@ impl Containerd {
             ),
         )
         .expect("gpurun config");
-        let cfg = dir.path().join("config.toml");
-        std::fs::write(&cfg, config(dir.path(), &gpurun, &runc_root)).expect("config");
-        let log = File::create(dir.path().join("containerd.log")).expect("log");
-        let child = Command::new("containerd")
-            .arg("--config")
-            .arg(&cfg)
-            .env(gpurun::config::PATH_ENV, &gpurun_config)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log fd"))
-            .stderr(log)
-            .spawn()
-            .expect("starting containerd");
-        let mut c = Containerd {
+        std::fs::write(
+            dir.path().join("config.toml"),
+            config(dir.path(), &gpurun, &runc_root, dropins),
+        )
+        .expect("config");
+        Containerd {
             sock: dir.path().join("c.sock"),
             runc_root,
             gpurun,
             gpurun_config,
             dir,
-            child: Some(child),
+            child: None,
             cgroup_parents: Mutex::new(Vec::new()),
-        };
+        }
+    }
+
+    /// containerd's main config file.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("config.toml")
+    }
+
+    /// The directory the main config imports `*.toml` from (with `prepare(_, true)`).
+    pub fn conf_d(&self) -> PathBuf {
+        self.dir.path().join("conf.d")
+    }
+
+    /// Starts containerd on the prepared configuration and waits until it answers.
+    pub fn launch(&mut self) {
+        let log = File::create(self.dir.path().join("containerd.log")).expect("log");
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(self.config_path())
+            .env(gpurun::config::PATH_ENV, &self.gpurun_config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log)
+            .spawn()
+            .expect("starting containerd");
+        self.child = Some(child);
         let up = wait_for(Duration::from_secs(60), || {
-            if let Some(ch) = c.child.as_mut() {
+            if let Some(ch) = self.child.as_mut() {
                 if let Ok(Some(st)) = ch.try_wait() {
-                    panic!("containerd exited with {st}:\n{}", c.log_tail());
+                    panic!("containerd exited with {st}:\n{}", self.log_tail());
                 }
             }
-            let r = run(c.ctr("default").arg("version"), Duration::from_secs(20));
+            let r = run(self.ctr("default").arg("version"), Duration::from_secs(20));
             r.ok().then_some(())
         });
         assert!(
             up.is_some(),
             "containerd did not come up:\n{}",
-            c.log_tail()
+            self.log_tail()
         );
-        c
+        let log =
+            std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default();
+        assert!(
+            !log.contains("failed to load plugin io.containerd.grpc.v1.cri"),
+            "containerd's CRI plugin did not load:\n{}",
+            self.log_tail()
+        );
     }
 
     pub fn dir(&self) -> &Path {

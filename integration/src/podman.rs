@@ -12,6 +12,8 @@ pub struct Podman {
     pub gpurun: PathBuf,
     /// The containers.conf in force (`CONTAINERS_CONF`).
     pub conf: PathBuf,
+    /// `--cgroup-parent` for this podman's containers (`/<unique>`); removed on drop.
+    pub parent: String,
 }
 
 fn toml_str(p: &Path) -> String {
@@ -41,7 +43,12 @@ impl Podman {
             ),
         )
         .expect("storage.conf");
-        Podman { dir, gpurun, conf }
+        Podman {
+            dir,
+            gpurun,
+            conf,
+            parent: format!("/{}", crate::unique("gpurun-it-podman")),
+        }
     }
 
     fn conf_text(dir: &Path, gpurun: &Path) -> String {
@@ -84,6 +91,8 @@ gpurun = [{gpurun}]
             .arg(d.join("runroot"))
             .arg("--tmpdir")
             .arg(d.join("tmp"))
+            .arg("--network-config-dir")
+            .arg(d.join("cni"))
             .args(["--storage-driver", "vfs"])
             .args(["--cgroup-manager", "cgroupfs"])
             .args(["--events-backend", "file"])
@@ -118,5 +127,12 @@ impl Drop for Podman {
             t,
         );
         crate::leftovers::unmount_under(self.dir.path());
+        // conmon's cgroup (`<parent>/conmon`) empties when the last conmon exits.
+        let _ = crate::wait_for(Duration::from_secs(15), || {
+            crate::leftovers::remove_cgroups(&self.parent);
+            crate::leftovers::cgroups_named(&self.parent)
+                .is_empty()
+                .then_some(())
+        });
     }
 }

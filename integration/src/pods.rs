@@ -16,12 +16,23 @@ pub struct CriEnv {
 /// Starts containerd (with `gpurun_toml` added to gpurun's configuration), imports the
 /// images, connects; `None` (after saying why) when the test cannot run here.
 pub fn setup(gpurun_toml: &str) -> Option<CriEnv> {
+    setup_with(gpurun_toml, None)
+}
+
+/// As [`setup`]; with `install`, the `gpurun` handler comes from the drop-in that
+/// `install` writes into the prepared containerd's `conf.d` (see
+/// [`Containerd::prepare`]) before containerd starts.
+pub fn setup_with(gpurun_toml: &str, install: Option<&dyn Fn(&Containerd)>) -> Option<CriEnv> {
     if !can_run(&["containerd", "ctr", "containerd-shim-runc-v2", "cc"]) {
         return None;
     }
-    let images = tempfile::tempdir().unwrap();
-    let (pause, busybox) = image::build_all(images.path()).unwrap();
-    let c = Containerd::start(gpurun_toml);
+    let images = tempfile::tempdir().expect("temporary directory");
+    let (pause, busybox) = image::build_all(images.path()).expect("test images");
+    let mut c = Containerd::prepare(gpurun_toml, install.is_some());
+    if let Some(f) = install {
+        f(&c);
+    }
+    c.launch();
     c.import(K8S_NS, &pause);
     c.import(K8S_NS, &busybox);
     let parent = format!("/{}", unique("gpurun-it-pods"));

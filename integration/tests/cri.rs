@@ -182,3 +182,52 @@ fn cri_runtime_error_reaches_the_caller() {
     assert!(gone.is_some());
     e.remove_pod(&pod);
 }
+
+#[test]
+fn cri_handler_from_the_drop_in_gpurun_install_writes() {
+    let _g = serial();
+    let gpurun = gpurun_integration::gpurun_bin();
+    // containerd's default runtime root for the handler; remove it after if we made it.
+    let default_root = std::path::Path::new("/run/containerd/runc").join(K8S_NS);
+    let made_root = !default_root.exists();
+    let install = |c: &gpurun_integration::containerd::Containerd| {
+        // What an operator runs: the drop-in carries containerd's effective CRI section.
+        let r = gpurun_integration::run(
+            std::process::Command::new(&gpurun)
+                .args(["install", "containerd", "--containerd-config"])
+                .arg(c.config_path())
+                .arg("--path")
+                .arg(c.conf_d().join("99-gpurun.toml")),
+            Duration::from_secs(30),
+        );
+        assert!(r.ok(), "{r:#?}");
+        let text = std::fs::read_to_string(c.conf_d().join("99-gpurun.toml")).unwrap();
+        assert!(
+            text.contains(&format!("BinaryName = \"{}\"", gpurun.display())),
+            "{text}"
+        );
+        assert!(text.contains("localhost/gpurun-test/pause:1"), "{text}");
+    };
+    {
+        let Some(e) = gpurun_integration::pods::setup_with("", Some(&install)) else {
+            return;
+        };
+        let pod_cfg = e.pod_config("dropin");
+        let pod = e.run_pod(&pod_cfg);
+        let cfg = cri::container_config("main", &pod_cfg, LOOP);
+        let id = e.start_container(&pod, &pod_cfg, &cfg);
+        assert_eq!(
+            e.sh(&id, "echo through the drop-in"),
+            "through the drop-in\n"
+        );
+        assert_eq!(e.c.gpurun_state(K8S_NS, &id).unwrap()["status"], "running");
+        e.remove_container(&id);
+        e.cri.stop_pod(&pod).unwrap();
+        e.cri.remove_pod(&pod).unwrap();
+        e.assert_gone(&pod);
+    }
+    if made_root {
+        let _ = std::fs::remove_dir(&default_root);
+        let _ = std::fs::remove_dir("/run/containerd/runc");
+    }
+}

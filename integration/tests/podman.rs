@@ -65,7 +65,7 @@ fn base_run<'a>(parent: &'a str) -> Vec<&'a str> {
 fn podman_rootfs_exit_status_and_terminal() {
     let _g = serial();
     let Some((p, files)) = setup() else { return };
-    let parent = format!("/{}", unique("gpurun-it-podman"));
+    let parent = p.parent.clone();
     let rootfs = files.path().join("rootfs");
     let rootfs = rootfs.to_str().unwrap();
 
@@ -95,14 +95,13 @@ fn podman_rootfs_exit_status_and_terminal() {
     let r = p.run(&a, T);
     assert_eq!(r.code, Some(2), "{r:#?}");
     assert!(r.stdout.contains("/dev/pts/0"), "{r:#?}");
-    leftovers::remove_cgroups(&parent);
 }
 
 #[test]
 fn podman_image_exec_and_removal() {
     let _g = serial();
     let Some((p, files)) = setup() else { return };
-    let parent = format!("/{}", unique("gpurun-it-podman"));
+    let parent = p.parent.clone();
     let (_, busybox) = image::build_all(files.path()).unwrap();
     p.run(&["load", "-i", busybox.to_str().unwrap()], T)
         .expect_ok("podman load");
@@ -124,6 +123,12 @@ fn podman_image_exec_and_removal() {
     let x = p.run(&["exec", &name, "sh", "-c", "echo in; exit 6"], T);
     assert_eq!(x.code, Some(6), "{x:#?}");
     assert_eq!(x.stdout, "in\n", "{x:#?}");
+    // Back-to-back execs into a container with its own PID namespace (init is forked by
+    // an intermediate process): every one must start.
+    for i in 0..20 {
+        let x = p.run(&["exec", &name, "sh", "-c", &format!("exit {i}")], T);
+        assert_eq!(x.code, Some(i), "exec {i}: {x:#?}");
+    }
     let x = p.run(&["exec", &name, "cat", "/proc/1/cmdline"], T);
     assert_eq!(x.stdout, "sleep\u{0}1000\u{0}", "{x:#?}");
     let x = p.run(&["exec", "-t", &name, "tty"], T);
@@ -136,14 +141,13 @@ fn podman_image_exec_and_removal() {
     p.run(&["rm", "--force", "--time", "0", &name], T)
         .expect_ok("podman rm --force");
     assert_gone("podman image", &id, &parent, &p);
-    leftovers::remove_cgroups(&parent);
 }
 
 #[test]
 fn podman_runtime_errors_come_back_clean() {
     let _g = serial();
     let Some((p, files)) = setup() else { return };
-    let parent = format!("/{}", unique("gpurun-it-podman"));
+    let parent = p.parent.clone();
     let rootfs = files.path().join("rootfs");
     let mut a = base_run(&parent);
     a.extend([
@@ -162,7 +166,6 @@ fn podman_runtime_errors_come_back_clean() {
     );
     let ps = p.run(&["ps", "-a", "-q"], T).expect_ok("podman ps");
     assert!(ps.stdout.trim().is_empty(), "{ps:#?}");
-    leftovers::remove_cgroups(&parent);
 }
 
 #[test]
@@ -177,7 +180,7 @@ fn podman_uses_the_drop_in_gpurun_install_writes() {
         T,
     );
     assert!(r.ok(), "{r:#?}");
-    let parent = format!("/{}", unique("gpurun-it-podman"));
+    let parent = p.parent.clone();
     let rootfs = files.path().join("rootfs");
     // `--runtime gpurun` by name: the drop-in's [engine.runtimes] table resolves it.
     let mut c = p.cmd_with(&conf, "gpurun");
@@ -195,5 +198,4 @@ fn podman_uses_the_drop_in_gpurun_install_writes() {
     let r = run(&mut c, T);
     assert_eq!(r.code, Some(9), "{r:#?}");
     assert_eq!(r.stdout, "via the drop-in\n", "{r:#?}");
-    leftovers::remove_cgroups(&parent);
 }

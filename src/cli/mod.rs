@@ -2,6 +2,7 @@
 //! reports and returns the exit code.
 
 mod exec;
+mod install;
 mod output;
 mod resources;
 mod run;
@@ -156,6 +157,10 @@ pub enum Cmd {
         interval: String,
         id: String,
     },
+    /// Write the containerd or podman drop-in that names this gpurun.
+    Install(install::InstallArgs),
+    /// Check this node: driver, device nodes, cgroups, device filter, client configs.
+    Doctor,
     /// Not supported: gpurun has no CRIU integration.
     Checkpoint {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -328,6 +333,8 @@ fn dispatch(cli: Cli) -> Result<i32> {
             interval,
             id,
         } => resources::events(&g, &id, stats, &interval).map(|()| 0),
+        Cmd::Install(a) => install::install(&a),
+        Cmd::Doctor => install::doctor(),
         Cmd::Checkpoint { .. } | Cmd::Restore { .. } => Err(Error::Other(
             "checkpoint/restore is not supported by gpurun (no CRIU integration)".into(),
         )),
