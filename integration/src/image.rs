@@ -101,8 +101,11 @@ impl Layer {
     }
 }
 
-/// The files of a minimal busybox root: `(path, mode, content)` and `(link, target)`.
-fn busybox_tree() -> io::Result<(Vec<(String, u32, Vec<u8>)>, Vec<(String, String)>)> {
+/// `(path, mode, content)` of each file and `(link, target)` of each symlink.
+type Tree = (Vec<(String, u32, Vec<u8>)>, Vec<(String, String)>);
+
+/// The files of a minimal busybox root.
+fn busybox_tree() -> io::Result<Tree> {
     let files = vec![
         ("bin/busybox".to_string(), 0o755, std::fs::read(BUSYBOX)?),
         (

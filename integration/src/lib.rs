@@ -203,12 +203,3 @@ pub fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<
         std::thread::sleep(Duration::from_millis(50));
     }
 }
-
-/// The last `level: error` message of a JSON log, as containerd reads it.
-pub fn last_json_error(log: &str) -> Option<String> {
-    log.lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["level"] == "error")
-        .filter_map(|v| v["msg"].as_str().map(str::to_string))
-        .last()
-}

@@ -102,7 +102,7 @@ impl CriEnv {
         self.cri.stop_pod(pod).expect("StopPodSandbox");
         self.cri.remove_pod(pod).expect("RemovePodSandbox");
         self.assert_gone(pod);
-        assert!(self.cri.pods().unwrap().is_empty());
+        assert!(self.cri.pods().expect("ListPodSandbox").is_empty());
         let left = leftovers::entries(&self.c.runtime_root(K8S_NS));
         assert!(left.is_empty(), "gpurun state left: {left:?}");
         let m = leftovers::mounts_under(self.c.dir());

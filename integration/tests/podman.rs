@@ -57,7 +57,7 @@ fn id_of(p: &Podman, name: &str) -> String {
         .to_string()
 }
 
-fn base_run<'a>(parent: &'a str) -> Vec<&'a str> {
+fn base_run(parent: &str) -> Vec<&str> {
     vec!["run", "--network", "host", "--cgroup-parent", parent]
 }
 
