@@ -56,6 +56,8 @@ pub fn containerd_dropin(binary: &Path, version: u8) -> String {
 # gpurun as containerd's runtime handler "gpurun" (config version {version}: {which}).
 # containerd reads it when /etc/containerd/config.toml has
 #   imports = ["/etc/containerd/conf.d/*.toml"]
+# containerd 1.x merges imports section by section: this file's CRI section then replaces
+# the main file's. `gpurun install containerd` writes the section in force plus gpurun.
 # Pods choose it with a RuntimeClass whose handler is "gpurun".
 version = {version}
 
