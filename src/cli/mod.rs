@@ -3,6 +3,7 @@
 
 mod exec;
 mod gpu;
+mod install;
 mod output;
 mod resources;
 mod run;
@@ -167,6 +168,10 @@ pub enum Cmd {
     Gpus(gpu::GpusArgs),
     /// Container Device Interface specs for this node's GPUs.
     Cdi(gpu::CdiArgs),
+    /// Write the containerd or podman drop-in that names this gpurun.
+    Install(install::InstallArgs),
+    /// Check this node: driver, device nodes, cgroups, device filter, client configs.
+    Doctor,
     /// Not supported: gpurun has no CRIU integration.
     Checkpoint {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -341,6 +346,8 @@ fn dispatch(cli: Cli) -> Result<i32> {
         } => resources::events(&g, &id, stats, &interval).map(|()| 0),
         Cmd::Gpus(a) => gpu::gpus(&a).map(|()| 0),
         Cmd::Cdi(a) => gpu::cdi(&a).map(|()| 0),
+        Cmd::Install(a) => install::install(&a),
+        Cmd::Doctor => install::doctor(),
         Cmd::Checkpoint { .. } | Cmd::Restore { .. } => Err(Error::Other(
             "checkpoint/restore is not supported by gpurun (no CRIU integration)".into(),
         )),

@@ -438,18 +438,20 @@ fn mount_cgroup(root: &Root, op: &MountOp) -> Result<()> {
     // write cgroup files unless the spec says rw.
     let tmpfs_flags = op.flags & !MsFlags::MS_RDONLY;
     let hier = host_cgroup_mounts()?;
+    let own = own_cgroups();
     if hier
         .iter()
         .any(|m| m.fstype == "cgroup2" && m.mount_point == Path::new("/sys/fs/cgroup"))
     {
-        return mount(
+        mount(
             Some("cgroup2"),
             &tp,
             Some("cgroup2"),
             op.flags,
             None::<&str>,
         )
-        .map_err(mount_err("mounting cgroup2".into(), &op.dest));
+        .map_err(mount_err("mounting cgroup2".into(), &op.dest))?;
+        return bind_own_cgroup(root, &op.dest, own_path(&own, "cgroup2", ""), op.flags);
     }
     mount(
         Some("tmpfs"),
@@ -484,6 +486,7 @@ fn mount_cgroup(root: &Root, op: &MountOp) -> Result<()> {
             format!("mounting cgroup hierarchy {}", m.options),
             &sub,
         ))?;
+        bind_own_cgroup(root, &sub, own_path(&own, &m.fstype, &m.options), op.flags)?;
         if m.options.contains(',') && m.fstype == "cgroup" {
             for part in m.options.split(',').filter(|p| !p.starts_with("name=")) {
                 let link = op.dest.join(part);
@@ -508,6 +511,78 @@ fn mount_cgroup(root: &Root, op: &MountOp) -> Result<()> {
         ))?;
     }
     Ok(())
+}
+
+/// `(controllers, path)` of each line of `/proc/self/cgroup` (`("", path)` for cgroup2).
+/// Init has been placed in the container's cgroup before it mounts anything; inside a
+/// cgroup namespace every path reads `/`.
+fn own_cgroups() -> Vec<(String, String)> {
+    let text = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    parse_proc_cgroup(&text)
+}
+
+pub fn parse_proc_cgroup(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|l| {
+            let mut it = l.splitn(3, ':');
+            let _id = it.next()?;
+            Some((it.next()?.to_string(), it.next()?.to_string()))
+        })
+        .collect()
+}
+
+/// The cgroup path of this process in the hierarchy mounted with `options` (v1: every
+/// controller of the line is among the mount's options; v2: the line with none).
+fn own_path<'a>(own: &'a [(String, String)], fstype: &str, options: &str) -> Option<&'a str> {
+    let opts: Vec<&str> = options.split(',').collect();
+    own.iter()
+        .find(|(ctrls, _)| {
+            if fstype == "cgroup2" {
+                ctrls.is_empty()
+            } else {
+                !ctrls.is_empty() && ctrls.split(',').all(|c| opts.contains(&c))
+            }
+        })
+        .map(|(_, p)| p.as_str())
+}
+
+/// Without a cgroup namespace a fresh cgroup mount shows the hierarchy's root. Show the
+/// container its own cgroup there instead, as runc does (what the JVM and friends read
+/// their memory and CPU limits from): bind that directory over the mount point.
+fn bind_own_cgroup(root: &Root, dest: &Path, own: Option<&str>, flags: MsFlags) -> Result<()> {
+    let Some(rel) = own
+        .map(|p| p.trim_start_matches('/'))
+        .filter(|p| !p.is_empty())
+    else {
+        return Ok(());
+    };
+    let sub = dest.join(rel);
+    let src = root
+        .resolve(&sub)?;
+    let dst = root
+        .resolve(dest)?;
+    mount(
+        Some(&fd_path(src.as_fd())),
+        &fd_path(dst.as_fd()),
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(mount_err("binding the container's own cgroup".into(), &sub))?;
+    let keep = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let top = root
+        .resolve(dest)?;
+    mount(
+        None::<&str>,
+        &fd_path(top.as_fd()),
+        None::<&str>,
+        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | (flags & keep),
+        None::<&str>,
+    )
+    .map_err(mount_err(
+        "remounting the container's own cgroup".into(),
+        dest,
+    ))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -756,6 +831,21 @@ mod tests {
         )
         .expect_err("idmap");
         assert!(err.to_string().contains("idmap"));
+    }
+
+    #[test]
+    fn own_cgroup_path_is_found_per_hierarchy() {
+        let own = parse_proc_cgroup(
+            "12:memory:/pods/c1\n4:cpu,cpuacct:/pods/c1\n1:name=systemd:/init.scope\n0::/\n",
+        );
+        assert_eq!(own_path(&own, "cgroup", "memory"), Some("/pods/c1"));
+        assert_eq!(own_path(&own, "cgroup", "cpu,cpuacct"), Some("/pods/c1"));
+        assert_eq!(
+            own_path(&own, "cgroup", "xattr,name=systemd"),
+            Some("/init.scope")
+        );
+        assert_eq!(own_path(&own, "cgroup2", ""), Some("/"));
+        assert_eq!(own_path(&own, "cgroup", "pids"), None);
     }
 
     #[test]

@@ -182,7 +182,9 @@ fn stage1_inner(plan: &Plan, ch: &Channel) -> std::result::Result<bool, (&'stati
     match clone_fork(libc::CLONE_PARENT as u64)
         .map_err(|e| ("namespaces", Error::sys("forking init", "clone", "", e)))?
     {
-        None => Ok(true),
+        // Init shares the channel with this process: it waits until the parent has read
+        // InitPid, or its own messages (Ready, above all in a short exec) could overtake it.
+        None => ch.wait_ack().map(|()| true).map_err(|e| ("namespaces", e)),
         Some(pid) => {
             ch.send_msg(&ChildMsg::InitPid(pid.as_raw()))
                 .map_err(|e| ("namespaces", e))?;

@@ -87,6 +87,8 @@ pub fn spawn(plan: &Plan, fds: InitFds, parent_side: ParentSide) -> Result<Spawn
                 init_pid = Some(Pid::from_raw(pid));
                 // The intermediate process exits once it has forked init.
                 let _ = waitpid(first, None);
+                // Init waits for this before it goes on (see init::stage1_inner).
+                parent.send_ack().map_err(|e| cleanup(first, init_pid, e))?;
             }
             Some(ChildMsg::Ready) => {
                 let pid = init_pid.ok_or_else(|| {
