@@ -175,8 +175,9 @@ impl Leases {
         let tmp = mine.with_extension("json.tmp");
         let write = || -> std::io::Result<()> {
             let mut f = File::create(&tmp)?;
+            // No fsync: the lease table lives on /run (tmpfs) and does not outlive a
+            // reboot, and the rename alone keeps readers from seeing half a file.
             f.write_all(&data)?;
-            f.sync_all()?;
             std::fs::rename(&tmp, &mine)
         };
         write().map_err(io("writing", &mine))

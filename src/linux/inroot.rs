@@ -94,6 +94,10 @@ impl Root {
 
     /// `mkdir -p` inside the root; returns a handle to the directory.
     pub fn mkdir_all(&self, path: &Path, mode: u32) -> Result<OwnedFd> {
+        // Most targets exist already: one lookup.
+        if let Ok(fd) = self.lookup(path, libc::O_DIRECTORY) {
+            return Ok(fd);
+        }
         let comps = parts(path);
         let mut dir = self
             .lookup(Path::new("/"), libc::O_DIRECTORY)

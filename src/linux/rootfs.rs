@@ -336,10 +336,6 @@ pub fn mount_one(root: &Root, op: &MountOp) -> Result<()> {
             format!("bind-mounting {}", src.display()),
             &op.dest,
         ))?;
-        let extra = op.flags - (MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
-        if !extra.is_empty() {
-            remount_bind(root, &op.dest, extra)?;
-        }
     } else {
         let src = op
             .source
@@ -350,7 +346,16 @@ pub fn mount_one(root: &Root, op: &MountOp) -> Result<()> {
         mount(Some(src), &tp, Some(op.typ.as_str()), op.flags, data)
             .map_err(mount_err(what(), &op.dest))?;
     }
+    let extra = op.flags - (MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
+    let remount = op.bind && !extra.is_empty();
+    if !remount && op.propagation.is_empty() && op.rec_attr_set == 0 && op.rec_attr_clr == 0 {
+        return Ok(());
+    }
+    // One handle to the new mount serves the remount, propagation and attributes.
     let top = root.resolve(&op.dest)?;
+    if remount {
+        remount_bind_fd(top.as_fd(), &op.dest, extra)?;
+    }
     for p in &op.propagation {
         mount(
             None::<&str>,
@@ -388,7 +393,11 @@ pub fn mount_one(root: &Root, op: &MountOp) -> Result<()> {
 /// mount has (nosuid, nodev, noexec) are locked and must be kept; retry with them.
 fn remount_bind(root: &Root, dest: &Path, flags: MsFlags) -> Result<()> {
     let top = root.resolve(dest)?;
-    let tp = fd_path(top.as_fd());
+    remount_bind_fd(top.as_fd(), dest, flags)
+}
+
+fn remount_bind_fd(top: BorrowedFd<'_>, dest: &Path, flags: MsFlags) -> Result<()> {
+    let tp = fd_path(top);
     let base = MsFlags::MS_REMOUNT | MsFlags::MS_BIND;
     match mount(None::<&str>, &tp, None::<&str>, base | flags, None::<&str>) {
         Err(nix::errno::Errno::EPERM) => {
@@ -557,10 +566,8 @@ fn bind_own_cgroup(root: &Root, dest: &Path, own: Option<&str>, flags: MsFlags) 
         return Ok(());
     };
     let sub = dest.join(rel);
-    let src = root
-        .resolve(&sub)?;
-    let dst = root
-        .resolve(dest)?;
+    let src = root.resolve(&sub)?;
+    let dst = root.resolve(dest)?;
     mount(
         Some(&fd_path(src.as_fd())),
         &fd_path(dst.as_fd()),
@@ -570,8 +577,7 @@ fn bind_own_cgroup(root: &Root, dest: &Path, own: Option<&str>, flags: MsFlags) 
     )
     .map_err(mount_err("binding the container's own cgroup".into(), &sub))?;
     let keep = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    let top = root
-        .resolve(dest)?;
+    let top = root.resolve(dest)?;
     mount(
         None::<&str>,
         &fd_path(top.as_fd()),
