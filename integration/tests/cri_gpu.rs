@@ -132,19 +132,15 @@ fn cri_gpu_by_device_plugin_mounts() {
     assert!(init_env(&e, &id).contains(&format!("NVIDIA_VISIBLE_DEVICES={GPU1}")));
     e.sh(&id, "test -f /usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1");
     e.sh(&id, "test -x /usr/bin/nvidia-smi");
-    if Path::new("/proc/driver/nvidia").exists() {
-        // A kernel with NVIDIA's module: the container sees the filtered procfs view.
-        let params = e.sh(&id, "cat /proc/driver/nvidia/params");
-        assert!(params.contains("ModifyDeviceFiles: 0"), "{params}");
-        let gpus = e.sh(&id, "ls /proc/driver/nvidia/gpus");
-        assert_eq!(
-            gpus.split_whitespace().collect::<Vec<_>>(),
-            ["0000:86:00.0"]
-        );
-    } else {
-        // Without it there is nothing to mount over; the container starts all the same.
-        e.sh(&id, "! test -e /proc/driver/nvidia");
-    }
+    // With or without NVIDIA's kernel module, the container sees the filtered procfs
+    // view: only its GPU, and node creation forbidden.
+    let params = e.sh(&id, "cat /proc/driver/nvidia/params");
+    assert!(params.contains("ModifyDeviceFiles: 0"), "{params}");
+    let gpus = e.sh(&id, "ls /proc/driver/nvidia/gpus");
+    assert_eq!(
+        gpus.split_whitespace().collect::<Vec<_>>(),
+        ["0000:86:00.0"]
+    );
     assert_eq!(holders(&e), vec![id.clone()]);
 
     e.remove_container(&id);
