@@ -14,8 +14,14 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 
 all: build
 
+# A static binary: every gpurun call that creates or enters a container executes it twice
+# (the re-exec that protects the binary, CVE-2019-5736), and a static one starts faster
+# (no dynamic loader, no shared libraries to map). It lands at target/release/gpurun.
+TRIPLE := $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')
+
 build:
-	$(CARGO) build --release
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release --bin gpurun --target $(TRIPLE)
+	install -D -m 0755 target/$(TRIPLE)/release/gpurun target/release/gpurun
 
 install: build
 	install -D -m 0755 target/release/gpurun $(DESTDIR)$(BINDIR)/gpurun

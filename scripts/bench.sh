@@ -40,5 +40,7 @@ fi
 
 export PATH="$HOME/.cargo/bin:$PATH:/usr/sbin:/sbin"
 cargo=${CARGO:-cargo}
-"$cargo" build --release --bin gpurun --example bench
+# gpurun as `make build` makes it (static), then the bench program.
+make -s build CARGO="$cargo"
+"$cargo" build --release --example bench
 exec target/release/examples/bench "$@"
