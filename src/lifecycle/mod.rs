@@ -16,6 +16,12 @@ use crate::process::spawn::{InitFds, ParentSide};
 use crate::spec;
 use crate::state::{self, Container, Root, State, Status};
 
+mod cgroup_verbs;
+mod gpu;
+
+pub use cgroup_verbs::{oom_count, pause, resume, stats_event, update};
+use gpu::{inject_gpus, lease_holder};
+
 /// What every verb gets from the global flags.
 pub struct Globals {
     pub root: Root,
@@ -247,79 +253,6 @@ pub fn console_fds(
             "process.terminal is true but no --console-socket was given: cannot allocate a tty for a detached container".into(),
         )),
     }
-}
-
-fn lease_holder(g: &Globals, id: &str, pid: i32, start_time: u64) -> crate::gpu::lease::Holder {
-    crate::gpu::lease::Holder {
-        container_id: id.to_string(),
-        root: g.root.path.clone(),
-        pid,
-        start_time,
-    }
-}
-
-type GrantedGpus = Option<(Vec<String>, crate::config::Sharing)>;
-
-/// GPU injection: plain spec edits before the plan is built, and a lease taken (first
-/// in the name of this gpurun process, so an exclusive holder is refused before anything
-/// starts). Returns the granted GPU UUIDs.
-fn inject_gpus(
-    g: &Globals,
-    o: &CreateOpts,
-    bundle: &mut spec::Bundle,
-    dir: &Path,
-    cfg: &crate::config::Config,
-    guard: &mut Creating,
-) -> Result<GrantedGpus> {
-    let gpu_err = |e: crate::gpu::GpuError| Error::Other(e.to_string());
-    if !crate::gpu::wants_gpus(&bundle.spec, cfg) {
-        let refused = crate::gpu::request::policy_warnings(&bundle.spec, cfg);
-        if !refused.is_empty() {
-            // Neutralised as `gpu::inject` does: nothing in the container reads a refused
-            // request as a grant.
-            crate::gpu::edits::Editor::new(&mut bundle.spec)
-                .set_env("NVIDIA_VISIBLE_DEVICES", "void");
-        }
-        for w in refused {
-            crate::log::warn(&w);
-        }
-        return Ok(None);
-    }
-    let inv = crate::gpu::discover_cached(cfg).map_err(gpu_err)?;
-    let gen_dir = dir.join("gpu");
-    let Some(inj) =
-        crate::gpu::inject(&mut bundle.spec, &bundle.rootfs, &o.id, &gen_dir, cfg, &inv)
-            .map_err(gpu_err)?
-    else {
-        return Ok(None);
-    };
-    // No NVIDIA module in this kernel (a fake driver tree): the container's procfs has
-    // no driver/nvidia to mount over.
-    if !Path::new("/proc/driver/nvidia").is_dir() {
-        crate::gpu::edits::cover_proc_driver(&mut bundle.spec, &dir.join("gpu-proc-driver"))
-            .map_err(gpu_err)?;
-    }
-    for w in &inj.warnings {
-        crate::log::warn(w);
-    }
-    for l in &inj.log {
-        crate::log::debug(l);
-    }
-    if inj.grant.gpus.is_empty() {
-        return Ok(None);
-    }
-    let me = std::process::id() as i32;
-    let start = state::process_start_time(me).unwrap_or(0);
-    let leases = crate::gpu::lease::Leases::new(&cfg.gpus.state_dir);
-    leases
-        .acquire(
-            &lease_holder(g, &o.id, me, start),
-            &inj.grant.gpus,
-            inj.grant.sharing,
-        )
-        .map_err(gpu_err)?;
-    guard.lease = Some((leases, o.id.clone(), g.root.path.clone()));
-    Ok(Some((inj.grant.gpus.clone(), inj.grant.sharing)))
 }
 
 /// The user name of the caller, read from /etc/passwd (no NSS: no daemon is asked on the
@@ -657,47 +590,4 @@ pub fn pids(g: &Globals, id: &str) -> Result<Vec<i32>> {
             vec![]
         }),
     }
-}
-
-fn running_cgroup(g: &Globals, id: &str) -> Result<(Container, State, crate::cgroup::Handle)> {
-    let c = g.root.open(id)?;
-    let st = c.load()?;
-    if status_of(&c.dir, &st) == Status::Stopped {
-        return Err(Error::NotRunning(id.to_string()));
-    }
-    let cg = crate::cgroup::from_state(&st)
-        .ok_or_else(|| Error::State(format!("container {id} has no cgroup")))?;
-    Ok((c, st, cg))
-}
-
-pub fn pause(g: &Globals, id: &str) -> Result<()> {
-    let (_c, _st, cg) = running_cgroup(g, id)?;
-    cg.freeze()
-}
-
-pub fn resume(g: &Globals, id: &str) -> Result<()> {
-    let (_c, _st, cg) = running_cgroup(g, id)?;
-    cg.thaw()
-}
-
-/// `update`: the given resources only; device rules are never touched (runc sets
-/// SkipDevices), so rules added for GPUs at create survive.
-pub fn update(g: &Globals, id: &str, mut r: oci_spec::runtime::LinuxResources) -> Result<()> {
-    let (_c, _st, cg) = running_cgroup(g, id)?;
-    r.set_devices(None);
-    for w in cg.update(&r)? {
-        crate::log::warn(&w);
-    }
-    Ok(())
-}
-
-/// One `events` record in runc's shape.
-pub fn stats_event(g: &Globals, id: &str) -> Result<serde_json::Value> {
-    let (_c, _st, cg) = running_cgroup(g, id)?;
-    Ok(serde_json::json!({"type": "stats", "id": id, "data": cg.stats()?}))
-}
-
-pub fn oom_count(g: &Globals, id: &str) -> Result<u64> {
-    let (_c, _st, cg) = running_cgroup(g, id)?;
-    cg.oom_events()
 }

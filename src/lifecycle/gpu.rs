@@ -1,0 +1,85 @@
+//! GPU injection at create: plain spec edits, and the host-wide lease.
+
+use std::path::Path;
+
+use super::{CreateOpts, Creating, Globals};
+use crate::error::{Error, Result};
+use crate::{spec, state};
+
+pub(super) fn lease_holder(
+    g: &Globals,
+    id: &str,
+    pid: i32,
+    start_time: u64,
+) -> crate::gpu::lease::Holder {
+    crate::gpu::lease::Holder {
+        container_id: id.to_string(),
+        root: g.root.path.clone(),
+        pid,
+        start_time,
+    }
+}
+
+pub(super) type GrantedGpus = Option<(Vec<String>, crate::config::Sharing)>;
+
+/// GPU injection: plain spec edits before the plan is built, and a lease taken (first
+/// in the name of this gpurun process, so an exclusive holder is refused before anything
+/// starts). Returns the granted GPU UUIDs.
+pub(super) fn inject_gpus(
+    g: &Globals,
+    o: &CreateOpts,
+    bundle: &mut spec::Bundle,
+    dir: &Path,
+    cfg: &crate::config::Config,
+    guard: &mut Creating,
+) -> Result<GrantedGpus> {
+    let gpu_err = |e: crate::gpu::GpuError| Error::Other(e.to_string());
+    if !crate::gpu::wants_gpus(&bundle.spec, cfg) {
+        let refused = crate::gpu::request::policy_warnings(&bundle.spec, cfg);
+        if !refused.is_empty() {
+            // Neutralised as `gpu::inject` does: nothing in the container reads a refused
+            // request as a grant.
+            crate::gpu::edits::Editor::new(&mut bundle.spec)
+                .set_env("NVIDIA_VISIBLE_DEVICES", "void");
+        }
+        for w in refused {
+            crate::log::warn(&w);
+        }
+        return Ok(None);
+    }
+    let inv = crate::gpu::discover_cached(cfg).map_err(gpu_err)?;
+    let gen_dir = dir.join("gpu");
+    let Some(inj) =
+        crate::gpu::inject(&mut bundle.spec, &bundle.rootfs, &o.id, &gen_dir, cfg, &inv)
+            .map_err(gpu_err)?
+    else {
+        return Ok(None);
+    };
+    // No NVIDIA module in this kernel (a fake driver tree): the container's procfs has
+    // no driver/nvidia to mount over.
+    if !Path::new("/proc/driver/nvidia").is_dir() {
+        crate::gpu::edits::cover_proc_driver(&mut bundle.spec, &dir.join("gpu-proc-driver"))
+            .map_err(gpu_err)?;
+    }
+    for w in &inj.warnings {
+        crate::log::warn(w);
+    }
+    for l in &inj.log {
+        crate::log::debug(l);
+    }
+    if inj.grant.gpus.is_empty() {
+        return Ok(None);
+    }
+    let me = std::process::id() as i32;
+    let start = state::process_start_time(me).unwrap_or(0);
+    let leases = crate::gpu::lease::Leases::new(&cfg.gpus.state_dir);
+    leases
+        .acquire(
+            &lease_holder(g, &o.id, me, start),
+            &inj.grant.gpus,
+            inj.grant.sharing,
+        )
+        .map_err(gpu_err)?;
+    guard.lease = Some((leases, o.id.clone(), g.root.path.clone()));
+    Ok(Some((inj.grant.gpus.clone(), inj.grant.sharing)))
+}
