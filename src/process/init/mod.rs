@@ -93,6 +93,16 @@ fn report(ch: &Channel, step: &str, e: &Error) -> i32 {
     1
 }
 
+/// Every name `GPURUN_FAILPOINT` accepts in a `failpoints` build, in the order `create`
+/// reaches them: the first child's namespace setup, each init step, then just before init
+/// reports ready.
+pub fn failpoint_names() -> Vec<&'static str> {
+    let mut names = vec!["namespaces"];
+    names.extend(STEPS.iter().map(|(name, _)| *name));
+    names.push("ready");
+    names
+}
+
 #[cfg(feature = "failpoints")]
 fn failpoint(step: &str) {
     if std::env::var("GPURUN_FAILPOINT").is_ok_and(|f| f == step) {
