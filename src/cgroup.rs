@@ -54,6 +54,57 @@ pub fn create(spec: &Spec, id: &str, systemd: bool) -> Result<(Option<Handle>, V
     Ok((Some(Handle { cg }), warnings))
 }
 
+/// The cgroup [`create`] is about to make, as the state records it, with every directory
+/// that does not exist yet listed as created. Saved before the directories are made, so a
+/// `gpurun create` killed in between leaves nothing `delete` cannot find. `None` where the
+/// cgroup cannot be resolved (create then fails and records nothing).
+pub fn planned(spec: &Spec, id: &str, systemd: bool) -> Option<serde_json::Value> {
+    if systemd {
+        return None;
+    }
+    let root = CgroupRoot::system().ok()?;
+    let path = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().as_ref())
+        .map(|p| p.to_string_lossy().into_owned());
+    let placement = cgroups::resolve(&root, path.as_deref(), id).ok()?;
+    let mut created = Vec::new();
+    let mut v1 = std::collections::BTreeMap::new();
+    for v in &placement.v1 {
+        missing_dirs(&v.mountpoint, &v.leaf, &mut created);
+        for c in &v.controllers {
+            v1.insert(c.clone(), v.leaf.clone());
+        }
+    }
+    if let Some(u) = &placement.unified {
+        missing_dirs(&u.mountpoint, &u.leaf, &mut created);
+    }
+    serde_json::to_value(CgroupState {
+        driver: cgroups::Driver::Cgroupfs,
+        layout: placement.layout,
+        v1,
+        unified: placement.unified.as_ref().map(|u| u.leaf.clone()),
+        unified_mount: placement.unified.as_ref().map(|u| u.mountpoint.clone()),
+        created,
+    })
+    .ok()
+}
+
+/// The directories from below `top` down to `leaf` that do not exist, parents first.
+fn missing_dirs(top: &std::path::Path, leaf: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    let Ok(rel) = leaf.strip_prefix(top) else {
+        return;
+    };
+    let mut dir = top.to_path_buf();
+    for part in rel.components() {
+        dir.push(part);
+        if !dir.exists() && !out.contains(&dir) {
+            out.push(dir.clone());
+        }
+    }
+}
+
 pub fn from_state(st: &State) -> Option<Handle> {
     let j = st.cgroup.as_ref()?;
     let cs: CgroupState = serde_json::from_value(j.clone()).ok()?;
