@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, ExitStatus, Output};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -137,22 +137,16 @@ pub fn fd_count() -> usize {
         .unwrap_or(0)
 }
 
-/// Run `cmd` to completion, killing it and failing the test if it takes longer than
-/// `limit`: a deadlock guard, not a speed check. Its output goes to files, never pipes: a
-/// container started by the command inherits them and may keep them open.
-pub fn output_within(cmd: &mut Command, limit: Duration, what: &str) -> Output {
-    use std::io::{Read, Seek};
-    let mut out = tempfile::tempfile().expect("stdout file");
-    let mut err = tempfile::tempfile().expect("stderr file");
+/// Run `cmd` (its stdio as the caller set it) to completion, killing it and failing the
+/// test if it takes longer than `limit`: a deadlock guard, not a speed check.
+pub fn status_within(cmd: &mut Command, limit: Duration, what: &str) -> ExitStatus {
     let mut child = cmd
-        .stdout(out.try_clone().expect("dup stdout file"))
-        .stderr(err.try_clone().expect("dup stderr file"))
         .spawn()
         .unwrap_or_else(|e| panic!("spawning {what}: {e}"));
     let deadline = Instant::now() + limit;
-    let status = loop {
+    loop {
         if let Some(status) = child.try_wait().expect("waiting for a child") {
-            break status;
+            return status;
         }
         if Instant::now() > deadline {
             let _ = child.kill();
@@ -160,7 +154,18 @@ pub fn output_within(cmd: &mut Command, limit: Duration, what: &str) -> Output {
             panic!("deadlock guard: {what} did not finish within {limit:?}");
         }
         std::thread::sleep(Duration::from_millis(5));
-    };
+    }
+}
+
+/// [`status_within`], capturing the output in files, never pipes: a container started by
+/// the command inherits them and may keep them open.
+pub fn output_within(cmd: &mut Command, limit: Duration, what: &str) -> Output {
+    use std::io::{Read, Seek};
+    let mut out = tempfile::tempfile().expect("stdout file");
+    let mut err = tempfile::tempfile().expect("stderr file");
+    cmd.stdout(out.try_clone().expect("dup stdout file"))
+        .stderr(err.try_clone().expect("dup stderr file"));
+    let status = status_within(cmd, limit, what);
     let read = |f: &mut std::fs::File| {
         let mut v = Vec::new();
         let _ = f.rewind().and_then(|()| f.read_to_end(&mut v));
