@@ -16,18 +16,18 @@ fn err(e: cgroups::CgroupError) -> Error {
     Error::Other(e.to_string())
 }
 
-/// The device rules the cgroup gets: the spec's rules in order, then an allow for each
-/// `linux.devices` node, then the runtime spec's default devices last, so that no
-/// rule in a spec can take `/dev/null` away from the container (rules are last-match).
+/// The device rules the cgroup gets: the spec's rules in order, then the runtime spec's
+/// default devices last, so that no rule in a spec can take `/dev/null` away from the
+/// container (rules are last-match). A `linux.devices` entry only makes the node: as in
+/// runc, opening it takes a rule in `linux.resources.devices` (the GPU edits add both), so
+/// a spec that lists `/dev/sda` does not thereby get the host's disk.
 pub fn device_rules(spec: &Spec) -> Vec<LinuxDeviceCgroup> {
-    let linux = spec.linux().as_ref();
-    let mut rules: Vec<LinuxDeviceCgroup> = linux
+    let mut rules: Vec<LinuxDeviceCgroup> = spec
+        .linux()
+        .as_ref()
         .and_then(|l| l.resources().as_ref())
         .and_then(|r| r.devices().clone())
         .unwrap_or_default();
-    for d in linux.and_then(|l| l.devices().as_deref()).unwrap_or(&[]) {
-        rules.push(d.into());
-    }
     rules.extend(cgroups::default_device_rules());
     rules
 }
