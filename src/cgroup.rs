@@ -16,18 +16,18 @@ fn err(e: cgroups::CgroupError) -> Error {
     Error::Other(e.to_string())
 }
 
-/// The device rules the cgroup gets: the spec's rules in order, then an allow for each
-/// `linux.devices` node, then the runtime spec's default devices last, so that no
-/// rule in a spec can take `/dev/null` away from the container (rules are last-match).
+/// The device rules the cgroup gets: the spec's rules in order, then the runtime spec's
+/// default devices last, so that no rule in a spec can take `/dev/null` away from the
+/// container (rules are last-match). A `linux.devices` entry only makes the node: as in
+/// runc, opening it takes a rule in `linux.resources.devices` (the GPU edits add both), so
+/// a spec that lists `/dev/sda` does not thereby get the host's disk.
 pub fn device_rules(spec: &Spec) -> Vec<LinuxDeviceCgroup> {
-    let linux = spec.linux().as_ref();
-    let mut rules: Vec<LinuxDeviceCgroup> = linux
+    let mut rules: Vec<LinuxDeviceCgroup> = spec
+        .linux()
+        .as_ref()
         .and_then(|l| l.resources().as_ref())
         .and_then(|r| r.devices().clone())
         .unwrap_or_default();
-    for d in linux.and_then(|l| l.devices().as_deref()).unwrap_or(&[]) {
-        rules.push(d.into());
-    }
     rules.extend(cgroups::default_device_rules());
     rules
 }
@@ -52,6 +52,57 @@ pub fn create(spec: &Spec, id: &str, systemd: bool) -> Result<(Option<Handle>, V
     };
     let (cg, warnings) = Cgroup::create(&cfg).map_err(err)?;
     Ok((Some(Handle { cg }), warnings))
+}
+
+/// The cgroup [`create`] is about to make, as the state records it, with every directory
+/// that does not exist yet listed as created. Saved before the directories are made, so a
+/// `gpurun create` killed in between leaves nothing `delete` cannot find. `None` where the
+/// cgroup cannot be resolved (create then fails and records nothing).
+pub fn planned(spec: &Spec, id: &str, systemd: bool) -> Option<serde_json::Value> {
+    if systemd {
+        return None;
+    }
+    let root = CgroupRoot::system().ok()?;
+    let path = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().as_ref())
+        .map(|p| p.to_string_lossy().into_owned());
+    let placement = cgroups::resolve(&root, path.as_deref(), id).ok()?;
+    let mut created = Vec::new();
+    let mut v1 = std::collections::BTreeMap::new();
+    for v in &placement.v1 {
+        missing_dirs(&v.mountpoint, &v.leaf, &mut created);
+        for c in &v.controllers {
+            v1.insert(c.clone(), v.leaf.clone());
+        }
+    }
+    if let Some(u) = &placement.unified {
+        missing_dirs(&u.mountpoint, &u.leaf, &mut created);
+    }
+    serde_json::to_value(CgroupState {
+        driver: cgroups::Driver::Cgroupfs,
+        layout: placement.layout,
+        v1,
+        unified: placement.unified.as_ref().map(|u| u.leaf.clone()),
+        unified_mount: placement.unified.as_ref().map(|u| u.mountpoint.clone()),
+        created,
+    })
+    .ok()
+}
+
+/// The directories from below `top` down to `leaf` that do not exist, parents first.
+fn missing_dirs(top: &std::path::Path, leaf: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    let Ok(rel) = leaf.strip_prefix(top) else {
+        return;
+    };
+    let mut dir = top.to_path_buf();
+    for part in rel.components() {
+        dir.push(part);
+        if !dir.exists() && !out.contains(&dir) {
+            out.push(dir.clone());
+        }
+    }
 }
 
 pub fn from_state(st: &State) -> Option<Handle> {

@@ -110,7 +110,41 @@ pub fn validate(spec: &Spec) -> Result<()> {
         )));
     }
     validate_process(spec)?;
+    validate_hooks(spec)?;
     validate_linux(spec)
+}
+
+/// Every hook, whatever its phase, is checked now: a relative path or a zero timeout in a
+/// poststop hook would otherwise surface only at delete, long after the container ran.
+fn validate_hooks(spec: &Spec) -> Result<()> {
+    let Some(h) = spec.hooks() else {
+        return Ok(());
+    };
+    #[allow(deprecated)]
+    let phases = [
+        ("prestart", h.prestart()),
+        ("createRuntime", h.create_runtime()),
+        ("createContainer", h.create_container()),
+        ("startContainer", h.start_container()),
+        ("poststart", h.poststart()),
+        ("poststop", h.poststop()),
+    ];
+    for (phase, hooks) in phases {
+        for (i, hook) in hooks.as_deref().unwrap_or_default().iter().enumerate() {
+            if !hook.path().is_absolute() {
+                return Err(cfg_err(format!(
+                    "hooks.{phase}[{i}].path {} must be absolute",
+                    hook.path().display()
+                )));
+            }
+            if let Some(t) = hook.timeout().filter(|t| *t <= 0) {
+                return Err(cfg_err(format!(
+                    "hooks.{phase}[{i}].timeout {t} must be greater than zero"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The `process` object alone (also what `exec --process` is checked against).
@@ -126,6 +160,34 @@ pub fn validate_process(spec: &Spec) -> Result<()> {
         return Err(cfg_err(format!(
             "process.cwd {:?} must be an absolute path",
             process.cwd()
+        )));
+    }
+    // (uid_t)-1 means "unchanged" to setresuid and setresgid: the process would stay root.
+    let user = process.user();
+    for (field, id) in [("uid", user.uid()), ("gid", user.gid())] {
+        if id == u32::MAX {
+            return Err(cfg_err(format!(
+                "process.user.{field} {id} is not a valid id (it means \"unchanged\" to the kernel)"
+            )));
+        }
+    }
+    if let Some(g) = user
+        .additional_gids()
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .find(|g| **g == u32::MAX)
+    {
+        return Err(cfg_err(format!(
+            "process.user.additionalGids: {g} is not a valid group id"
+        )));
+    }
+    if let Some(adj) = process
+        .oom_score_adj()
+        .filter(|a| !(-1000..=1000).contains(a))
+    {
+        return Err(cfg_err(format!(
+            "process.oomScoreAdj {adj} is out of range (-1000 to 1000)"
         )));
     }
     if process.command_line().is_some() {

@@ -170,7 +170,19 @@ impl Root {
         if !dir.is_dir() {
             return Err(Error::NotExist(id.to_string()));
         }
-        lock_dir(&dir)
+        let c = match lock_dir(&dir) {
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NotExist(id.to_string()))
+            }
+            other => other?,
+        };
+        // A delete that held the lock while this call waited for it may have removed the
+        // directory (and a create made a new one): the lock must be on the directory the
+        // path names now, or the container this call was asked about is gone.
+        if !c.is_current() {
+            return Err(Error::NotExist(id.to_string()));
+        }
+        Ok(c)
     }
 
     pub fn ids(&self) -> Result<Vec<String>> {
@@ -212,6 +224,15 @@ fn lock_dir(dir: &Path) -> Result<Container> {
 }
 
 impl Container {
+    /// Whether the locked directory is still the one at `dir`.
+    fn is_current(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        match (self._lock.metadata(), fs::metadata(&self.dir)) {
+            (Ok(locked), Ok(now)) => locked.dev() == now.dev() && locked.ino() == now.ino(),
+            _ => false,
+        }
+    }
+
     pub fn state_path(&self) -> PathBuf {
         self.dir.join(STATE_FILE)
     }

@@ -16,6 +16,10 @@ use serde::{Deserialize, Serialize};
 use super::GpuError;
 use crate::config::Sharing;
 
+/// Format version of a lease file. A lease of another version is reported, never trusted
+/// and never removed: it may protect a GPU in a way this gpurun does not understand.
+pub const LEASE_FORMAT: u32 = 1;
+
 const LEASES: &str = "leases";
 const LOCK: &str = ".lock";
 
@@ -33,6 +37,9 @@ pub struct Holder {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Lease {
+    /// [`LEASE_FORMAT`] when written by this gpurun.
+    #[serde(default)]
+    pub format: u32,
     pub holder: Holder,
     pub gpus: Vec<String>,
     pub sharing: Sharing,
@@ -122,9 +129,20 @@ impl Leases {
             if path.extension().and_then(|x| x.to_str()) != Some("json") {
                 continue;
             }
-            let lease = std::fs::read(&path)
+            let value = std::fs::read(&path)
                 .ok()
-                .and_then(|d| serde_json::from_slice::<Lease>(&d).ok());
+                .and_then(|d| serde_json::from_slice::<serde_json::Value>(&d).ok());
+            if let Some(v) = &value {
+                let format = v.get("format").and_then(serde_json::Value::as_u64);
+                if format != Some(u64::from(LEASE_FORMAT)) {
+                    return Err(GpuError::Lease(format!(
+                        "lease file {} has format {}, this gpurun reads format {LEASE_FORMAT}",
+                        path.display(),
+                        format.map_or_else(|| "none".to_string(), |f| f.to_string())
+                    )));
+                }
+            }
+            let lease = value.and_then(|v| serde_json::from_value::<Lease>(v).ok());
             match lease {
                 Some(l) if self.is_live(&l.holder) => out.push((path, l)),
                 // Unreadable or stale: it protects nothing.
@@ -167,6 +185,7 @@ impl Leases {
             }
         }
         let lease = Lease {
+            format: LEASE_FORMAT,
             holder: holder.clone(),
             gpus: gpus.to_vec(),
             sharing,

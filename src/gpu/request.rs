@@ -61,16 +61,23 @@ impl DeviceId {
                 )),
             };
         }
-        if s.len() > 4 && s[..4].eq_ignore_ascii_case("GPU-") {
+        // `get`, not indexing: byte 4 may fall inside a multi-byte character.
+        let prefix = |p: &str| {
+            s.get(..4)
+                .filter(|head| head.eq_ignore_ascii_case(p))
+                .and_then(|_| s.get(4..))
+                .filter(|rest| !rest.is_empty())
+        };
+        if let Some(rest) = prefix("GPU-") {
             return Ok(DeviceId::GpuUuid(format!(
                 "GPU-{}",
-                s[4..].to_ascii_lowercase()
+                rest.to_ascii_lowercase()
             )));
         }
-        if s.len() > 4 && s[..4].eq_ignore_ascii_case("MIG-") {
+        if let Some(rest) = prefix("MIG-") {
             return Ok(DeviceId::MigUuid(format!(
                 "MIG-{}",
-                s[4..].to_ascii_lowercase()
+                rest.to_ascii_lowercase()
             )));
         }
         if let Ok(i) = s.parse::<u32>() {

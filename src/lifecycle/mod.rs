@@ -144,6 +144,9 @@ pub fn create(g: &Globals, o: &CreateOpts) -> Result<Created> {
         spec: serde_json::to_value(&bundle.spec).ok(),
         notify_socket,
     };
+    // Recorded before the directories exist: a create killed from here on leaves a state
+    // from which `delete` finds (and removes) everything.
+    st.cgroup = crate::cgroup::planned(&bundle.spec, &o.id, g.systemd_cgroup);
     c.save(&st)?;
     let fifo = c.fifo_path();
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o622))
@@ -162,6 +165,7 @@ pub fn create(g: &Globals, o: &CreateOpts) -> Result<Created> {
     }
     st.cgroup = cg.as_ref().map(|h| h.to_json());
     guard.cgroup = cg;
+    c.save(&st)?;
     let cgref = guard.cgroup.as_ref();
     let mut place = |pid: Pid| match cgref {
         Some(h) => h.add_task(pid.as_raw()),
@@ -450,6 +454,9 @@ pub fn kill(g: &Globals, id: &str, sig: Signal, all: bool) -> Result<()> {
 /// Signal init through a pidfd opened and then checked against the recorded start time,
 /// so a pid reused after init died is never signalled.
 fn signal_init(st: &State, sig: Signal) -> Result<()> {
+    if st.pid <= 0 {
+        return Err(Error::NotRunning(st.id.clone()));
+    }
     let pidfd = match crate::linux::sys::proc::pidfd_open(st.pid) {
         Ok(fd) => fd,
         Err(nix::errno::Errno::ESRCH) => return Err(Error::NotRunning(st.id.clone())),
@@ -492,8 +499,10 @@ pub fn delete(g: &Globals, id: &str, force: bool) -> Result<()> {
         Err(e) => return Err(e),
     };
     match status_of(&c.dir, &st) {
-        Status::Stopped => {}
-        Status::Created | Status::Creating => kill_and_wait(&st)?,
+        // A create that died: its init (if it got that far) is in the cgroup, which
+        // `destroy` empties, whether or not its directories were made.
+        Status::Stopped | Status::Creating => {}
+        Status::Created => kill_and_wait(&st)?,
         s if force => {
             let _ = s;
             kill_and_wait(&st)?;

@@ -106,8 +106,12 @@ pub fn failpoint_names() -> Vec<&'static str> {
 #[cfg(feature = "failpoints")]
 fn failpoint(step: &str) {
     if std::env::var("GPURUN_FAILPOINT").is_ok_and(|f| f == step) {
-        // Die the way a killed runtime would: no message, no cleanup.
-        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+        // Die the way a killed runtime would: no message, no cleanup. Not raise(3): after
+        // a raw clone glibc's cached thread id is the parent's, so raise would miss. The
+        // init of a new pid namespace ignores its own SIGKILL: it exits instead.
+        let me = nix::unistd::getpid();
+        let _ = nix::sys::signal::kill(me, nix::sys::signal::Signal::SIGKILL);
+        crate::linux::sys::proc::exit_now(128 + libc::SIGKILL);
     }
 }
 
