@@ -111,7 +111,8 @@ fn path(rng: &mut Rng) -> Value {
         if i > 0 {
             p.push('/');
         }
-        p.push_str(*rng.pick(PARTS));
+        let part: &&str = rng.pick(PARTS);
+        p.push_str(part);
     }
     json!(p)
 }

@@ -108,17 +108,26 @@ impl Root {
             match self.lookup(&prefix, libc::O_DIRECTORY) {
                 Ok(fd) => dir = fd,
                 Err(Errno::ENOENT) => {
+                    let what = format!("creating {}: directory", path.display());
                     match nix::sys::stat::mkdirat(dir.as_fd(), c, Mode::from_bits_truncate(mode)) {
                         Ok(()) | Err(Errno::EEXIST) => {}
-                        Err(e) => return Err(err("creating directory", "mkdirat", &prefix, e)),
+                        Err(e) => return Err(err(&what, "mkdirat", &prefix, e)),
                     }
                     // Opened again through the root: if the name became a symlink in the
-                    // meantime it still resolves inside the root.
+                    // meantime it still resolves inside the root. A dangling symlink
+                    // (its target missing in the rootfs) ends here with ENOENT.
                     dir = self
                         .lookup(&prefix, libc::O_DIRECTORY)
-                        .map_err(|e| err("opening new directory", "openat2", &prefix, e))?;
+                        .map_err(|e| err(&what, "openat2", &prefix, e))?;
                 }
-                Err(e) => return Err(err("resolving", "openat2", &prefix, e)),
+                Err(e) => {
+                    return Err(err(
+                        &format!("creating {}: resolving", path.display()),
+                        "openat2",
+                        &prefix,
+                        e,
+                    ))
+                }
             }
         }
         Ok(dir)
