@@ -90,6 +90,9 @@ def cases():
             "device_rules": [
                 {"allow": True, "type": "c", "major": ALLOWED[0], "minor": ALLOWED[1], "access": "rw"},
                 {"allow": True, "type": "c", "major": WILD[0], "access": "r"},
+                # A `linux.devices` node is made but, as with runc, only usable with a
+                # rule that allows it.
+                {"allow": True, "type": "c", "major": SPEC_NODE[0], "minor": SPEC_NODE[1], "access": "rwm"},
             ],
             "resources": {"memory": {"limit": 64 * MiB}},
         },
