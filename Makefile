@@ -39,3 +39,9 @@ deps:
 clean:
 	rm -rf .bundles
 	$(CARGO) clean
+
+.PHONY: stress
+
+# (as root) the fault, race and load tests with large counts; see scripts/stress.sh
+stress: deps
+	scripts/stress.sh
