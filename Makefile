@@ -59,3 +59,9 @@ vm-test:
 # scripts/bench.sh and the README's "Speed".
 bench:
 	CARGO=$(CARGO) scripts/bench.sh
+
+.PHONY: stress
+
+# (as root) the fault, race and load tests with large counts; see scripts/stress.sh
+stress: deps
+	scripts/stress.sh

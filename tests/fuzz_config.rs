@@ -111,8 +111,7 @@ fn path(rng: &mut Rng) -> Value {
         if i > 0 {
             p.push('/');
         }
-        let part: &&str = rng.pick(PARTS);
-        p.push_str(part);
+        p.push_str(PARTS[rng.below(PARTS.len())]);
     }
     json!(p)
 }
@@ -453,7 +452,7 @@ fn generate_seccomp(rng: &mut Rng) -> Vec<u8> {
 
 #[test]
 fn config_json_parsing_validation_and_plan_never_panic() {
-    let n = fuzz_support::run("spec", targets::spec, 3000, SPEC_DICT, generate_spec);
+    let n = fuzz_support::run("spec", targets::spec, 20_000, SPEC_DICT, generate_spec);
     eprintln!("spec: {n} inputs");
 }
 
@@ -462,7 +461,7 @@ fn the_seccomp_compiler_never_panics() {
     let n = fuzz_support::run(
         "seccomp",
         targets::seccomp,
-        2000,
+        10_000,
         SECCOMP_DICT,
         generate_seccomp,
     );

@@ -465,7 +465,7 @@ const REQUEST_DICT: &[&str] = &[
 
 #[test]
 fn cdi_specs_never_panic_and_round_trip() {
-    let n = fuzz_support::run("cdi", targets::cdi, 1500, CDI_DICT, generate_cdi);
+    let n = fuzz_support::run("cdi", targets::cdi, 4000, CDI_DICT, generate_cdi);
     eprintln!("cdi: {n} inputs");
 }
 
@@ -474,7 +474,7 @@ fn ld_so_cache_parsing_never_panics() {
     let n = fuzz_support::run(
         "ldcache",
         targets::ldcache,
-        4000,
+        20_000,
         LDCACHE_DICT,
         generate_ldcache,
     );
@@ -486,7 +486,7 @@ fn proc_driver_nvidia_parsers_never_panic() {
     let n = fuzz_support::run(
         "procfs",
         targets::procfs,
-        4000,
+        20_000,
         PROCFS_DICT,
         generate_procfs,
     );
@@ -499,7 +499,7 @@ fn discovery_and_gpu_requests_never_panic() {
     let n = fuzz_support::run(
         "discover",
         targets::discover,
-        600,
+        2000,
         PROCFS_DICT,
         generate_discover,
     );
@@ -507,7 +507,7 @@ fn discovery_and_gpu_requests_never_panic() {
     let n = fuzz_support::run(
         "request",
         targets::request,
-        1500,
+        3000,
         REQUEST_DICT,
         generate_request,
     );
