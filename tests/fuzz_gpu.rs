@@ -465,7 +465,7 @@ const REQUEST_DICT: &[&str] = &[
 
 #[test]
 fn cdi_specs_never_panic_and_round_trip() {
-    let n = fuzz_support::run("cdi", targets::cdi, 4000, CDI_DICT, generate_cdi);
+    let n = fuzz_support::run("cdi", targets::cdi, 3000, CDI_DICT, generate_cdi);
     eprintln!("cdi: {n} inputs");
 }
 
@@ -499,7 +499,7 @@ fn discovery_and_gpu_requests_never_panic() {
     let n = fuzz_support::run(
         "discover",
         targets::discover,
-        2000,
+        1000,
         PROCFS_DICT,
         generate_discover,
     );
@@ -507,7 +507,7 @@ fn discovery_and_gpu_requests_never_panic() {
     let n = fuzz_support::run(
         "request",
         targets::request,
-        3000,
+        2000,
         REQUEST_DICT,
         generate_request,
     );

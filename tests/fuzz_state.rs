@@ -116,6 +116,6 @@ fn generate(rng: &mut Rng) -> Vec<u8> {
 
 #[test]
 fn state_files_never_panic_and_errors_name_the_file() {
-    let n = fuzz_support::run("state", targets::state, 10_000, DICT, generate);
+    let n = fuzz_support::run("state", targets::state, 5000, DICT, generate);
     eprintln!("state: {n} inputs");
 }

@@ -417,17 +417,31 @@ pub fn request(data: &[u8]) {
     }
 }
 
-static STATE_FILES: AtomicU64 = AtomicU64::new(0);
+/// A state directory per thread, reused for every input and removed when the thread ends.
+struct StateDir(PathBuf);
+
+impl Drop for StateDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+static STATE_DIRS: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    static STATE_DIR: StateDir = {
+        let n = STATE_DIRS.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("gpurun-fuzz-state-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("creating a state directory");
+        StateDir(dir)
+    };
+}
 
 /// A container's state.json, read the way every verb reads it.
 pub fn state(data: &[u8]) {
-    let n = STATE_FILES.fetch_add(1, Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("gpurun-fuzz-state-{}-{n}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("creating a state directory");
-    let path = dir.join(gpurun::state::STATE_FILE);
+    let path = STATE_DIR.with(|d| d.0.join(gpurun::state::STATE_FILE));
     std::fs::write(&path, data).expect("writing state.json");
     let result = gpurun::state::load_file(&path);
-    let _ = std::fs::remove_dir_all(&dir);
     match result {
         Ok(st) => {
             assert_eq!(st.gpurun_state_format, gpurun::state::FORMAT);
