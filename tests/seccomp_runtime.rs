@@ -8,20 +8,30 @@ fn run(b: &Bundle, name: &str) -> std::process::Output {
     Runtime::new().run(b, &id(name))
 }
 
+/// A bundle with a writable /tmp whose profile gives `mkdir` the action `rule` (its
+/// `action` and extra fields) and allows everything else.
+fn mkdir_rule(script: &str, rule: serde_json::Value) -> Bundle {
+    let mut b = Bundle::sh(script);
+    b.config["mounts"]
+        .as_array_mut()
+        .expect("mounts")
+        .push(serde_json::json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["mode=1777"]}));
+    let mut r = rule;
+    r["names"] = serde_json::json!(["mkdir", "mkdirat"]);
+    b.config["linux"]["seccomp"] =
+        serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [r]});
+    b
+}
+
 #[test]
 fn a_profile_denying_mkdir_gives_eperm_and_leaves_the_rest_working() {
     if skip("a_profile_denying_mkdir_gives_eperm_and_leaves_the_rest_working") {
         return;
     }
-    let mut b = Bundle::sh("mkdir /tmp/x; echo still-running");
-    b.config["mounts"]
-        .as_array_mut()
-        .expect("mounts")
-        .push(serde_json::json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"}));
-    b.config["linux"]["seccomp"] = serde_json::json!({
-        "defaultAction": "SCMP_ACT_ALLOW",
-        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]
-    });
+    let b = mkdir_rule(
+        "mkdir /tmp/x; echo still-running",
+        serde_json::json!({"action": "SCMP_ACT_ERRNO", "errnoRet": 1}),
+    );
     let out = run(&b, "mkdir");
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(
@@ -37,15 +47,10 @@ fn errno_ret_38_gives_enosys() {
     if skip("errno_ret_38_gives_enosys") {
         return;
     }
-    let mut b = Bundle::sh("mkdir /tmp/x");
-    b.config["mounts"]
-        .as_array_mut()
-        .expect("mounts")
-        .push(serde_json::json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"}));
-    b.config["linux"]["seccomp"] = serde_json::json!({
-        "defaultAction": "SCMP_ACT_ALLOW",
-        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38}]
-    });
+    let b = mkdir_rule(
+        "mkdir /tmp/x",
+        serde_json::json!({"action": "SCMP_ACT_ERRNO", "errnoRet": 38}),
+    );
     let out = run(&b, "enosys");
     assert!(
         stderr(&out).contains("Function not implemented"),
