@@ -89,7 +89,7 @@ fn init_killed_at_each_step_of_create_leaves_nothing_after_delete_force() {
     if skip("init_killed_at_each_step_of_create_leaves_nothing_after_delete_force") {
         return;
     }
-    let parent = cgroup_parent("fault-steps");
+    let parent = CgroupParent::new("fault-steps");
     let rt = Runtime::new();
     let steps = gpurun::process::init::failpoint_names();
     assert!(steps.len() > 20, "{steps:?}");
@@ -129,7 +129,6 @@ fn init_killed_at_each_step_of_create_leaves_nothing_after_delete_force() {
     assert!(out.status.success(), "{}", stderr(&out));
     rt.ok(&["delete", "--force", &id]);
     assert_nothing_left(&rt, &parent, &id, &[b.path(), rt.root.path()]);
-    remove_cgroup_parent(&parent);
 }
 
 /// A runtime hook that SIGKILLs the `gpurun create` running it: create dies after its state
@@ -144,7 +143,7 @@ fn create_killed_from_its_own_runtime_hook_leaves_nothing_after_delete_force() {
     if skip("create_killed_from_its_own_runtime_hook_leaves_nothing_after_delete_force") {
         return;
     }
-    let parent = cgroup_parent("fault-hook");
+    let parent = CgroupParent::new("fault-hook");
     let rt = Runtime::new();
     for (phase, userns) in [("prestart", false), ("createRuntime", true)] {
         let id = id(&format!("hookkill-{phase}"));
@@ -163,7 +162,6 @@ fn create_killed_from_its_own_runtime_hook_leaves_nothing_after_delete_force() {
         assert!(del.status.success(), "{phase}: {}", stderr(&del));
         assert_nothing_left(&rt, &parent, &id, &[b.path(), rt.root.path()]);
     }
-    remove_cgroup_parent(&parent);
 }
 
 fn kills() -> usize {
@@ -178,7 +176,7 @@ fn create_killed_at_any_moment_leaves_nothing_after_delete_force() {
     if skip("create_killed_at_any_moment_leaves_nothing_after_delete_force") {
         return;
     }
-    let parent = cgroup_parent("fault-anytime");
+    let parent = CgroupParent::new("fault-anytime");
     let rt = Runtime::new();
     // How long one create takes here sets where the kills land: spread over all of it,
     // from before the state directory exists to after init is ready.
@@ -224,7 +222,6 @@ fn create_killed_at_any_moment_leaves_nothing_after_delete_force() {
         assert_nothing_left(&rt, &parent, &id, &[b.path(), rt.root.path()]);
     }
     eprintln!("create killed at {n} moments over {span:?}: {outcomes:?}");
-    remove_cgroup_parent(&parent);
 }
 
 /// A state.json written by hand, as a crash or a reboot would leave it.
@@ -260,7 +257,7 @@ fn a_state_whose_init_is_gone_reads_stopped_and_deletes_cleanly() {
     if skip("a_state_whose_init_is_gone_reads_stopped_and_deletes_cleanly") {
         return;
     }
-    let parent = cgroup_parent("fault-reboot");
+    let parent = CgroupParent::new("fault-reboot");
     let rt = Runtime::new();
     // A real state, whose cgroup directories no longer exist (as after a reboot).
     let real = state_of(&rt, &parent, &id("reboot-model"));
@@ -305,7 +302,6 @@ fn a_state_whose_init_is_gone_reads_stopped_and_deletes_cleanly() {
     );
     let _ = sleeper.kill();
     let _ = sleeper.wait();
-    remove_cgroup_parent(&parent);
 }
 
 /// Every verb that reads a state gets `file`'s error, by name, never a panic.
@@ -376,7 +372,7 @@ fn a_state_file_of_another_format_is_reported_and_never_trusted() {
     if skip("a_state_file_of_another_format_is_reported_and_never_trusted") {
         return;
     }
-    let parent = cgroup_parent("fault-format");
+    let parent = CgroupParent::new("fault-format");
     let rt = Runtime::new();
     let real = state_of(&rt, &parent, &id("format-model"));
     // Its pid and start time are a live process's: only the format says not to trust it.
@@ -417,7 +413,6 @@ fn a_state_file_of_another_format_is_reported_and_never_trusted() {
     );
     let _ = sleeper.kill();
     let _ = sleeper.wait();
-    remove_cgroup_parent(&parent);
 }
 
 /// `script` under `sh` in a private mount namespace of its own: the tmpfs it mounts for a
@@ -500,7 +495,7 @@ fn a_full_or_read_only_state_root_gives_a_clear_error_and_leaves_nothing() {
     if skip("a_full_or_read_only_state_root_gives_a_clear_error_and_leaves_nothing") {
         return;
     }
-    let parent = cgroup_parent("fault-stateroot");
+    let parent = CgroupParent::new("fault-stateroot");
     // The size of this bundle's state.json, to size a tmpfs that holds exactly one copy.
     let sizing = Runtime::new();
     let probe = id("stateroot-probe");
@@ -591,7 +586,6 @@ echo "left-after=$(ls -A "$MNT/root")"
     );
     assert!(cgroup_children(&parent).is_empty(), "cgroup left");
     assert!(processes_with(&id).is_empty(), "process left");
-    remove_cgroup_parent(&parent);
 }
 
 /// A fake GPU node (the two-GPU driver tree, its state directory) and the config file that
@@ -672,7 +666,7 @@ fn a_killed_create_never_keeps_its_gpu_lease() {
     if skip("a_killed_create_never_keeps_its_gpu_lease") {
         return;
     }
-    let parent = cgroup_parent("fault-lease");
+    let parent = CgroupParent::new("fault-lease");
     let node = GpuNode::new();
     let rt = Runtime::new();
     let first = id("lease-killed");
@@ -706,7 +700,6 @@ fn a_killed_create_never_keeps_its_gpu_lease() {
         .expect("delete");
     assert!(del.status.success(), "{}", stderr(&del));
     assert!(node.leases().is_empty(), "{:?}", node.leases());
-    remove_cgroup_parent(&parent);
 }
 
 #[test]

@@ -58,7 +58,7 @@ fn hostile_config_values_are_refused_with_a_clear_error() {
     if skip("hostile_config_values_are_refused_with_a_clear_error") {
         return;
     }
-    let parent = cgroup_parent("hostile-config");
+    let parent = CgroupParent::new("hostile-config");
     let rt = Runtime::new();
     let mut cases: Vec<PathBuf> = std::fs::read_dir(fixtures().join("config"))
         .expect("fixtures")
@@ -87,7 +87,6 @@ fn hostile_config_values_are_refused_with_a_clear_error() {
             .collect();
         assert_refused(&rt, &b, &id, &parent, &expect);
     }
-    remove_cgroup_parent(&parent);
 }
 
 #[test]

@@ -79,7 +79,7 @@ fn many_containers_in_parallel_batches_all_succeed_and_leak_nothing() {
     }
     let n = env_or("GPURUN_LOAD_CONTAINERS", 200);
     let parallel = env_or("GPURUN_LOAD_PARALLEL", 8);
-    let parent = cgroup_parent("load");
+    let parent = CgroupParent::new("load");
     let rt = Runtime::new();
     let root = rt.root.path();
     let work = tempfile::Builder::new()
@@ -151,5 +151,4 @@ fn many_containers_in_parallel_batches_all_succeed_and_leak_nothing() {
         "{n} containers, {parallel} at a time, in {took:?}; mount table {table_before} -> {} lines",
         mount_table().len()
     );
-    remove_cgroup_parent(&parent);
 }

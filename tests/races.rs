@@ -35,7 +35,7 @@ fn eight_concurrent_creates_of_one_id_exactly_one_wins() {
     if skip("eight_concurrent_creates_of_one_id_exactly_one_wins") {
         return;
     }
-    let parent = cgroup_parent("race-one-id");
+    let parent = CgroupParent::new("race-one-id");
     let rt = Runtime::new();
     let root = rt.root.path();
     for round in 0..5 {
@@ -77,7 +77,6 @@ fn eight_concurrent_creates_of_one_id_exactly_one_wins() {
         "{:?}",
         cgroup_children(&parent)
     );
-    remove_cgroup_parent(&parent);
 }
 
 fn race_ids() -> usize {
@@ -118,7 +117,7 @@ fn create_start_kill_delete_of_many_ids_at_once_leak_nothing_and_never_hang() {
     if skip("create_start_kill_delete_of_many_ids_at_once_leak_nothing_and_never_hang") {
         return;
     }
-    let parent = cgroup_parent("race-many");
+    let parent = CgroupParent::new("race-many");
     let rt = Runtime::new();
     let root = rt.root.path();
     let marker = format!("race-{}-", std::process::id());
@@ -190,7 +189,6 @@ fn create_start_kill_delete_of_many_ids_at_once_leak_nothing_and_never_hang() {
     assert!(procs.is_empty(), "processes left: {procs:?}");
     let zombies = zombie_children();
     assert!(zombies.is_empty(), "zombies: {zombies:?}");
-    remove_cgroup_parent(&parent);
 }
 
 /// Found by the race above: a verb that waited for the lock while `delete` removed the

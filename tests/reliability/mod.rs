@@ -15,6 +15,35 @@ pub fn cgroup_parent(name: &str) -> String {
     format!("/gpurun-test-{name}-{}", std::process::id())
 }
 
+/// [`cgroup_parent`], removed (when empty) on drop, even when the test fails. Declare it
+/// before the `Runtime`, so the containers are deleted first.
+pub struct CgroupParent(String);
+
+impl CgroupParent {
+    pub fn new(name: &str) -> CgroupParent {
+        CgroupParent(cgroup_parent(name))
+    }
+}
+
+impl std::ops::Deref for CgroupParent {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for CgroupParent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Drop for CgroupParent {
+    fn drop(&mut self) {
+        remove_cgroup_parent(&self.0);
+    }
+}
+
 /// Every directory of `parent` (a cgroupsPath-style absolute path) in any hierarchy.
 pub fn cgroup_dirs(parent: &str) -> Vec<PathBuf> {
     let rel = parent.trim_start_matches('/');
