@@ -324,3 +324,21 @@ fn features_and_version_answer() {
     assert_eq!(c.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&c.stderr).contains("not supported"));
 }
+
+#[test]
+fn a_state_directory_without_its_state_file_is_no_container_yet() {
+    // What `state` and `ps` see in the microseconds between create's mkdir and its first
+    // write of state.json.
+    let rt = Runtime::new();
+    std::fs::create_dir(rt.root.path().join("halfway")).expect("mkdir");
+    for verb in [["state", "halfway"], ["ps", "halfway"]] {
+        let out = rt.cmd().args(verb).output().expect("gpurun");
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            stderr(&out).contains("container does not exist"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    assert!(rt.ok(&["list", "-q"]).trim().is_empty());
+}

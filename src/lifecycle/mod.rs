@@ -574,23 +574,31 @@ pub fn destroy(c: Container, st: &State) -> Result<()> {
     c.remove()
 }
 
-pub fn load_public(g: &Globals, id: &str) -> Result<state::PublicState> {
+/// Read a container's state without taking its lock (`state`, `ps`, `list`). A directory
+/// without state.json is a create that has made the directory and not yet written the
+/// file (a window of microseconds), or a delete half done: either way, no container yet.
+fn read_unlocked(g: &Globals, id: &str) -> Result<(PathBuf, State)> {
     state::validate_id(id)?;
     let dir = g.root.dir(id);
-    if !dir.is_dir() {
+    let file = dir.join(state::STATE_FILE);
+    if !file.exists() {
         return Err(Error::NotExist(id.to_string()));
     }
-    let st = state::load_file(&dir.join(state::STATE_FILE))?;
+    match state::load_file(&file) {
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Err(Error::NotExist(id.to_string()))
+        }
+        r => r.map(|st| (dir, st)),
+    }
+}
+
+pub fn load_public(g: &Globals, id: &str) -> Result<state::PublicState> {
+    let (dir, st) = read_unlocked(g, id)?;
     Ok(st.public(status_of(&dir, &st)))
 }
 
 pub fn pids(g: &Globals, id: &str) -> Result<Vec<i32>> {
-    state::validate_id(id)?;
-    let dir = g.root.dir(id);
-    if !dir.is_dir() {
-        return Err(Error::NotExist(id.to_string()));
-    }
-    let st = state::load_file(&dir.join(state::STATE_FILE))?;
+    let (_, st) = read_unlocked(g, id)?;
     match crate::cgroup::from_state(&st) {
         Some(cg) => cg.pids(),
         None => Ok(if st.init_alive() {
