@@ -4,7 +4,6 @@
 use std::ffi::CString;
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
 
 use crate::linux::inroot::Root;
 use nix::sched::{unshare, CloneFlags};
@@ -17,6 +16,10 @@ use crate::linux::{caps, devices, namespaces, rlimits, rootfs};
 use crate::plan::Plan;
 use crate::process::spawn::InitFds;
 use crate::process::sync::{Channel, ChildMsg};
+
+mod executable;
+use executable::env_with_defaults;
+pub use executable::lookup_executable;
 
 mod extra;
 use extra::{
@@ -364,24 +367,6 @@ fn exec(ctx: &Ctx, ch: &Channel) -> i32 {
     )
 }
 
-/// runc fills in HOME from the container's /etc/passwd when the spec leaves it out.
-fn env_with_defaults(plan: &Plan) -> Vec<String> {
-    let mut env = plan.env.clone();
-    if !env.iter().any(|e| e.starts_with("HOME=")) {
-        let home = home_of(plan.uid).unwrap_or_else(|| "/".into());
-        env.push(format!("HOME={home}"));
-    }
-    env
-}
-
-fn home_of(uid: u32) -> Option<String> {
-    let pw = std::fs::read_to_string("/etc/passwd").ok()?;
-    pw.lines().find_map(|l| {
-        let f: Vec<&str> = l.split(':').collect();
-        (f.len() >= 6 && f[2].parse::<u32>().ok() == Some(uid)).then(|| f[5].to_string())
-    })
-}
-
 fn root<'a>(ctx: &'a Ctx) -> Result<&'a Root> {
     ctx.root
         .as_ref()
@@ -485,42 +470,6 @@ fn step_lookup(ctx: &mut Ctx) -> Result<()> {
     Ok(())
 }
 
-/// `exec: "x": executable file not found in $PATH` is what runc says and what podman
-/// maps to exit code 127.
-pub fn lookup_executable(arg0: &str, env: &[String], cwd: &Path) -> Result<PathBuf> {
-    let is_exec = |p: &Path| {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    };
-    if arg0.contains('/') {
-        let p = if Path::new(arg0).is_absolute() {
-            PathBuf::from(arg0)
-        } else {
-            cwd.join(arg0)
-        };
-        if is_exec(&p) {
-            return Ok(p);
-        }
-        return Err(Error::Other(format!(
-            "exec: {arg0:?}: stat {arg0}: no such file or directory, or not an executable file"
-        )));
-    }
-    let path = env
-        .iter()
-        .rev()
-        .find_map(|e| e.strip_prefix("PATH="))
-        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
-    for dir in path.split(':').filter(|d| !d.is_empty()) {
-        let p = Path::new(dir).join(arg0);
-        if is_exec(&p) {
-            return Ok(p);
-        }
-    }
-    Err(Error::Other(format!(
-        "exec: {arg0:?}: executable file not found in $PATH"
-    )))
-}
-
 fn step_nnp(ctx: &mut Ctx) -> Result<()> {
     if ctx.plan.no_new_privileges {
         nix::sys::prctl::set_no_new_privs()
@@ -606,23 +555,4 @@ fn close_inherited_fds(preserve: u32, keep: &[i32]) -> Result<()> {
     }
     close_range(first, u32::MAX)
         .map_err(|e| Error::sys("closing inherited fds", "close_range", "", e))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lookup_finds_executables_on_path_and_reports_missing_ones() {
-        let env = vec!["PATH=/nonexistent:/bin:/usr/bin".to_string()];
-        let p = lookup_executable("sh", &env, Path::new("/")).expect("sh");
-        assert!(p.ends_with("sh"));
-        let err =
-            lookup_executable("no-such-binary-xyz", &env, Path::new("/")).expect_err("missing");
-        assert!(err
-            .to_string()
-            .contains("executable file not found in $PATH"));
-        let err = lookup_executable("/etc/passwd", &env, Path::new("/")).expect_err("not exec");
-        assert!(err.to_string().contains("not an executable"));
-    }
 }
