@@ -59,15 +59,17 @@ pub fn create(spec: &Spec, id: &str, systemd: bool) -> Result<(Option<Handle>, V
 /// `gpurun create` killed in between leaves nothing `delete` cannot find. `None` where the
 /// cgroup cannot be resolved (create then fails and records nothing).
 pub fn planned(spec: &Spec, id: &str, systemd: bool) -> Option<serde_json::Value> {
-    if systemd {
-        return None;
-    }
     let root = CgroupRoot::system().ok()?;
     let path = spec
         .linux()
         .as_ref()
         .and_then(|l| l.cgroups_path().as_ref())
         .map(|p| p.to_string_lossy().into_owned());
+    if systemd {
+        // The unit and its cgroup's paths: delete stops the one and removes the others.
+        let st = cgroups::planned_systemd_state(&root, path.as_deref().unwrap_or(""), id)?;
+        return serde_json::to_value(st).ok();
+    }
     let placement = cgroups::resolve(&root, path.as_deref(), id).ok()?;
     let mut created = Vec::new();
     let mut v1 = std::collections::BTreeMap::new();
@@ -87,6 +89,7 @@ pub fn planned(spec: &Spec, id: &str, systemd: bool) -> Option<serde_json::Value
         unified: placement.unified.as_ref().map(|u| u.leaf.clone()),
         unified_mount: placement.unified.as_ref().map(|u| u.mountpoint.clone()),
         created,
+        unit: None,
     })
     .ok()
 }
@@ -119,6 +122,13 @@ impl Handle {
     }
     pub fn add_task(&self, pid: i32) -> Result<()> {
         self.cg.add_task(pid).map_err(err)
+    }
+    /// Puts init in the cgroup; under the systemd driver this creates the unit.
+    pub fn add_init(&mut self, pid: i32) -> Result<()> {
+        for w in self.cg.add_init(pid).map_err(err)? {
+            crate::log::warn(&w);
+        }
+        Ok(())
     }
     pub fn pids(&self) -> Result<Vec<i32>> {
         self.cg.pids().map_err(err)

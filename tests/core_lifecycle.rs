@@ -342,3 +342,65 @@ fn a_state_directory_without_its_state_file_is_no_container_yet() {
     }
     assert!(rt.ok(&["list", "-q"]).trim().is_empty());
 }
+
+#[test]
+fn the_systemd_driver_without_systemd_fails_create_and_leaves_nothing() {
+    if skip("the_systemd_driver_without_systemd_fails_create_and_leaves_nothing") {
+        return;
+    }
+    if std::path::Path::new("/run/systemd/private").exists() {
+        eprintln!("skipping: systemd runs here (the VM cases cover the driver)");
+        return;
+    }
+    let rt = Runtime::new();
+    let before = mount_count();
+    let cid = id("sdcg");
+    let mut b = Bundle::sh("true");
+    b.config["linux"]["cgroupsPath"] = format!("system.slice:gpurun:{cid}").into();
+    b.write();
+    let out = rt
+        .cmd()
+        .arg("--systemd-cgroup")
+        .args(["run", "-b"])
+        .arg(b.path())
+        .arg(&cid)
+        .output()
+        .expect("spawn gpurun");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("systemd cgroup driver") && err.contains("/run/systemd/private"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_dir(rt.root.path()).expect("root").count(),
+        0,
+        "no state dir"
+    );
+    assert_eq!(mount_count(), before, "no mount leaked");
+    for dir in ["memory", "pids", "cpu", "unified"] {
+        let leaf = std::path::Path::new("/sys/fs/cgroup")
+            .join(dir)
+            .join("system.slice")
+            .join(format!("gpurun-{cid}.scope"));
+        assert!(!leaf.exists(), "{} left behind", leaf.display());
+    }
+
+    // A path not in the systemd form is refused by name.
+    b.config["linux"]["cgroupsPath"] = "/not/systemd".into();
+    b.write();
+    let out = rt
+        .cmd()
+        .arg("--systemd-cgroup")
+        .args(["create", "-b"])
+        .arg(b.path())
+        .arg(&cid)
+        .output()
+        .expect("spawn gpurun");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("slice:prefix:name"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -169,9 +169,9 @@ pub fn create(g: &Globals, o: &CreateOpts) -> Result<Created> {
     st.cgroup = cg.as_ref().map(|h| h.to_json());
     guard.cgroup = cg;
     c.save(&st)?;
-    let cgref = guard.cgroup.as_ref();
+    let cgref = &mut guard.cgroup;
     let mut place = |pid: Pid| match cgref {
-        Some(h) => h.add_task(pid.as_raw()),
+        Some(h) => h.add_init(pid.as_raw()),
         None => Ok(()),
     };
     let mut runtime_hooks = |pid: Pid| -> Result<()> {
@@ -199,6 +199,8 @@ pub fn create(g: &Globals, o: &CreateOpts) -> Result<Created> {
         },
     )?;
     guard.init = Some(spawned.pid);
+    // The systemd driver made its directories only once init existed.
+    st.cgroup = guard.cgroup.as_ref().map(|h| h.to_json());
     st.pid = spawned.pid.as_raw();
     st.init_start_time = state::process_start_time(st.pid)
         .ok_or_else(|| Error::Other("container init died right after it was ready".into()))?;

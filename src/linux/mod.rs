@@ -3,6 +3,7 @@
 pub mod caps;
 pub mod cgroups;
 pub mod console;
+pub mod dbus;
 pub mod devices;
 pub mod inroot;
 pub mod namespaces;

@@ -72,6 +72,12 @@ pub enum CgroupError {
     #[error("systemd cgroup driver: {0}")]
     Systemd(String),
 
+    #[error("systemd cgroup driver: {what}: {source}")]
+    SystemdCall {
+        what: String,
+        source: crate::linux::dbus::DbusError,
+    },
+
     #[error("cgroup {what}: {reason}")]
     Unsupported { what: &'static str, reason: String },
 }

@@ -23,6 +23,8 @@ mod resources_more;
 mod root;
 mod stats;
 mod systemd;
+mod systemd_cgroup;
+mod systemd_props;
 #[cfg(test)]
 mod test_support;
 
@@ -45,6 +47,7 @@ pub use path::{
 };
 pub use root::{CgroupRoot, Layout, UnifiedHierarchy, V1Hierarchy};
 pub use systemd::{parse_systemd_path, SystemdPath};
+pub use systemd_cgroup::planned_state as planned_systemd_state;
 
 use resources::{Phase, Target};
 
@@ -54,7 +57,7 @@ use resources::{Phase, Target};
 pub enum Driver {
     /// gpurun writes cgroupfs itself.
     Cgroupfs,
-    /// systemd owns the cgroup (a transient scope); not implemented yet.
+    /// systemd owns the cgroup: a transient unit created over D-Bus (`--systemd-cgroup`).
     Systemd,
 }
 
@@ -74,6 +77,9 @@ pub struct CgroupState {
     /// Every directory gpurun created, parents before children. `destroy` removes the
     /// container's directories whoever created them, and of their parents only these.
     pub created: Vec<PathBuf>,
+    /// The systemd unit holding the cgroup (systemd driver only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
 }
 
 impl CgroupState {
@@ -114,9 +120,11 @@ pub struct CgroupConfig<'a> {
 }
 
 /// A container's cgroup.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Cgroup {
     st: CgroupState,
+    /// systemd driver: the unit still to be created once init's pid is known.
+    pending: Option<Box<systemd_cgroup::Pending>>,
 }
 
 /// v2 controllers gpurun enables for a container on a v2 host, where present (runc enables
@@ -131,12 +139,7 @@ impl Cgroup {
     /// directory it created is removed again.
     pub fn create(cfg: &CgroupConfig<'_>) -> Result<(Cgroup, Vec<String>), CgroupError> {
         if cfg.systemd {
-            return Err(
-                match systemd::create(cfg.cgroups_path.unwrap_or(""), cfg.container_id) {
-                    Err(e) => e,
-                    Ok(_) => CgroupError::Systemd("not implemented".to_string()),
-                },
-            );
+            return Cgroup::create_systemd(cfg);
         }
         let placement = path::resolve(cfg.root, cfg.cgroups_path, cfg.container_id)?;
         let none = LinuxResources::default();
@@ -154,7 +157,9 @@ impl Cgroup {
                 unified: None,
                 unified_mount: None,
                 created: Vec::new(),
+                unit: None,
             },
+            pending: None,
         };
         match cg.build(&placement, r, &policy) {
             Ok(warnings) => Ok((cg, warnings)),
@@ -240,7 +245,10 @@ impl Cgroup {
     }
 
     pub fn from_state(st: &CgroupState) -> Cgroup {
-        Cgroup { st: st.clone() }
+        Cgroup {
+            st: st.clone(),
+            pending: None,
+        }
     }
 
     pub fn state(&self) -> CgroupState {
@@ -253,6 +261,16 @@ impl Cgroup {
             fs::add_proc(dir, pid)?;
         }
         Ok(())
+    }
+
+    /// Puts the container's first process in the cgroup. Under the systemd driver this
+    /// creates the unit and writes the limits; it returns warnings for fields accepted but
+    /// not applied.
+    pub fn add_init(&mut self, pid: i32) -> Result<Vec<String>, CgroupError> {
+        match self.pending.take() {
+            Some(p) => self.attach_systemd(*p, pid),
+            None => self.add_task(pid).map(|()| Vec::new()),
+        }
     }
 
     /// Every process in the cgroup and the cgroups below it.
@@ -283,6 +301,9 @@ impl Cgroup {
     /// are written; the caller merges with the container's current resources.
     pub fn update(&self, r: &LinuxResources) -> Result<Vec<String>, CgroupError> {
         precheck(self.st.layout, r)?;
+        if self.st.driver == Driver::Systemd {
+            self.update_unit(r)?;
+        }
         if let (Some(mount), Some(leaf)) = (&self.st.unified_mount, &self.st.unified) {
             enable_controllers(mount, leaf, &wanted_v2(self.st.layout, r))?;
         }
@@ -337,6 +358,11 @@ impl Cgroup {
     /// empty. Removing what is already gone is not an error.
     pub fn destroy(&self) -> Result<(), CgroupError> {
         freezer::kill_all_and_wait(&self.st)?;
+        // systemd removes the unit's own cgroup when the unit stops.
+        let stopped = match self.st.driver {
+            Driver::Systemd => self.stop_unit(),
+            Driver::Cgroupfs => Ok(()),
+        };
         for dir in self.st.dirs() {
             fs::rmdir_tree(dir)?;
         }
@@ -361,7 +387,7 @@ impl Cgroup {
                 }
             }
         }
-        Ok(())
+        stopped
     }
 }
 

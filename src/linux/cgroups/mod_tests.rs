@@ -84,7 +84,7 @@ fn invalid_device_rules_fail_before_any_directory_is_made() {
 }
 
 #[test]
-fn the_systemd_driver_validates_then_reports_it_cannot_reach_systemd() {
+fn the_systemd_driver_validates_before_it_connects() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let root = fake_hybrid(tmp.path());
     let mut cfg = CgroupConfig {
@@ -96,14 +96,40 @@ fn the_systemd_driver_validates_then_reports_it_cannot_reach_systemd() {
     };
     let err = Cgroup::create(&cfg).expect_err("bad form");
     assert!(err.to_string().contains("slice:prefix:name"), "{err}");
+    let bad = LinuxResourcesBuilder::default()
+        .devices(vec![rule(true, 'c', Some(1), Some(3), "rwx")])
+        .build()
+        .expect("resources");
     cfg.cgroups_path = Some("system.slice:gpurun:ctr");
-    let err = Cgroup::create(&cfg).expect_err("no systemd");
+    cfg.resources = Some(&bad);
+    let err = Cgroup::create(&cfg).expect_err("bad rule");
     assert!(
-        err.to_string()
-            .contains("cannot reach systemd over D-Bus at /run/systemd/private"),
+        matches!(err, CgroupError::InvalidDeviceRule { .. }),
         "{err}"
     );
     assert!(all_dirs_below(&tmp.path().join("memory")).is_empty());
+}
+
+#[test]
+fn the_systemd_drivers_planned_state_names_the_unit_and_its_directories() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = fake_hybrid(tmp.path());
+    let st = planned_systemd_state(&root, "kubepods-pod1.slice:cri:abc", "abc").expect("state");
+    assert_eq!(st.driver, Driver::Systemd);
+    assert_eq!(st.unit.as_deref(), Some("cri-abc.scope"));
+    let scope = "kubepods.slice/kubepods-pod1.slice/cri-abc.scope";
+    assert_eq!(
+        st.v1.get("memory"),
+        Some(&tmp.path().join("memory").join(scope))
+    );
+    assert_eq!(
+        st.unified.as_deref(),
+        Some(tmp.path().join("unified").join(scope).as_path())
+    );
+    assert!(st.created.is_empty());
+    let json = serde_json::to_value(&st).expect("json");
+    assert_eq!(json["unit"], "cri-abc.scope");
+    assert!(planned_systemd_state(&root, "not-a-form", "abc").is_none());
 }
 
 #[test]
@@ -128,6 +154,7 @@ fn state_round_trips_through_json() {
         unified: Some(PathBuf::from("/sys/fs/cgroup/unified/a")),
         unified_mount: Some(PathBuf::from("/sys/fs/cgroup/unified")),
         created: vec![PathBuf::from("/sys/fs/cgroup/memory/a")],
+        unit: None,
     };
     let json = serde_json::to_string(&st).expect("serialize");
     assert!(

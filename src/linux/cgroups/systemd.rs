@@ -1,12 +1,21 @@
 //! The systemd cgroup driver (`--systemd-cgroup`): `cgroupsPath` is `slice:prefix:name`,
-//! and the container's cgroup is a transient scope unit that systemd creates over D-Bus.
+//! and the container's cgroup is a transient unit that systemd creates over D-Bus.
 //!
-//! gpurun parses and validates the form, then reports that systemd cannot be reached: the
-//! D-Bus transient-scope implementation is not written yet (see runtime-spec/cgroups.md).
+//! The order, as for runc: before the container is cloned, the path and the limits are
+//! checked and systemd is connected to (so an unreachable systemd fails create with
+//! nothing made). Once init exists and waits, `StartTransientUnit` creates the scope with
+//! init's pid in it (`Delegate=yes`, the limits and `DeviceAllow=` as properties), gpurun
+//! waits for the job, and then writes the limits and its device filter into the scope's
+//! cgroup with the same cgroupfs code as the cgroupfs driver. v1 hierarchies systemd does
+//! not manage get a directory of the same path. Delete kills what is left, stops the unit
+//! and resets it if it failed (an OOM kill leaves a scope failed), then removes any
+//! directory gpurun made.
 
 use std::path::Path;
+use std::time::Duration;
 
 use super::error::CgroupError;
+use crate::linux::dbus::{Call, Connection, DbusError, Message, Value};
 
 /// The systemd driver's private D-Bus socket.
 pub const SYSTEMD_PRIVATE_SOCKET: &str = "/run/systemd/private";
@@ -81,20 +90,199 @@ fn check_slice(slice: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The systemd driver: validates the path, then fails with the reason it cannot go on.
-pub(crate) fn create(cgroups_path: &str, container_id: &str) -> Result<SystemdPath, CgroupError> {
-    let parsed = parse_systemd_path(cgroups_path, container_id)?;
-    let reason = if Path::new(SYSTEMD_PRIVATE_SOCKET).exists() {
-        "creating transient scope units over D-Bus is not implemented in this gpurun build"
-    } else {
-        "the socket does not exist (PID 1 is not systemd, or /run/systemd is not visible)"
+/// The system bus, used when gpurun is not root.
+pub use crate::linux::dbus::SYSTEM_BUS_SOCKET;
+
+/// How long gpurun waits for systemd's answer or for a job to finish.
+pub const TIMEOUT: Duration = Duration::from_secs(30);
+
+const DEST: &str = "org.freedesktop.systemd1";
+const OBJECT: &str = "/org/freedesktop/systemd1";
+const MANAGER: &str = "org.freedesktop.systemd1.Manager";
+
+/// A slice's cgroup: `a-b.slice` is `/a.slice/a-b.slice`; `-.slice` is the root.
+pub fn slice_path(slice: &str) -> String {
+    let Some(stem) = slice.strip_suffix(".slice").filter(|s| *s != "-") else {
+        return String::new();
     };
-    Err(CgroupError::Systemd(format!(
-        "cannot reach systemd over D-Bus at {SYSTEMD_PRIVATE_SOCKET} to create {} in {}: \
-         {reason}; use the cgroupfs driver (run without --systemd-cgroup)",
-        parsed.unit, parsed.slice
-    )))
+    let mut out = String::new();
+    let mut prefix = String::new();
+    for part in stem.split('-') {
+        if !prefix.is_empty() {
+            prefix.push('-');
+        }
+        prefix.push_str(part);
+        out.push('/');
+        out.push_str(&prefix);
+        out.push_str(".slice");
+    }
+    out
 }
+
+impl SystemdPath {
+    /// The unit's cgroup, from the hierarchy's root: a scope sits in its slice; a slice unit
+    /// is placed by its own name.
+    pub fn cgroup_path(&self) -> String {
+        if self.unit.ends_with(".slice") {
+            let p = slice_path(&self.unit);
+            return if p.is_empty() { "/".to_string() } else { p };
+        }
+        format!("{}/{}", slice_path(&self.slice), self.unit)
+    }
+}
+
+fn dbus_err(what: String) -> impl FnOnce(DbusError) -> CgroupError {
+    move |source| CgroupError::SystemdCall { what, source }
+}
+
+/// Connects to systemd: its private socket as root (no bus daemon needed, as `systemctl`
+/// does), else the system bus. Either way gpurun subscribes to job signals.
+pub fn connect(private: &Path, bus: &Path) -> Result<Connection, CgroupError> {
+    let mut conn = if nix::unistd::geteuid().is_root() && private.exists() {
+        Connection::open(private, false, TIMEOUT)
+    } else if bus.exists() {
+        Connection::open(bus, true, TIMEOUT)
+    } else {
+        return Err(CgroupError::Systemd(format!(
+            "cannot reach systemd over D-Bus: neither {} nor {} exists (PID 1 is not \
+             systemd, or /run is not the host's); use the cgroupfs driver (run without \
+             --systemd-cgroup)",
+            private.display(),
+            bus.display()
+        )));
+    }
+    .map_err(dbus_err("connecting to systemd".to_string()))?;
+    if !private.exists() || !nix::unistd::geteuid().is_root() {
+        conn.call(&Call {
+            destination: "org.freedesktop.DBus",
+            path: "/org/freedesktop/DBus",
+            interface: "org.freedesktop.DBus",
+            member: "AddMatch",
+            body: &[Value::str(format!(
+                "type='signal',sender='{DEST}',path='{OBJECT}',interface='{MANAGER}',member='JobRemoved'"
+            ))],
+        })
+        .map_err(dbus_err("subscribing to systemd's job signals".to_string()))?;
+    }
+    manager_call(
+        &mut conn,
+        "Subscribe",
+        &[],
+        "subscribing to systemd's job signals",
+    )?;
+    Ok(conn)
+}
+
+fn manager_call(
+    conn: &mut Connection,
+    member: &str,
+    body: &[Value],
+    what: &str,
+) -> Result<Message, CgroupError> {
+    conn.call(&Call {
+        destination: DEST,
+        path: OBJECT,
+        interface: MANAGER,
+        member,
+        body,
+    })
+    .map_err(dbus_err(what.to_string()))
+}
+
+/// Waits for `JobRemoved` of `job`; anything but `done` is an error naming the result.
+fn wait_job(conn: &mut Connection, job: &str, what: &str) -> Result<(), CgroupError> {
+    let m = conn
+        .wait_signal(&format!("systemd to finish {what}"), |m| {
+            m.member.as_deref() == Some("JobRemoved")
+                && m.values()
+                    .ok()
+                    .and_then(|v| v.get(1).and_then(|p| p.as_str().map(|p| p == job)))
+                    .unwrap_or(false)
+        })
+        .map_err(dbus_err(what.to_string()))?;
+    let result = m
+        .values()
+        .ok()
+        .and_then(|v| v.get(3).and_then(|r| r.as_str().map(str::to_string)))
+        .unwrap_or_default();
+    if result != "done" {
+        return Err(CgroupError::Systemd(format!(
+            "{what}: systemd's job {job} ended with {result:?}"
+        )));
+    }
+    Ok(())
+}
+
+fn is(e: &CgroupError, name: &str) -> bool {
+    matches!(e, CgroupError::SystemdCall { source, .. } if source.remote_name() == Some(name))
+}
+
+/// Starts the transient unit with `props` and waits until systemd has started it. A unit of
+/// that name left failed by an earlier container is reset and the start tried once more.
+pub fn start_unit(conn: &mut Connection, unit: &str, props: Vec<Value>) -> Result<(), CgroupError> {
+    let what = format!("starting unit {unit}");
+    let body = [
+        Value::str(unit),
+        Value::str("replace"),
+        Value::Array("(sv)".into(), props),
+        Value::Array("(sa(sv))".into(), vec![]),
+    ];
+    let reply = match manager_call(conn, "StartTransientUnit", &body, &what) {
+        Err(e) if is(&e, "org.freedesktop.systemd1.UnitExists") => {
+            let _ = manager_call(conn, "ResetFailedUnit", &body[..1], &what);
+            manager_call(conn, "StartTransientUnit", &body, &what)?
+        }
+        other => other?,
+    };
+    let job = reply
+        .first_str()
+        .ok_or_else(|| CgroupError::Systemd(format!("{what}: systemd answered without a job")))?;
+    wait_job(conn, &job, &what)
+}
+
+/// Stops the unit and waits for it; a unit systemd no longer knows is already stopped. A
+/// unit left failed is reset, so its name can be used again.
+pub fn stop_unit(conn: &mut Connection, unit: &str) -> Result<(), CgroupError> {
+    let what = format!("stopping unit {unit}");
+    let body = [Value::str(unit), Value::str("replace")];
+    let stopped = match manager_call(conn, "StopUnit", &body, &what) {
+        Err(e) if is(&e, "org.freedesktop.systemd1.NoSuchUnit") => Ok(()),
+        Err(e) => Err(e),
+        Ok(reply) => match reply.first_str() {
+            Some(job) => wait_job(conn, &job, &what),
+            None => Ok(()),
+        },
+    };
+    let _ = manager_call(conn, "ResetFailedUnit", &body[..1], &what);
+    stopped
+}
+
+/// Changes properties of the running unit (`update`), for this boot only.
+pub fn set_properties(
+    conn: &mut Connection,
+    unit: &str,
+    props: Vec<Value>,
+) -> Result<(), CgroupError> {
+    if props.is_empty() {
+        return Ok(());
+    }
+    let body = [
+        Value::str(unit),
+        Value::Bool(true),
+        Value::Array("(sv)".into(), props),
+    ];
+    manager_call(
+        conn,
+        "SetUnitProperties",
+        &body,
+        &format!("setting properties of unit {unit}"),
+    )
+    .map(|_| ())
+}
+
+#[cfg(test)]
+#[path = "systemd_tests.rs"]
+mod conversation;
 
 #[cfg(test)]
 mod tests {
@@ -143,18 +331,5 @@ mod tests {
                 "{bad}: {err}"
             );
         }
-    }
-
-    #[test]
-    fn the_driver_reports_that_systemd_is_unreachable() {
-        let err = create("system.slice:gpurun:abc", "abc").expect_err("no systemd driver");
-        let msg = err.to_string();
-        assert!(
-            msg.starts_with(
-                "systemd cgroup driver: cannot reach systemd over D-Bus at /run/systemd/private"
-            ),
-            "{msg}"
-        );
-        assert!(msg.contains("gpurun-abc.scope"), "{msg}");
     }
 }
