@@ -133,6 +133,9 @@ impl Handle {
     pub fn pids(&self) -> Result<Vec<i32>> {
         self.cg.pids().map_err(err)
     }
+    pub fn watch_oom(&self) -> Result<cgroups::OomWatch> {
+        self.cg.watch_oom().map_err(err)
+    }
     pub fn signal_all(&self, sig: Signal) -> Result<()> {
         self.cg.signal_all(sig).map_err(err)
     }

@@ -404,3 +404,54 @@ fn the_systemd_driver_without_systemd_fails_create_and_leaves_nothing() {
         stderr(&out)
     );
 }
+
+#[test]
+fn events_reports_an_oom_kill_when_it_happens_not_at_the_next_interval() {
+    if skip("events_reports_an_oom_kill_when_it_happens_not_at_the_next_interval") {
+        return;
+    }
+    use std::io::BufRead;
+    let rt = Runtime::new();
+    let cid = id("oomev");
+    // The process waits for /go, then builds a 64 MiB string under a 32 MiB limit.
+    let mut b = Bundle::own_rootfs(
+        "while [ ! -e /go ]; do sleep 0.05; done; \
+         awk 'BEGIN { s = sprintf(\"%67108864s\", \"\"); print length(s) }'; exec sleep 600",
+    );
+    b.config["linux"]["resources"] = serde_json::json!({
+        "memory": {"limit": 32 << 20, "swap": 32 << 20}
+    });
+    let out = rt.run_detached(&b, &cid);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut events = rt
+        .cmd()
+        .args(["events", "--interval", "1h", &cid])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn events");
+    let stdout = events.stdout.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // The first stats record means the watch is registered.
+    let first = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("a stats record");
+    assert!(first.contains("\"type\":\"stats\""), "{first}");
+    std::fs::write(b.rootfs().join("go"), "").expect("trigger");
+    // The interval is an hour: only the OOM notification can produce the next line.
+    let next = rx.recv_timeout(std::time::Duration::from_secs(60));
+    let _ = events.kill();
+    let _ = events.wait();
+    let next = next.expect("an oom record before the next interval");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&next).expect("json"),
+        serde_json::json!({"type": "oom", "id": cid})
+    );
+}

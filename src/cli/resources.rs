@@ -2,7 +2,9 @@
 
 use std::io::Read;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use crate::error::{Error, Result};
 use crate::lifecycle::{self, Globals};
@@ -146,19 +148,44 @@ pub fn events(g: &Globals, id: &str, stats: bool, interval: &str) -> Result<()> 
     }
     let every = parse_interval(interval)?;
     let mut ooms = lifecycle::oom_count(g, id)?;
+    // Without a watch (no memory controller), OOMs are noticed at each interval.
+    let watch = lifecycle::oom_watch(g, id).ok();
+    let mut next = Instant::now();
     loop {
-        let ev = match lifecycle::stats_event(g, id) {
-            Ok(ev) => ev,
-            Err(Error::NotRunning(_)) | Err(Error::NotExist(_)) => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        let now = lifecycle::oom_count(g, id).unwrap_or(ooms);
-        if now > ooms {
-            print(&serde_json::json!({"type": "oom", "id": id}));
-            ooms = now;
+        if Instant::now() >= next {
+            let ev = match lifecycle::stats_event(g, id) {
+                Ok(ev) => ev,
+                Err(Error::NotRunning(_)) | Err(Error::NotExist(_)) => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            let now = lifecycle::oom_count(g, id).unwrap_or(ooms);
+            if now > ooms {
+                print(&serde_json::json!({"type": "oom", "id": id}));
+                ooms = now;
+            }
+            print(&ev);
+            next = Instant::now() + every;
         }
-        print(&ev);
-        std::thread::sleep(every);
+        let wait = next.saturating_duration_since(Instant::now());
+        let Some(w) = &watch else {
+            std::thread::sleep(wait);
+            continue;
+        };
+        let mut fds = [PollFd::new(w.fd(), PollFlags::POLLIN)];
+        let timeout = PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX);
+        if !poll(&mut fds, timeout).is_ok_and(|n| n > 0) {
+            continue;
+        }
+        let notified = w.drain().is_some_and(|n| n > 0);
+        let count = lifecycle::oom_count(g, id);
+        let now = *count.as_ref().unwrap_or(&ooms);
+        if notified || now > ooms {
+            ooms = ooms.max(now);
+            print(&serde_json::json!({"type": "oom", "id": id}));
+        }
+        if matches!(count, Err(Error::NotRunning(_)) | Err(Error::NotExist(_))) {
+            return Ok(());
+        }
     }
 }
 

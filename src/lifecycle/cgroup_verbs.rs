@@ -46,3 +46,9 @@ pub fn oom_count(g: &Globals, id: &str) -> Result<u64> {
     let (_c, _st, cg) = running_cgroup(g, id)?;
     cg.oom_events()
 }
+
+/// A descriptor that becomes readable when the container's cgroup reports an OOM.
+pub fn oom_watch(g: &Globals, id: &str) -> Result<crate::linux::cgroups::OomWatch> {
+    let (_c, _st, cg) = running_cgroup(g, id)?;
+    cg.watch_oom()
+}

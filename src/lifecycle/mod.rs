@@ -20,7 +20,7 @@ mod cgroup_verbs;
 mod files;
 mod gpu;
 
-pub use cgroup_verbs::{oom_count, pause, resume, stats_event, update};
+pub use cgroup_verbs::{oom_count, oom_watch, pause, resume, stats_event, update};
 use files::owner;
 pub use files::write_pid_file;
 use gpu::{inject_gpus, lease_holder};

@@ -17,6 +17,7 @@ mod ebpf;
 mod error;
 mod freezer;
 mod fs;
+mod oom;
 mod path;
 mod resources;
 mod resources_more;
@@ -42,6 +43,7 @@ pub use ebpf::{
     device_program_ids,
 };
 pub use error::CgroupError;
+pub use oom::OomWatch;
 pub use path::{
     clean_path, inner_path, resolve, InnerPath, Placement, UnifiedPlacement, V1Placement,
 };
