@@ -4,27 +4,58 @@
 //! against a fork bomb, a CPU quota, a cpuset, the eBPF device filter across an update,
 //! freeze and thaw, and `update`.
 //!
-//! Booting a VM takes about half a minute and may install packages, so the test runs only
-//! with GPURUN_VM_TESTS=1 (CI sets it).
+//! The second test boots the same guest with systemd 252 as pid 1
+//! (`GPURUN_VM_INIT=systemd`) for the systemd cgroup driver: `systemd_smoke` checks the host
+//! (transient delegated scopes over /run/systemd/private, daemon-reload), `systemd_scope`
+//! and `systemd_devices` run `gpurun --systemd-cgroup`.
+//!
+//! Booting a VM takes about half a minute and may install packages, so the tests run only
+//! with GPURUN_VM_TESTS=1 (CI sets it). They take turns: two emulated VMs at once on a small
+//! machine would slow the timing-sensitive cases down.
 
 use std::path::Path;
 use std::process::Command;
+use std::sync::Mutex;
 
-#[test]
-fn cgroup_v2_cases_pass_in_a_vm_on_debians_kernel() {
+static ONE_VM_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Runs integration/vm/run.sh with `env`; false when the tests are not enabled.
+fn run_vm(env: &[(&str, &str)]) -> bool {
     if std::env::var("GPURUN_VM_TESTS").as_deref() != Ok("1") {
         eprintln!("skipping: set GPURUN_VM_TESTS=1");
-        return;
+        return false;
     }
+    // A failed VM test poisons the lock; the next one may still run.
+    let _turn = ONE_VM_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("integration/vm/run.sh");
     // The harness prints the VM's console as it goes and ends with one line per case.
     let status = Command::new("bash")
         .arg(&script)
+        .envs(env.iter().copied())
         .status()
         .expect("run integration/vm/run.sh");
     assert!(
         status.success(),
-        "{} failed ({status}): see the FAIL lines above and target/vm/console.log",
+        "{} {env:?} failed ({status}): see the FAIL lines above and the console.log it names",
         script.display()
     );
+    true
+}
+
+#[test]
+fn cgroup_v2_cases_pass_in_a_vm_on_debians_kernel() {
+    run_vm(&[("GPURUN_VM_INIT", "busybox")]);
+}
+
+#[test]
+fn systemd_cgroup_driver_cases_pass_in_a_vm_with_systemd_as_pid_1() {
+    run_vm(&[
+        ("GPURUN_VM_INIT", "systemd"),
+        (
+            "GPURUN_VM_CASES",
+            "systemd_smoke,systemd_scope,systemd_devices",
+        ),
+    ]);
 }

@@ -21,6 +21,9 @@ ALLOWED = (120, 0)
 DENIED = (120, 1)
 WILD = (121, 5)
 SPEC_NODE = (122, 0)
+# The systemd boot's device case: majors 240-254 are handed out to drivers dynamically from
+# 254 down; the case checks /proc/devices that 240 and 241 are free. 241:0 has no rule.
+SD_ALLOWED = (240, 0)
 
 
 def base(gpurun):
@@ -104,6 +107,24 @@ def cases():
                 "pids": {"limit": 32},
                 "cpu": {"quota": 50000, "period": 100000},
             },
+        },
+        # The systemd boot (GPURUN_VM_INIT=systemd), run with gpurun --systemd-cgroup.
+        "systemd_scope": {
+            "args": sh("cat /proc/self/cgroup; exec sleep 600"),
+            "resources": {"memory": {"limit": 32 * MiB}, "pids": {"limit": 64}},
+            "cgroupsPath": "system.slice:gpurun:vmtest",
+        },
+        "systemd_devices": {
+            "args": ["sh", "/cases/systemd_devices.sh"],
+            "mounts": [
+                bind("/vmtest/systemd_devices/nodes", "/nodes"),
+                bind("/vmtest/systemd_devices/ctl", "/ctl", "rw"),
+            ],
+            "device_rules": [
+                {"allow": True, "type": "c", "major": 1, "minor": 3, "access": "rw"},
+                {"allow": True, "type": "c", "major": SD_ALLOWED[0], "minor": SD_ALLOWED[1], "access": "rw"},
+            ],
+            "cgroupsPath": "system.slice:gpurun:vmdevices",
         },
     }
 

@@ -1,7 +1,12 @@
 #!/bin/sh
-# Stage 2 of the test VM, on the tmpfs root. As pid 1 it mounts the filesystems of a pure
-# cgroup v2 host (cgroup2 alone at /sys/fs/cgroup), runs the cases in a child (pid 1's
-# `wait` also reaps the containers' orphaned inits) and powers the VM off.
+# Stage 2 of the test VM, on the tmpfs root. It runs in one of two ways:
+#
+# - busybox boot: as pid 1 it mounts the filesystems of a pure cgroup v2 host (cgroup2
+#   alone at /sys/fs/cgroup), runs the cases in a child (pid 1's `wait` also reaps the
+#   containers' orphaned inits) and powers the VM off;
+# - systemd boot: systemd is pid 1 and has mounted everything (cgroup2 alone, too);
+#   gpurun-vm.service starts `guest.sh systemd`, which runs the cases in a child and powers
+#   the VM off.
 #
 # Each case prints its notes as `LOG <case>: ...` and then exactly one of
 #   PASS <case> (<ms> ms)
@@ -13,6 +18,23 @@ G=gpurun
 CG=/sys/fs/cgroup
 ALL_CASES="hello memory_oom pids_fork_count pids_fork_bomb cpu_quota cpuset devices freeze update"
 
+boot_report() {
+	read -r up _ </proc/uptime
+	echo
+	echo "BOOT uptime=${up}s kernel=$(uname -r) cpus=$(grep -c ^processor /proc/cpuinfo) pid1=$(cat /proc/1/comm)"
+	echo "BOOT cgroup mounts: $(grep cgroup /proc/self/mountinfo | awk '{print $5, $(NF-2)}' | tr '\n' ' ')"
+	echo "BOOT controllers: $(cat "$CG/cgroup.controllers")"
+}
+
+# Runs the cases in a child, then powers off (never returns).
+run_and_power_off() {
+	/vm/guest.sh run &
+	wait $!
+	sync
+	poweroff -f
+	exit 0
+}
+
 if [ "$$" = 1 ]; then
 	mount -t proc proc /proc
 	mount -t sysfs sysfs /sys
@@ -22,16 +44,16 @@ if [ "$$" = 1 ]; then
 	mount -t cgroup2 cgroup2 "$CG"
 	mount -t tmpfs tmpfs /run
 	mount -t tmpfs tmpfs /tmp
-	read -r up _ </proc/uptime
-	echo
-	echo "BOOT uptime=${up}s kernel=$(uname -r) cpus=$(grep -c ^processor /proc/cpuinfo)"
-	echo "BOOT cgroup mounts: $(grep cgroup /proc/self/mountinfo | awk '{print $5, $(NF-2)}' | tr '\n' ' ')"
-	echo "BOOT controllers: $(cat "$CG/cgroup.controllers")"
-	/vm/guest.sh run &
-	wait $!
-	sync
-	poweroff -f
-	exit 0
+	boot_report
+	run_and_power_off
+fi
+
+if [ "${1:-}" = systemd ]; then
+	boot_report
+	us=$(systemctl show -p UserspaceTimestampMonotonic --value)
+	echo "BOOT $(systemctl --version | head -n 1) started at $((us / 1000)) ms;" \
+		"this runner's cgroup: $(cat /proc/self/cgroup)"
+	run_and_power_off
 fi
 
 # ---- helpers (cases run in subshells: `fail` ends the case) ----
@@ -298,6 +320,9 @@ case_update() {
 	out=$($G delete --force update 2>&1) || fail "delete --force failed: $out"
 	[ ! -e "$d" ] || fail "delete --force left $d"
 }
+
+# The systemd boot's cases (systemd_*).
+. /vm/guest-systemd.sh
 
 # ---- runner ----
 

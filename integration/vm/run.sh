@@ -3,23 +3,32 @@
 #
 #   integration/vm/run.sh        (make vm-test; cargo test --test vm_cgroup_v2 with
 #                                 GPURUN_VM_TESTS=1)
+#   GPURUN_VM_INIT=systemd integration/vm/run.sh
+#                                (the same guest with systemd 252 as pid 1: the cases of
+#                                 gpurun's systemd cgroup driver, guest-systemd.sh)
 #
 # 1. Installs what is missing from Debian's archive (qemu-system-x86, busybox-static, cpio,
-#    xz-utils, python3, libc6-dev); that needs root, nothing else here does.
+#    xz-utils, python3, libc6-dev; systemd for the systemd boot); that needs root,
+#    nothing else here does.
 # 2. Fetches the kernel that linux-image-amd64 depends on with `apt-get download`, unpacks
 #    it with `dpkg-deb -x` (never installs it) and keeps vmlinuz, its config and the ELF
 #    image unpacked from vmlinuz (booted through PVH, skipping decompression) in the cache.
 # 3. Builds a static gpurun (crt-static) for x86_64.
 # 4. Packs an initramfs: busybox-static, gpurun, init + guest.sh, and one bundle per case
-#    over a shared busybox rootfs (bundles.py, cases/).
+#    over a shared busybox rootfs (bundles.py, cases/). The systemd boot adds this host's
+#    systemd, systemctl, systemd-run and busctl with every library they load, and the two
+#    units in systemd/ (a target and gpurun-vm.service, the case runner).
 # 5. Boots it under `qemu-system-x86_64 -accel tcg` and requires a `PASS <case>` line on
 #    the serial console for every case, within the timeout.
 #
 # Environment:
 #   GPURUN_VM_CACHE    kernel cache (default ${XDG_CACHE_HOME:-~/.cache}/gpurun-vm)
-#   GPURUN_VM_WORK     build directory (default target/vm); console.log is kept there
+#   GPURUN_VM_INIT     pid 1 of the guest: busybox (guest.sh, the default) or systemd
+#   GPURUN_VM_WORK     build directory (default target/vm, target/vm-systemd for the
+#                      systemd boot); console.log is kept there
 #   GPURUN_VM_TIMEOUT  seconds for the whole VM run (default 300)
-#   GPURUN_VM_CASES    comma-separated cases to run (default: all)
+#   GPURUN_VM_CASES    comma-separated cases to run (default: all of the boot's cases:
+#                      the nine cgroup v2 cases, or systemd_smoke,systemd_scope,systemd_devices)
 #   GPURUN_VM_GPURUN   a statically linked gpurun to use instead of building one
 #   GPURUN_VM_KERNEL   a vmlinuz to boot instead of Debian's (its config is not checked)
 set -euo pipefail
@@ -27,15 +36,28 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 cache=${GPURUN_VM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gpurun-vm}
-work=${GPURUN_VM_WORK:-$repo/target/vm}
+init_mode=${GPURUN_VM_INIT:-busybox}
 timeout_s=${GPURUN_VM_TIMEOUT:-300}
-all_cases="hello,memory_oom,pids_fork_count,pids_fork_bomb,cpu_quota,cpuset,devices,freeze,update"
+case $init_mode in
+busybox)
+	work=${GPURUN_VM_WORK:-$repo/target/vm}
+	all_cases="hello,memory_oom,pids_fork_count,pids_fork_bomb,cpu_quota,cpuset,devices,freeze,update"
+	;;
+systemd)
+	work=${GPURUN_VM_WORK:-$repo/target/vm-systemd}
+	all_cases="systemd_smoke,systemd_scope,systemd_devices"
+	;;
+*)
+	printf 'vm: GPURUN_VM_INIT is busybox or systemd, not %s\n' "$init_mode" >&2
+	exit 1
+	;;
+esac
 cases=${GPURUN_VM_CASES:-$all_cases}
 export PATH=$HOME/.cargo/bin:$PATH
 
 # Kernel options the cases need built in (the initramfs loads no modules).
 required_config=(
-	BLK_DEV_INITRD RD_GZIP DEVTMPFS TMPFS SERIAL_8250_CONSOLE
+	BLK_DEV_INITRD DEVTMPFS TMPFS SERIAL_8250_CONSOLE
 	CGROUPS MEMCG CGROUP_PIDS CGROUP_SCHED FAIR_GROUP_SCHED CFS_BANDWIDTH CPUSETS
 	CGROUP_BPF BPF_SYSCALL NAMESPACES PID_NS NET_NS IPC_NS UTS_NS SECCOMP_FILTER
 )
@@ -58,6 +80,9 @@ ensure_packages() {
 	command -v cpio >/dev/null 2>&1 || need+=(cpio)
 	command -v xz >/dev/null 2>&1 || need+=(xz-utils)
 	command -v python3 >/dev/null 2>&1 || need+=(python3)
+	if [ "$init_mode" = systemd ]; then
+		dpkg-query -W -f='${Status}' systemd 2>/dev/null | grep -q 'ok installed' || need+=(systemd)
+	fi
 	# crt-static links against glibc's static archive.
 	[ -n "${GPURUN_VM_GPURUN:-}" ] || [ -e /usr/lib/x86_64-linux-gnu/libc.a ] || need+=(libc6-dev)
 	command -v apt-get >/dev/null 2>&1 || die "apt-get is missing: this harness needs Debian"
@@ -175,6 +200,55 @@ add_busybox() { # DIR: /bin/busybox and one symlink per applet
 	done
 }
 
+# copy_elf DIR FILE...: each FILE and every library ldd says it loads, the dynamic loader
+# included, at the same paths under DIR (links followed: a library's file is named by the
+# path the loader looks up).
+copy_elf() {
+	local dir=$1 f p dest
+	shift
+	for f in "$@"; do
+		for p in "$f" $(ldd "$f" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }'); do
+			# Into the real directory: on a merged-/usr host /lib/x/libc.so.6 lands in
+			# /usr/lib/x, which DIR's /lib link reaches too.
+			dest=$dir$(readlink -f "$(dirname "$p")")/$(basename "$p")
+			[ -e "$dest" ] && continue
+			mkdir -p "$(dirname "$dest")"
+			cp -L "$p" "$dest"
+		done
+	done
+}
+
+# systemd 252 as pid 1 (GPURUN_VM_INIT=systemd): this host's systemd, the clients the cases
+# use, the two units it starts, and the few files in /etc it reads.
+add_systemd() { # ROOT
+	local root=$1 l bin p bins=()
+	for l in lib lib64; do
+		[ ! -L "/$l" ] || ln -sfn "$(readlink "/$l")" "$root/$l"
+	done
+	# Merged /usr, as systemd expects ("System is tainted: unmerged-usr" otherwise).
+	mv "$root"/bin/* "$root/usr/bin/"
+	rmdir "$root/bin"
+	ln -sfn usr/bin "$root/bin"
+	mkdir -p "$root/var"
+	ln -sfn ../run "$root/var/run"
+	for bin in systemctl systemd-run busctl; do
+		p=$(command -v "$bin") || die "$bin is missing: install systemd"
+		bins+=("$p")
+	done
+	[ -x /lib/systemd/systemd ] || die "/lib/systemd/systemd is missing: install systemd"
+	copy_elf "$root" /lib/systemd/systemd "${bins[@]}"
+	mkdir -p "$root/usr/lib/systemd/system"
+	install -m 0644 "$here"/systemd/gpurun-vm.{target,service} "$root/usr/lib/systemd/system/"
+	# A fixed machine id: an empty one is a "first boot" (presets, a generated id).
+	printf '%s\n' 67707572756e766d746573746d616368 >"$root/etc/machine-id"
+	cp -L /etc/os-release "$root/etc/os-release"
+	printf 'gpurun-vm\n' >"$root/etc/hostname"
+	printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' \
+		>"$root/etc/passwd"
+	printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
+	printf '/lib/systemd/systemd\n' >"$root/vm/pid1"
+}
+
 make_initramfs() {
 	ldd /bin/busybox >/dev/null 2>&1 && die "/bin/busybox is dynamically linked: install busybox-static"
 	local root=$work/root rootfs=$work/root/bundles/rootfs
@@ -183,6 +257,7 @@ make_initramfs() {
 	add_busybox "$root"
 	install -m 0755 "$here/init" "$root/init"
 	install -m 0755 "$here/guest.sh" "$root/vm/guest.sh"
+	install -m 0644 "$here/guest-systemd.sh" "$root/vm/guest-systemd.sh"
 	install -m 0755 "$gpurun" "$root/usr/bin/gpurun"
 
 	add_busybox "$rootfs"
@@ -192,9 +267,11 @@ make_initramfs() {
 	printf 'root:x:0:\n' >"$rootfs/etc/group"
 	install -m 0644 "$here"/cases/*.sh "$rootfs/cases/"
 	python3 "$here/bundles.py" "$gpurun" "$root/bundles"
+	[ "$init_mode" != systemd ] || add_systemd "$root"
 
-	(cd "$root" && find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0) |
-		gzip -1 >"$work/initramfs.gz"
+	# Uncompressed: unpacking gzip under emulation costs about a second with systemd.
+	(cd "$root" && find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0) \
+		>"$work/initramfs.cpio"
 }
 
 ensure_packages
@@ -202,16 +279,24 @@ fetch_kernel
 check_config
 build_gpurun
 make_initramfs
-say "kernel $kernel; initramfs $(du -h "$work/initramfs.gz" | cut -f1); cases ${cases//,/ }"
+say "kernel $kernel; initramfs $(du -h "$work/initramfs.cpio" | cut -f1); pid 1 $init_mode; cases ${cases//,/ }"
 
 append="console=ttyS0 quiet loglevel=1 panic=-1 cgroup_no_v1=all mitigations=off"
-[ "$cases" = "$all_cases" ] || append="$append gpurun.cases=$cases"
+if [ "$init_mode" = systemd ]; then
+	# Straight to the runner: no sysinit.target, journald or udev; systemd's own messages
+	# (notices and up) on the console between the cases' lines.
+	append="$append systemd.unified_cgroup_hierarchy=1 systemd.unit=gpurun-vm.target"
+	append="$append systemd.show_status=0 systemd.log_target=console systemd.log_level=notice"
+	append="$append gpurun.cases=$cases"
+elif [ "$cases" != "$all_cases" ]; then
+	append="$append gpurun.cases=$cases"
+fi
 log=$work/console.log
 t_vm=$(now)
 set +e
 timeout -k 10 "$timeout_s" qemu-system-x86_64 -accel tcg -m 1024 -smp 2 \
 	-nographic -no-reboot -nic none \
-	-kernel "$kernel" -initrd "$work/initramfs.gz" -append "$append" \
+	-kernel "$kernel" -initrd "$work/initramfs.cpio" -append "$append" \
 	</dev/null 2>&1 | stdbuf -o0 tr -d '\r' | tee "$log"
 rc=${PIPESTATUS[0]}
 set -e
