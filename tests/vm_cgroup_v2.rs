@@ -55,7 +55,7 @@ fn systemd_cgroup_driver_cases_pass_in_a_vm_with_systemd_as_pid_1() {
         ("GPURUN_VM_INIT", "systemd"),
         (
             "GPURUN_VM_CASES",
-            "systemd_smoke,systemd_scope,systemd_devices",
+            "systemd_smoke,systemd_scope,systemd_devices,systemd_oom_update",
         ),
     ]);
 }

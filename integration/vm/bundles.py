@@ -126,6 +126,11 @@ def cases():
             ],
             "cgroupsPath": "system.slice:gpurun:vmdevices",
         },
+        "systemd_oom_update": {
+            "args": ["sh", "/cases/memory.sh"],
+            "resources": {"memory": {"limit": 32 * MiB}},
+            "cgroupsPath": "system.slice:gpurun:vmoom",
+        },
     }
 
 

@@ -4,8 +4,7 @@
 #
 # systemd_smoke checks the host without gpurun: what gpurun's systemd cgroup driver needs
 # from pid 1 (StartTransientUnit on /run/systemd/private, delegated scopes that go away).
-# systemd_scope and systemd_devices run gpurun --systemd-cgroup; they fail until the
-# driver creates scopes ("cannot reach systemd ... not implemented in this gpurun build").
+# systemd_scope, systemd_devices and systemd_oom_update run gpurun --systemd-cgroup.
 
 SD_PRIVATE=/run/systemd/private
 
@@ -171,5 +170,34 @@ case_systemd_devices() {
 	sed 's/^/after daemon-reload: /' "$v/ctl/after"
 	check_sd_probe "$v/ctl/after"
 	is_status "$c" running || fail "state is '$(status_of "$c")' after daemon-reload"
+	stop_and_delete_scope "$c" "$u"
+}
+
+# An OOM kill inside a systemd-driven container: the kernel kills the hog, the container
+# and its scope stay up (systemd 252 has no OOMPolicy for scopes; gpurun asks for
+# OOMPolicy=continue where systemd has it). Then `gpurun update` changes memory.max
+# through the unit's MemoryMax too, so a daemon-reload keeps the new limit; delete removes
+# the unit.
+case_systemd_oom_update() {
+	c=systemd_oom_update
+	u=gpurun-vmoom.scope
+	d=$CG/system.slice/$u
+	start_detached_systemd "$c"
+	expect_file "$d/memory.max" 33554432
+	wait_for 600 grep -q '^hog-status' "/tmp/$c.out" ||
+		fail "the memory hog did not end in 60 s: $(one_line "/tmp/$c.out")"
+	st=$(sed -n 's/^hog-status //p' "/tmp/$c.out")
+	[ "$st" = 137 ] || fail "awk exited with $st, not 137 (SIGKILL by the OOM killer)"
+	kills=$(field "$d/memory.events" oom_kill)
+	[ "${kills:-0}" -ge 1 ] || fail "memory.events oom_kill is '${kills}'"
+	is_status "$c" running || fail "state is '$(status_of "$c")' after the OOM kill of a child"
+	expect_prop "$u" ActiveState active
+	echo "after the OOM kill: oom_kill=$kills, $u $(prop "$u" ActiveState)"
+	out=$($G update --memory 64m "$c" 2>&1) || fail "gpurun update failed: $out"
+	expect_file "$d/memory.max" 67108864
+	expect_prop "$u" MemoryMax 67108864
+	daemon_reload
+	expect_file "$d/memory.max" 67108864
+	echo "after update and daemon-reload: memory.max $(cat "$d/memory.max"), MemoryMax $(prop "$u" MemoryMax)"
 	stop_and_delete_scope "$c" "$u"
 }

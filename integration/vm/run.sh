@@ -28,7 +28,7 @@
 #                      systemd boot); console.log is kept there
 #   GPURUN_VM_TIMEOUT  seconds for the whole VM run (default 300)
 #   GPURUN_VM_CASES    comma-separated cases to run (default: all of the boot's cases:
-#                      the nine cgroup v2 cases, or systemd_smoke,systemd_scope,systemd_devices)
+#                      the nine cgroup v2 cases, or systemd_smoke,systemd_scope,systemd_devices,systemd_oom_update)
 #   GPURUN_VM_GPURUN   a statically linked gpurun to use instead of building one
 #   GPURUN_VM_KERNEL   a vmlinuz to boot instead of Debian's (its config is not checked)
 set -euo pipefail
@@ -45,7 +45,7 @@ busybox)
 	;;
 systemd)
 	work=${GPURUN_VM_WORK:-$repo/target/vm-systemd}
-	all_cases="systemd_smoke,systemd_scope,systemd_devices"
+	all_cases="systemd_smoke,systemd_scope,systemd_devices,systemd_oom_update"
 	;;
 *)
 	printf 'vm: GPURUN_VM_INIT is busybox or systemd, not %s\n' "$init_mode" >&2
@@ -282,6 +282,8 @@ make_initramfs
 say "kernel $kernel; initramfs $(du -h "$work/initramfs.cpio" | cut -f1); pid 1 $init_mode; cases ${cases//,/ }"
 
 append="console=ttyS0 quiet loglevel=1 panic=-1 cgroup_no_v1=all mitigations=off"
+# GPURUN_VM_APPEND: more kernel arguments (e.g. systemd.log_level=debug).
+append_extra=${GPURUN_VM_APPEND:-}
 if [ "$init_mode" = systemd ]; then
 	# Straight to the runner: no sysinit.target, journald or udev; systemd's own messages
 	# (notices and up) on the console between the cases' lines.
@@ -296,7 +298,7 @@ t_vm=$(now)
 set +e
 timeout -k 10 "$timeout_s" qemu-system-x86_64 -accel tcg -m 1024 -smp 2 \
 	-nographic -no-reboot -nic none \
-	-kernel "$kernel" -initrd "$work/initramfs.cpio" -append "$append" \
+	-kernel "$kernel" -initrd "$work/initramfs.cpio" -append "$append${append_extra:+ $append_extra}" \
 	</dev/null 2>&1 | stdbuf -o0 tr -d '\r' | tee "$log"
 rc=${PIPESTATUS[0]}
 set -e

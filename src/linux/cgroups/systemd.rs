@@ -15,6 +15,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::error::CgroupError;
+use super::systemd_props::OPTIONAL;
 use crate::linux::dbus::{Call, Connection, DbusError, Message, Value};
 
 /// The systemd driver's private D-Bus socket.
@@ -136,13 +137,17 @@ fn dbus_err(what: String) -> impl FnOnce(DbusError) -> CgroupError {
 }
 
 /// Connects to systemd: its private socket as root (no bus daemon needed, as `systemctl`
-/// does), else the system bus. Either way gpurun subscribes to job signals.
+/// does), else the system bus. systemd sends its signals to every private connection; on
+/// the bus gpurun asks for `JobRemoved` with a match rule and `Subscribe`. (`Subscribe` is
+/// not sent on the private socket: it is not needed there, and systemd 252 fails it and
+/// drops the connection after a `daemon-reload` when no bus daemon runs.)
 pub fn connect(private: &Path, bus: &Path) -> Result<Connection, CgroupError> {
-    let mut conn = if nix::unistd::geteuid().is_root() && private.exists() {
-        Connection::open(private, false, TIMEOUT)
-    } else if bus.exists() {
-        Connection::open(bus, true, TIMEOUT)
-    } else {
+    let root = nix::unistd::geteuid().is_root();
+    if root && private.exists() {
+        return Connection::open(private, false, TIMEOUT)
+            .map_err(dbus_err("connecting to systemd".to_string()));
+    }
+    if !bus.exists() {
         return Err(CgroupError::Systemd(format!(
             "cannot reach systemd over D-Bus: neither {} nor {} exists (PID 1 is not \
              systemd, or /run is not the host's); use the cgroupfs driver (run without \
@@ -151,19 +156,18 @@ pub fn connect(private: &Path, bus: &Path) -> Result<Connection, CgroupError> {
             bus.display()
         )));
     }
-    .map_err(dbus_err("connecting to systemd".to_string()))?;
-    if !private.exists() || !nix::unistd::geteuid().is_root() {
-        conn.call(&Call {
-            destination: "org.freedesktop.DBus",
-            path: "/org/freedesktop/DBus",
-            interface: "org.freedesktop.DBus",
-            member: "AddMatch",
-            body: &[Value::str(format!(
-                "type='signal',sender='{DEST}',path='{OBJECT}',interface='{MANAGER}',member='JobRemoved'"
-            ))],
-        })
-        .map_err(dbus_err("subscribing to systemd's job signals".to_string()))?;
-    }
+    let mut conn = Connection::open(bus, true, TIMEOUT)
+        .map_err(dbus_err("connecting to the system bus".to_string()))?;
+    conn.call(&Call {
+        destination: "org.freedesktop.DBus",
+        path: "/org/freedesktop/DBus",
+        interface: "org.freedesktop.DBus",
+        member: "AddMatch",
+        body: &[Value::str(format!(
+            "type='signal',sender='{DEST}',path='{OBJECT}',interface='{MANAGER}',member='JobRemoved'"
+        ))],
+    })
+    .map_err(dbus_err("subscribing to systemd's job signals".to_string()))?;
     manager_call(
         &mut conn,
         "Subscribe",
@@ -221,23 +225,59 @@ fn is(e: &CgroupError, name: &str) -> bool {
 /// that name left failed by an earlier container is reset and the start tried once more.
 pub fn start_unit(conn: &mut Connection, unit: &str, props: Vec<Value>) -> Result<(), CgroupError> {
     let what = format!("starting unit {unit}");
-    let body = [
-        Value::str(unit),
-        Value::str("replace"),
-        Value::Array("(sv)".into(), props),
-        Value::Array("(sa(sv))".into(), vec![]),
-    ];
-    let reply = match manager_call(conn, "StartTransientUnit", &body, &what) {
-        Err(e) if is(&e, "org.freedesktop.systemd1.UnitExists") => {
-            let _ = manager_call(conn, "ResetFailedUnit", &body[..1], &what);
-            manager_call(conn, "StartTransientUnit", &body, &what)?
+    let mut props = props;
+    let mut reset = false;
+    let reply = loop {
+        let body = [
+            Value::str(unit),
+            Value::str("replace"),
+            Value::Array("(sv)".into(), props.clone()),
+            Value::Array("(sa(sv))".into(), vec![]),
+        ];
+        match manager_call(conn, "StartTransientUnit", &body, &what) {
+            Err(e) if !reset && is(&e, "org.freedesktop.systemd1.UnitExists") => {
+                reset = true;
+                let _ = manager_call(conn, "ResetFailedUnit", &body[..1], &what);
+            }
+            Err(e) if is(&e, "org.freedesktop.DBus.Error.PropertyReadOnly") => {
+                let Some(name) = refused_optional(&e, &props) else {
+                    return Err(e);
+                };
+                props.retain(|p| prop_name(p) != Some(name.as_str()));
+            }
+            other => break other?,
         }
-        other => other?,
     };
     let job = reply
         .first_str()
         .ok_or_else(|| CgroupError::Systemd(format!("{what}: systemd answered without a job")))?;
     wait_job(conn, &job, &what)
+}
+
+fn prop_name(p: &Value) -> Option<&str> {
+    match p {
+        Value::Struct(f) => f.first().and_then(Value::as_str),
+        _ => None,
+    }
+}
+
+/// The optional property (one of [`OPTIONAL`] still in `props`) that systemd's
+/// "Cannot set property X, or unknown property." names.
+fn refused_optional(e: &CgroupError, props: &[Value]) -> Option<String> {
+    let CgroupError::SystemdCall {
+        source: DbusError::Remote { message, .. },
+        ..
+    } = e
+    else {
+        return None;
+    };
+    OPTIONAL
+        .iter()
+        .find(|name| {
+            message.contains(&format!("property {name},"))
+                && props.iter().any(|p| prop_name(p) == Some(**name))
+        })
+        .map(|n| n.to_string())
 }
 
 /// Stops the unit and waits for it; a unit systemd no longer knows is already stopped. A

@@ -17,6 +17,10 @@ use super::error::CgroupError;
 use super::root::Layout;
 use crate::linux::dbus::Value;
 
+/// Properties an older systemd may not know for a scope: when it refuses one of them,
+/// the unit is started without it.
+pub const OPTIONAL: &[&str] = &["OOMPolicy"];
+
 /// systemd's "no limit" for `t` properties.
 pub const INFINITY: u64 = u64::MAX;
 
@@ -43,6 +47,9 @@ pub fn unit_properties(slice: &str, unit: &str, container_id: &str, pid: i32) ->
     if unit.ends_with(".scope") {
         p.push(prop("Slice", Value::str(slice)));
         p.push(prop("Delegate", Value::Bool(true)));
+        // An OOM kill of one process must not stop the whole container (systemd >= 253
+        // would by default; older ones do not know the property, see OPTIONAL).
+        p.push(prop("OOMPolicy", Value::str("continue")));
         p.push(prop(
             "PIDs",
             Value::Array("u".into(), vec![Value::U32(pid as u32)]),

@@ -218,12 +218,26 @@ fn set_properties_is_for_this_boot_only() {
 }
 
 #[test]
-fn connect_subscribes_and_an_absent_systemd_is_a_clear_error() {
+fn connect_uses_the_private_socket_as_is_and_the_bus_with_a_subscription() {
+    // As root, the private socket: no Hello, no Subscribe.
+    if nix::unistd::geteuid().is_root() {
+        let peer = systemd("done", false);
+        let c = connect(&peer.path, Path::new("/nonexistent/gpurun-test/bus")).expect("connect");
+        drop(c);
+        assert!(members(&peer.calls()).is_empty());
+    }
+    // The bus: Hello, the match rule for JobRemoved, Subscribe.
     let peer = systemd("done", false);
-    let c = connect(&peer.path, &peer.path).expect("connect");
+    let c = connect(Path::new("/nonexistent/gpurun-test/private"), &peer.path).expect("connect");
     drop(c);
-    assert!(members(&peer.calls()).contains(&"Subscribe".to_string()));
+    let calls = peer.calls();
+    assert_eq!(members(&calls), ["Hello", "AddMatch", "Subscribe"]);
+    let rule = calls[1].first_str().unwrap_or_default();
+    assert!(rule.contains("member='JobRemoved'"), "{rule}");
+}
 
+#[test]
+fn an_absent_systemd_is_a_clear_error() {
     let e = connect(
         Path::new("/nonexistent/gpurun-test/private"),
         Path::new("/nonexistent/gpurun-test/bus"),
@@ -423,4 +437,50 @@ fn rules_systemd_cannot_say_are_reported_and_default_allow_installs_nothing() {
         p[1],
         ("DeviceAllow".into(), Value::Array("(ss)".into(), vec![]))
     );
+}
+
+#[test]
+fn a_property_an_older_systemd_does_not_know_is_dropped_and_the_start_retried() {
+    let peer = FakePeer::start(OK, |m| match m.member.as_deref() {
+        Some("StartTransientUnit") => {
+            let body = m.values().expect("body");
+            if props(&body).iter().any(|(n, _)| n == "OOMPolicy") {
+                vec![error(
+                    m,
+                    "org.freedesktop.DBus.Error.PropertyReadOnly",
+                    "Cannot set property OOMPolicy, or unknown property.",
+                )]
+            } else {
+                vec![
+                    reply(m, &[Value::ObjectPath(JOB.into())]),
+                    job_removed(JOB, "gpurun-g.scope", "done"),
+                ]
+            }
+        }
+        _ => vec![reply(m, &[])],
+    });
+    let mut c = open(&peer);
+    let p = unit_properties("system.slice", "gpurun-g.scope", "g", 5);
+    start_unit(&mut c, "gpurun-g.scope", p).expect("started without OOMPolicy");
+    drop(c);
+    let calls = peer.calls();
+    assert_eq!(
+        members(&calls),
+        ["StartTransientUnit", "StartTransientUnit"]
+    );
+    let second = props(&calls[1].values().expect("body"));
+    assert!(second.iter().any(|(n, _)| n == "Delegate"));
+
+    // Any other refused property is an error.
+    let peer = FakePeer::start(OK, |m| {
+        vec![error(
+            m,
+            "org.freedesktop.DBus.Error.PropertyReadOnly",
+            "Cannot set property Delegate, or unknown property.",
+        )]
+    });
+    let mut c = open(&peer);
+    let p = unit_properties("system.slice", "gpurun-g.scope", "g", 5);
+    let e = start_unit(&mut c, "gpurun-g.scope", p).expect_err("refused");
+    assert!(e.to_string().contains("Delegate"), "{e}");
 }

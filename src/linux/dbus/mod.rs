@@ -109,13 +109,17 @@ impl Connection {
         }
     }
 
+    /// SASL EXTERNAL with `BEGIN` sent in the same write, as sd-bus clients do: the peer
+    /// then has `BEGIN` before it answers `OK`, and the first message arrives on its own.
+    /// (systemd 252 can leave a message that arrives in one read with `BEGIN` unprocessed
+    /// until more data comes.)
     fn authenticate(&mut self) -> Result<(), DbusError> {
         self.sock
             .set_read_timeout(Some(self.timeout))
             .map_err(|e| self.io("setting a read timeout", e))?;
         let uid = nix::unistd::geteuid().as_raw().to_string();
         let hex: String = uid.bytes().map(|b| format!("{b:02x}")).collect();
-        let hello = format!("\0AUTH EXTERNAL {hex}\r\n");
+        let hello = format!("\0AUTH EXTERNAL {hex}\r\nBEGIN\r\n");
         self.sock
             .write_all(hello.as_bytes())
             .map_err(|e| self.io("sending AUTH", e))?;
@@ -126,9 +130,7 @@ impl Connection {
                 answer,
             });
         }
-        self.sock
-            .write_all(b"BEGIN\r\n")
-            .map_err(|e| self.io("sending BEGIN", e))
+        Ok(())
     }
 
     /// One line of the authentication dialogue, read byte by byte so nothing of the first
