@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use gpurun::gpu::fake::{smi, FakeDriver, LIB_DIR};
+use gpurun::gpu::fake::{smi, FakeDriver, LIB_DIR, VERSION};
 use gpurun::gpu::{self, Roots};
 
 #[test]
@@ -25,11 +25,18 @@ fn nvidia_smi_gets_an_explicit_environment_never_the_callers() {
         .filter_map(|l| l.split_once('='))
         .filter(|(k, _)| !matches!(*k, "PWD" | "SHLVL" | "_"))
         .collect();
-    // The driver lives under a root of its own here, so its library directory is named.
-    let libdir = f.root.join(LIB_DIR).display().to_string();
+    // The driver lives under a root of its own here: its own libnvidia-ml, by absolute
+    // path, is the one preload, and no library directory of the caller's (or the root's) is
+    // searched.
+    let nvml = f
+        .root
+        .join(LIB_DIR)
+        .join(format!("libnvidia-ml.so.{VERSION}"))
+        .display()
+        .to_string();
     let mut want = vec![
         ("LC_ALL", "C"),
-        ("LD_LIBRARY_PATH", libdir.as_str()),
+        ("LD_PRELOAD", nvml.as_str()),
         ("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
     ];
     want.sort();

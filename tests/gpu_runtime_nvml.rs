@@ -9,7 +9,7 @@ mod gpu_node;
 use common::*;
 use gpu_node::*;
 
-use gpurun::gpu::fake::smi;
+use gpurun::gpu::fake::{smi, LIB_DIR, VERSION};
 use serde_json::Value;
 
 #[test]
@@ -100,7 +100,20 @@ fn a_mig_uuid_request_injects_the_mig_devices_nodes() {
         "the CI node is allowed by the device cgroup: {err}"
     );
     let smi_env = std::fs::read_to_string(node.host().join(smi::ENV)).unwrap();
-    assert!(!smi_env.contains("LD_PRELOAD"), "{smi_env}");
+    assert!(!smi_env.contains("poc.so"), "{smi_env}");
+    let preload: Vec<&str> = smi_env
+        .lines()
+        .filter_map(|l| l.strip_prefix("LD_PRELOAD="))
+        .collect();
+    let nvml = node
+        .host()
+        .join(LIB_DIR)
+        .join(format!("libnvidia-ml.so.{VERSION}"));
+    assert_eq!(
+        preload,
+        [nvml.display().to_string()],
+        "only the driver's own NVML"
+    );
 }
 
 #[test]

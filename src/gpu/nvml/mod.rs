@@ -11,8 +11,8 @@
 //!
 //! The binary is the one discovery found under the configured driver root (never the
 //! container image's, never one found through anyone's `$PATH`), run with an explicit
-//! minimal environment (see [`Smi::env`]), stdin from `/dev/null` and working directory
-//! `/`. Enrichment runs when discovery runs — on a cache miss — and its facts are cached
+//! minimal environment (see [`Smi::env`]: nothing of the caller's), stdin from `/dev/null`
+//! and working directory `/`. Enrichment runs when discovery runs — on a cache miss — and its facts are cached
 //! with the inventory, so a container start with a valid cache never runs it.
 
 pub mod child;
@@ -122,9 +122,14 @@ impl Smi {
     }
 
     /// `PATH` (fixed), `LC_ALL=C` (stable number formats), and — only when the driver lives
-    /// under another root (a driver container) — `LD_LIBRARY_PATH` set to the directory of
-    /// that root's own `libnvidia-ml`, so the binary loads its matching library rather than
-    /// none. Nothing comes from the caller's environment.
+    /// under another root (a driver container) — `LD_PRELOAD` naming, by absolute path, that
+    /// root's own `libnvidia-ml.so.<version>`. nvidia-smi opens `libnvidia-ml.so.1` by name;
+    /// the loader hands it the already loaded object with that SONAME, so the binary uses the
+    /// library of its own driver while everything else (libc above all) comes from the host,
+    /// whose loader runs it. Pointing `LD_LIBRARY_PATH` at the root's library directory
+    /// instead would also pull in that root's libc when it is a whole distribution (the GPU
+    /// operator's driver container), against the host's loader. Nothing comes from the
+    /// caller's environment.
     pub fn env(inv: &Inventory) -> Vec<(String, OsString)> {
         let mut env = vec![
             (
@@ -134,13 +139,19 @@ impl Smi {
             ("LC_ALL".to_string(), OsString::from("C")),
         ];
         if inv.roots.driver != Path::new("/") {
-            let dir = inv
+            let lib = inv
                 .libraries
                 .iter()
                 .find(|l| l.prefix == "libnvidia-ml.so" && !l.lib32)
-                .and_then(|l| l.host_path.parent());
-            if let Some(dir) = dir {
-                env.push(("LD_LIBRARY_PATH".to_string(), dir.as_os_str().to_owned()));
+                .map(|l| l.host_path.as_os_str())
+                // The loader splits LD_PRELOAD at spaces and colons.
+                .filter(|p| {
+                    !p.as_encoded_bytes()
+                        .iter()
+                        .any(|b| matches!(b, b' ' | b':'))
+                });
+            if let Some(lib) = lib {
+                env.push(("LD_PRELOAD".to_string(), lib.to_owned()));
             }
         }
         env
