@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use gpurun::config::Config;
-use gpurun::gpu::fake::{FakeDriver, Nodes, DECOY_VERSION, LIB_DIR, VERSION};
+use gpurun::gpu::fake::{FakeDriver, FakeSmi, Nodes, DECOY_VERSION, LIB_DIR, VERSION};
 use gpurun::gpu::{self, Capabilities, Capability, Inventory, Roots};
 
 fn tree(b: gpurun::gpu::fake::FakeBuilder) -> (tempfile::TempDir, FakeDriver, Inventory) {
@@ -69,7 +69,15 @@ fn mig_devices_from_capability_files() {
     );
     assert_eq!((m.gi_node.major, m.gi_node.minor), (236, 12));
     assert_eq!(m.ci_node.minor, 13);
-    // NVML enrichment is not implemented: no MIG UUID or index.
+    // The UUID and the index come from the driver's nvidia-smi.
+    assert_eq!(
+        (m.uuid.as_deref(), m.index),
+        (Some(gpurun::gpu::fake::smi::MIG_UUID), Some(0))
+    );
+    // Without it, the device is still found, but has no name to be asked for by.
+    let (_t, _f, inv) = tree(FakeDriver::two_gpus().smi(FakeSmi::Echo));
+    let m = &inv.mig_devices[0];
+    assert_eq!((m.parent_minor, m.gi, m.ci), (1, 1, 0));
     assert_eq!((m.uuid.as_ref(), m.index), (None, None));
 }
 
@@ -263,6 +271,23 @@ fn cache_is_written_reused_and_keyed_on_the_gpu_set() {
 }
 
 #[test]
+fn cache_is_keyed_on_the_mig_layout() {
+    let t = tempfile::tempdir().unwrap();
+    let f = FakeDriver::two_gpus()
+        .build(&t.path().join("root"))
+        .unwrap();
+    let cfg = cfg_for(&f.root, &t.path().join("state"));
+    assert_eq!(gpu::discover_cached(&cfg).unwrap().mig_devices.len(), 1);
+    // The MIG device is destroyed: same driver, same GPUs, another layout.
+    std::fs::remove_dir_all(
+        f.root
+            .join("proc/driver/nvidia/capabilities/gpu1/mig/gi1/ci0"),
+    )
+    .unwrap();
+    assert!(gpu::discover_cached(&cfg).unwrap().mig_devices.is_empty());
+}
+
+#[test]
 fn tampered_or_foreign_cache_is_never_trusted() {
     let t = tempfile::tempdir().unwrap();
     let f = FakeDriver::two_gpus()
@@ -289,7 +314,10 @@ fn tampered_or_foreign_cache_is_never_trusted() {
     assert_eq!(gpu::discover_cached(&cfg).unwrap(), good);
 
     // Another format version.
-    let other = text.replace("\"format\": 1", "\"format\": 999");
+    let other = text.replace(
+        &format!("\"format\": {}", gpu::CACHE_FORMAT),
+        "\"format\": 999",
+    );
     assert_ne!(other, text);
     std::fs::write(&cache, &other).unwrap();
     assert_eq!(gpu::load_cache(&cache, &cfg.roots()).unwrap(), None);

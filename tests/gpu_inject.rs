@@ -4,95 +4,13 @@
 
 use std::path::{Path, PathBuf};
 
-use gpurun::config::{Config, Sharing};
-use gpurun::gpu::fake::{self, FakeDriver, LIB_DIR, VERSION};
-use gpurun::gpu::{self, GpuError, Injection, Inventory, RequestSource, Roots};
-use oci_spec::runtime::{Mount, Spec};
+use gpurun::config::Sharing;
+use gpurun::gpu::fake::{self, FakeSmi, LIB_DIR, VERSION};
+use gpurun::gpu::{self, RequestSource};
+use oci_spec::runtime::Mount;
 
-const GPU0: &str = "GPU-00000000-0000-0000-0000-000000000000";
-const GPU1: &str = "GPU-11111111-1111-1111-1111-111111111111";
-
-struct Env {
-    _t: tempfile::TempDir,
-    root: PathBuf,
-    rootfs: PathBuf,
-    gen: PathBuf,
-    cfg: Config,
-    inv: Inventory,
-}
-
-fn env_with(debian_like: bool) -> Env {
-    let t = tempfile::tempdir().unwrap();
-    let f = FakeDriver::two_gpus()
-        .build(&t.path().join("host"))
-        .unwrap();
-    let rootfs = fake::rootfs(t.path(), debian_like).unwrap();
-    let inv = gpu::discover(&Roots::at(&f.root)).unwrap();
-    let mut cfg = Config::default();
-    cfg.nvidia.cdi_spec_dirs = vec![t.path().join("cdi")];
-    Env {
-        root: f.root.clone(),
-        gen: t.path().join("gen/proc-driver-nvidia"),
-        _t: t,
-        rootfs,
-        cfg,
-        inv,
-    }
-}
-
-fn env() -> Env {
-    env_with(true)
-}
-
-impl Env {
-    fn inject(&self, spec: &mut Spec) -> Result<Option<Injection>, GpuError> {
-        gpu::inject(spec, &self.rootfs, "c1", &self.gen, &self.cfg, &self.inv)
-    }
-    fn run(&self, env: &[&str], privileged: bool) -> (Spec, Result<Option<Injection>, GpuError>) {
-        let mut s = fake::spec(env, privileged, &[]);
-        let r = self.inject(&mut s);
-        (s, r)
-    }
-    fn ok(&self, env: &[&str]) -> (Spec, Injection) {
-        let (s, r) = self.run(env, true);
-        (s, r.unwrap().expect("a request"))
-    }
-}
-
-fn device_paths(s: &Spec) -> Vec<String> {
-    let mut v: Vec<String> = s
-        .linux()
-        .as_ref()
-        .and_then(|l| l.devices().clone())
-        .unwrap_or_default()
-        .iter()
-        .map(|d| d.path().display().to_string())
-        .collect();
-    v.sort();
-    v
-}
-
-fn rules(s: &Spec) -> Vec<String> {
-    s.linux()
-        .as_ref()
-        .and_then(|l| l.resources().as_ref())
-        .and_then(|r| r.devices().clone())
-        .unwrap_or_default()
-        .iter()
-        .map(|r| r.to_string())
-        .collect()
-}
-
-fn mount_at<'a>(s: &'a Spec, dest: &str) -> Option<&'a Mount> {
-    s.mounts()
-        .iter()
-        .flatten()
-        .find(|m| m.destination() == Path::new(dest))
-}
-
-fn env_value(s: &Spec, key: &str) -> Option<String> {
-    gpurun::gpu::request::env_map(s).get(key).cloned()
-}
+mod gpu_support;
+use gpu_support::*;
 
 #[test]
 fn gpu0_gets_its_node_control_nodes_rules_libraries_and_params() {
@@ -244,11 +162,21 @@ fn every_visible_devices_form() {
             "{bad}: {msg}"
         );
     }
-    // MIG names need NVML enrichment: unknown, with the reason.
-    for mig in ["MIG-8a7c2a46-1b8e-5c6e-9d6d-1f2d3c4b5a69", "1:0"] {
+    // MIG names the driver's nvidia-smi did not report are unknown, with the reason.
+    for mig in ["MIG-8a7c2a46-1b8e-5c6e-9d6d-1f2d3c4b5a69", "1:5", "0:0"] {
         let (_, r) = e.run(&[&format!("NVIDIA_VISIBLE_DEVICES={mig}")], true);
         let msg = r.unwrap_err().to_string();
-        assert!(msg.contains(mig) && msg.contains("NVML"), "{msg}");
+        assert!(msg.contains(mig) && msg.contains("nvidia-smi"), "{msg}");
+    }
+    // Without its answers no MIG device has a name at all.
+    let e = env_smi(FakeSmi::Fails);
+    for mig in [fake::smi::MIG_UUID, "1:0"] {
+        let (_, r) = e.run(&[&format!("NVIDIA_VISIBLE_DEVICES={mig}")], true);
+        let msg = r.unwrap_err().to_string();
+        assert!(
+            msg.contains(mig) && msg.contains("named 0 of this node's 1 MIG devices"),
+            "{msg}"
+        );
     }
 }
 
@@ -410,82 +338,6 @@ fn capabilities_pick_files_and_nodes() {
 }
 
 #[test]
-fn requirements_are_checked_before_anything_is_edited() {
-    let e = env();
-    let (s, r) = e.run(
-        &[
-            "NVIDIA_VISIBLE_DEVICES=0",
-            "NVIDIA_REQUIRE_DRIVER=driver>=1000",
-        ],
-        true,
-    );
-    let msg = r.unwrap_err().to_string();
-    assert!(
-        msg.contains("unsatisfied condition") && msg.contains("driver>=1000"),
-        "{msg}"
-    );
-    assert!(
-        device_paths(&s).is_empty(),
-        "no edit on a refused requirement"
-    );
-
-    let (_, inj) = e.ok(&[
-        "NVIDIA_VISIBLE_DEVICES=0",
-        "NVIDIA_REQUIRE_DRIVER=driver>=1000",
-        "NVIDIA_DISABLE_REQUIRE=true",
-    ]);
-    assert!(inj.warnings.is_empty());
-
-    // The CUDA version needs NVML: unknown, a warning, not a refusal.
-    // Unknown OR (unknown AND true) is unknown: it passes, with a warning naming both.
-    let (_, inj) = e.ok(&[
-        "NVIDIA_VISIBLE_DEVICES=0",
-        "NVIDIA_REQUIRE_CUDA=cuda>=12.0 brand=tesla,driver>=418",
-    ]);
-    assert_eq!(inj.warnings.len(), 1);
-    assert!(
-        inj.warnings[0].contains("brand (brand=tesla)"),
-        "{:?}",
-        inj.warnings
-    );
-    // Unknown AND false is false.
-    let (_, r) = e.run(
-        &[
-            "NVIDIA_VISIBLE_DEVICES=0",
-            "NVIDIA_REQUIRE_CUDA=cuda>=12.0,driver>=1000",
-        ],
-        true,
-    );
-    assert!(r.is_err());
-    let (_, inj) = e.ok(&["NVIDIA_VISIBLE_DEVICES=0", "NVIDIA_REQUIRE_CUDA=cuda>=12.0"]);
-    assert_eq!(inj.warnings.len(), 1);
-    assert!(
-        inj.warnings[0].contains("unknown cuda"),
-        "{:?}",
-        inj.warnings
-    );
-}
-
-#[test]
-fn legacy_cuda_image_asks_for_everything_and_its_cuda_version() {
-    let e = env();
-    let (_, inj) = e.ok(&["CUDA_VERSION=11.8.0"]);
-    assert_eq!(inj.grant.gpus, [GPU0, GPU1]);
-    assert_eq!(inj.grant.capabilities, gpu::Capabilities::all());
-    assert!(
-        inj.warnings.iter().any(|w| w.contains("cuda>=11.8")),
-        "{:?}",
-        inj.warnings
-    );
-    // A modern image sets NVIDIA_REQUIRE_CUDA and is not legacy.
-    let (_, r) = e.run(
-        &["CUDA_VERSION=12.4.0", "NVIDIA_REQUIRE_CUDA=cuda>=12.4"],
-        true,
-    );
-    assert!(r.unwrap().is_none());
-}
-
-#[test]
 fn existing_mounts_and_devices_are_not_duplicated() {
     let e = env();
     let mut s = fake::spec(&["NVIDIA_VISIBLE_DEVICES=0"], true, &[]);
@@ -569,41 +421,6 @@ fn sharing_from_config_or_annotation() {
         .unwrap_err()
         .to_string()
         .contains("gpurun.dev/gpu-sharing"));
-}
-
-#[test]
-fn mig_device_with_enriched_inventory_gets_cap_nodes_and_access_files() {
-    let mut e = env();
-    // What NVML enrichment would add.
-    e.inv.mig_devices[0].uuid = Some("MIG-aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee".into());
-    e.inv.mig_devices[0].index = Some(0);
-    for id in ["MIG-AAAAAAAA-bbbb-cccc-dddd-eeeeeeeeeeee", "1:0"] {
-        let (s, inj) = e.ok(&[&format!("NVIDIA_VISIBLE_DEVICES={id}")]);
-        assert_eq!(inj.grant.gpus, [GPU1], "the parent GPU");
-        assert_eq!(inj.grant.mig_devices, ["gpu1/gi1/ci0"]);
-        let d = device_paths(&s);
-        for p in [
-            "/dev/nvidia1",
-            "/dev/nvidia-caps/nvidia-cap12",
-            "/dev/nvidia-caps/nvidia-cap13",
-        ] {
-            assert!(d.contains(&p.to_string()), "{p} in {d:?}");
-        }
-        assert!(rules(&s).contains(&"c 236:13 rwm".to_string()));
-        let a = mount_at(
-            &s,
-            "/proc/driver/nvidia/capabilities/gpu1/mig/gi1/ci0/access",
-        )
-        .unwrap();
-        assert_eq!(
-            a.source().as_deref(),
-            Some(
-                e.root
-                    .join("proc/driver/nvidia/capabilities/gpu1/mig/gi1/ci0/access")
-                    .as_path()
-            )
-        );
-    }
 }
 
 #[test]

@@ -1,4 +1,5 @@
-//! gpurun's own GPU verbs: `gpus` (the node's GPUs and who holds each) and `cdi generate`
+//! gpurun's own GPU verbs: `gpus` (the node's GPUs, who holds each, and — when the
+//! driver's nvidia-smi answers — memory use and the processes on each) and `cdi generate`
 //! (a CDI spec for this node). Both read the node configuration (`GPURUN_CONFIG` or
 //! `/etc/gpurun/config.toml`) for the driver roots and the host-wide state directory.
 
@@ -12,6 +13,7 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::gpu::lease::{Lease, Leases};
+use crate::gpu::nvml::{self, Live};
 use crate::gpu::{Capabilities, Inventory};
 
 #[derive(Args, Debug)]
@@ -19,6 +21,10 @@ pub struct GpusArgs {
     /// Output format: table or json.
     #[arg(short = 'f', long, default_value = "table", value_parser = ["table", "json"])]
     pub format: String,
+    /// Rediscover (running the driver's nvidia-smi) and rewrite the discovery cache, e.g.
+    /// after MIG devices were recreated with other profiles.
+    #[arg(long)]
+    pub refresh: bool,
 }
 
 #[derive(Args, Debug)]
@@ -62,6 +68,23 @@ struct HolderView {
     sharing: crate::config::Sharing,
 }
 
+/// A process using a GPU, from nvidia-smi.
+#[derive(Debug, Serialize)]
+struct ProcessView {
+    pid: i32,
+    used_memory_mib: Option<u64>,
+    /// The holder it runs in (its init, its pid namespace, or its cgroups), if any.
+    container: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct MigView {
+    gi: u32,
+    ci: u32,
+    index: Option<u32>,
+    uuid: Option<String>,
+}
+
 /// One GPU, as `gpus` prints it.
 #[derive(Debug, Serialize)]
 struct GpuView {
@@ -70,28 +93,81 @@ struct GpuView {
     model: String,
     bus_id: String,
     minor: u32,
+    compute_capability: Option<String>,
+    brand: Option<String>,
+    mig_devices: Vec<MigView>,
     holders: Vec<HolderView>,
+    /// Live from nvidia-smi; `null` when it did not answer.
+    memory_used_mib: Option<u64>,
+    memory_total_mib: Option<u64>,
+    processes: Option<Vec<ProcessView>>,
 }
 
-fn views(inv: &Inventory, leases: &[Lease]) -> Vec<GpuView> {
+fn views(inv: &Inventory, leases: &[Lease], live: Option<&Live>) -> Vec<GpuView> {
+    let holder_pids: Vec<i32> = leases.iter().map(|l| l.holder.pid).collect();
     inv.gpus
         .iter()
-        .map(|g| GpuView {
-            index: g.index,
-            uuid: g.uuid.clone(),
-            model: g.model.clone(),
-            bus_id: g.bus.to_string(),
-            minor: g.minor,
-            holders: leases
-                .iter()
-                .filter(|l| l.gpus.contains(&g.uuid))
-                .map(|l| HolderView {
-                    id: l.holder.container_id.clone(),
-                    root: l.holder.root.clone(),
-                    pid: l.holder.pid,
-                    sharing: l.sharing,
-                })
-                .collect(),
+        .map(|g| {
+            let migs = inv.mig_devices.iter().filter(|m| m.parent_minor == g.minor);
+            let on_this_gpu = |uuid: &str| {
+                g.uuid.eq_ignore_ascii_case(uuid)
+                    || migs.clone().any(|m| {
+                        m.uuid
+                            .as_deref()
+                            .is_some_and(|u| u.eq_ignore_ascii_case(uuid))
+                    })
+            };
+            let memory = live.and_then(|l| {
+                l.memory
+                    .iter()
+                    .find(|(u, ..)| g.uuid.eq_ignore_ascii_case(u))
+            });
+            GpuView {
+                index: g.index,
+                uuid: g.uuid.clone(),
+                model: g.model.clone(),
+                bus_id: g.bus.to_string(),
+                minor: g.minor,
+                compute_capability: g.compute_capability.clone(),
+                brand: g.brand.clone(),
+                mig_devices: migs
+                    .clone()
+                    .map(|m| MigView {
+                        gi: m.gi,
+                        ci: m.ci,
+                        index: m.index,
+                        uuid: m.uuid.clone(),
+                    })
+                    .collect(),
+                holders: leases
+                    .iter()
+                    .filter(|l| l.gpus.contains(&g.uuid))
+                    .map(|l| HolderView {
+                        id: l.holder.container_id.clone(),
+                        root: l.holder.root.clone(),
+                        pid: l.holder.pid,
+                        sharing: l.sharing,
+                    })
+                    .collect(),
+                memory_used_mib: memory.and_then(|m| m.1),
+                memory_total_mib: memory.and_then(|m| m.2),
+                processes: live.map(|l| {
+                    l.apps
+                        .iter()
+                        .filter(|a| on_this_gpu(&a.gpu_uuid))
+                        .map(|a| ProcessView {
+                            pid: a.pid,
+                            used_memory_mib: a.used_mib,
+                            container: nvml::owner::container_of(
+                                Path::new("/proc"),
+                                a.pid,
+                                &holder_pids,
+                            )
+                            .map(|i| leases[i].holder.container_id.clone()),
+                        })
+                        .collect()
+                }),
+            }
         })
         .collect()
 }
@@ -112,36 +188,108 @@ fn holders_cell(h: &[HolderView]) -> String {
         .join("; ")
 }
 
-/// `gpurun gpus`: the discovered GPUs with the live leases on each.
+fn memory_cell(v: &GpuView) -> String {
+    let n = |x: Option<u64>| x.map_or("-".to_string(), |x| x.to_string());
+    format!("{}/{} MiB", n(v.memory_used_mib), n(v.memory_total_mib))
+}
+
+fn processes_cell(p: &[ProcessView]) -> String {
+    if p.is_empty() {
+        return "-".into();
+    }
+    p.iter()
+        .map(|p| {
+            let mem = p
+                .used_memory_mib
+                .map(|m| format!(", {m} MiB"))
+                .unwrap_or_default();
+            let c = p.container.as_deref().unwrap_or("host");
+            format!("{} ({c}{mem})", p.pid)
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// `gpurun gpus`: the discovered GPUs with the live leases on each, and what nvidia-smi
+/// says about them now. A cache whose enrichment had failed is refreshed: this command
+/// runs nvidia-smi anyway.
 pub fn gpus(a: &GpusArgs) -> Result<()> {
     let cfg = config()?;
-    let inv = inventory(&cfg)?;
-    let leases = Leases::new(&cfg.gpus.state_dir)
-        .list()
-        .map_err(|e| Error::Other(e.to_string()))?;
-    let rows = views(&inv, &leases);
+    let gpu_err = |e: crate::gpu::GpuError| Error::Other(e.to_string());
+    let mut inv = inventory(&cfg)?;
+    if a.refresh || inv.enrichment.failed {
+        inv = crate::gpu::rediscover(&cfg).map_err(gpu_err)?;
+    }
+    let leases = Leases::new(&cfg.gpus.state_dir).list().map_err(gpu_err)?;
+    let live = match nvml::live(&inv, nvml::LIVE_TIMEOUT) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            crate::log::warn(&format!("GPU memory and processes not shown: {e}"));
+            None
+        }
+    };
+    let rows = views(&inv, &leases, live.as_ref());
     if a.format == "json" {
         let text = serde_json::to_string(&rows).map_err(|e| Error::Other(e.to_string()))?;
         println!("{text}");
         return Ok(());
     }
-    let table: Vec<[String; 6]> = rows
-        .iter()
-        .map(|r| {
-            [
-                r.index.to_string(),
-                r.uuid.clone(),
-                r.model.clone(),
-                r.bus_id.clone(),
-                r.minor.to_string(),
-                holders_cell(&r.holders),
-            ]
-        })
-        .collect();
-    super::output::print_table(
-        &["INDEX", "UUID", "MODEL", "BUS-ID", "MINOR", "HOLDERS"],
-        &table,
-    );
+    let base = |r: &GpuView| {
+        [
+            r.index.to_string(),
+            r.uuid.clone(),
+            r.model.clone(),
+            r.bus_id.clone(),
+            r.minor.to_string(),
+        ]
+    };
+    match &live {
+        None => {
+            let table: Vec<[String; 6]> = rows
+                .iter()
+                .map(|r| {
+                    let [a, b, c, d, e] = base(r);
+                    [a, b, c, d, e, holders_cell(&r.holders)]
+                })
+                .collect();
+            super::output::print_table(
+                &["INDEX", "UUID", "MODEL", "BUS-ID", "MINOR", "HOLDERS"],
+                &table,
+            );
+        }
+        Some(_) => {
+            let table: Vec<[String; 8]> = rows
+                .iter()
+                .map(|r| {
+                    let [a, b, c, d, e] = base(r);
+                    let procs = processes_cell(r.processes.as_deref().unwrap_or_default());
+                    [
+                        a,
+                        b,
+                        c,
+                        d,
+                        e,
+                        memory_cell(r),
+                        holders_cell(&r.holders),
+                        procs,
+                    ]
+                })
+                .collect();
+            super::output::print_table(
+                &[
+                    "INDEX",
+                    "UUID",
+                    "MODEL",
+                    "BUS-ID",
+                    "MINOR",
+                    "MEMORY",
+                    "HOLDERS",
+                    "PROCESSES",
+                ],
+                &table,
+            );
+        }
+    }
     Ok(())
 }
 

@@ -1,16 +1,18 @@
 //! The discovery cache: `<state-dir>/discovery.json`.
 //!
-//! Library discovery (ld.so.cache, ELF reads, directory scans) is the slow part; the key
-//! — roots, the driver version line and the GPU set from procfs — is cheap to read. A
-//! cache with another format version or another key, or one that fails
-//! [`Inventory::validate`], is ignored and rewritten: it is never trusted.
+//! Discovery's slow parts are library discovery (ld.so.cache, ELF reads, directory scans)
+//! and above all NVML enrichment, which runs nvidia-smi; the key — roots, the driver
+//! version line, the GPU set and the MIG layout from procfs — is cheap to read. A cache
+//! with another format version or another key, or one that fails [`Inventory::validate`],
+//! is ignored and rewritten: it is never trusted. A valid cache is the whole answer: a
+//! container start that finds one runs nothing.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::discover::{discover, read_gpus};
+use super::discover::{discover, numbered_dirs, read_gpus};
 use super::inventory::Inventory;
 use super::procfs;
 use super::{GpuError, Roots};
@@ -18,8 +20,9 @@ use crate::config::Config;
 
 /// The cache file's name under the state directory.
 pub const CACHE_FILE: &str = "discovery.json";
-/// Bumped whenever [`Inventory`]'s shape or meaning changes.
-pub const CACHE_FORMAT: u32 = 1;
+/// Bumped whenever [`Inventory`]'s shape or meaning changes (2: NVML enrichment and the
+/// MIG layout in the key).
+pub const CACHE_FORMAT: u32 = 2;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,6 +32,9 @@ struct Key {
     version_line: Option<String>,
     /// (bus, uuid, minor) of every GPU, in bus order.
     gpus: Vec<(String, String, u32)>,
+    /// (GPU minor, GI, CI) of every MIG device: creating or destroying one changes the
+    /// devices and their UUIDs without touching the GPU set.
+    mig: Vec<(u32, u32, u32)>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -47,14 +53,24 @@ fn current_key(roots: &Roots) -> Result<Key, GpuError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(GpuError::io("reading", &version, e)),
     };
-    let gpus = read_gpus(&proc)?
+    let gpus: Vec<(String, String, u32)> = read_gpus(&proc)?
         .into_iter()
         .map(|(i, _)| (i.bus.to_string(), i.uuid, i.minor))
         .collect();
+    let mut mig = Vec::new();
+    for (_, _, minor) in &gpus {
+        let dir = proc.join(format!("driver/nvidia/capabilities/gpu{minor}/mig"));
+        for gi in numbered_dirs(&dir, "gi")? {
+            for ci in numbered_dirs(&dir.join(format!("gi{gi}")), "ci")? {
+                mig.push((*minor, gi, ci));
+            }
+        }
+    }
     Ok(Key {
         roots: roots.clone(),
         version_line,
         gpus,
+        mig,
     })
 }
 
@@ -118,13 +134,24 @@ fn tmp_name(path: &Path) -> PathBuf {
 
 /// Discovery through the cache in `cfg.gpus.state_dir`. A cache that cannot be written
 /// (read-only state dir) is not an error: the fresh inventory is returned all the same.
+/// A fresh discovery logs what NVML enrichment could not learn, once: later starts read
+/// the cache.
 pub fn discover_cached(cfg: &Config) -> Result<Inventory, GpuError> {
     let roots = cfg.roots();
     let path = cfg.gpus.state_dir.join(CACHE_FILE);
     if let Some(inv) = load_cache(&path, &roots)? {
         return Ok(inv);
     }
-    let inv = discover(&roots)?;
-    let _ = store_cache(&path, &inv);
+    rediscover(cfg)
+}
+
+/// Discovery ignoring the cache, which is rewritten (`gpurun gpus --refresh`, or when the
+/// cached enrichment had failed).
+pub fn rediscover(cfg: &Config) -> Result<Inventory, GpuError> {
+    let inv = discover(&cfg.roots())?;
+    if let Some(w) = inv.enrichment.warning() {
+        crate::log::warn(&w);
+    }
+    let _ = store_cache(&cfg.gpus.state_dir.join(CACHE_FILE), &inv);
     Ok(inv)
 }

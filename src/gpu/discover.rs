@@ -1,20 +1,37 @@
-//! Host discovery without NVML: GPUs and nodes from procfs, driver files from the driver
-//! root (research §1). Every read goes through one of the three roots.
+//! Host discovery: GPUs and nodes from procfs, driver files from the driver root (research
+//! §1), then NVML enrichment through the driver root's nvidia-smi ([`super::nvml`]). Every
+//! read goes through one of the three roots.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use super::inventory::{DeviceNode, Gpu, Inventory, MigDevice};
 use super::procfs;
-use super::{driverfiles, GpuError, Roots};
+use super::{driverfiles, nvml, GpuError, Roots};
 
 /// Minors of the nodes on the `nvidia` major (research §1.1).
 const CTL_MINOR: u32 = 255;
 const MODESET_MINOR: u32 = 254;
 
-/// Discovers the host's GPUs and driver files through `roots`.
+/// Discovers the host's GPUs and driver files through `roots`, and enriches them through
+/// the driver root's nvidia-smi (each run bounded by [`nvml::TIMEOUT`]). A missing,
+/// failing or hung nvidia-smi is not an error: its facts stay unknown and
+/// `inventory.enrichment` says why.
 pub fn discover(roots: &Roots) -> Result<Inventory, GpuError> {
+    discover_with(roots, nvml::TIMEOUT)
+}
+
+/// [`discover`] with another bound on each nvidia-smi run.
+pub fn discover_with(roots: &Roots, timeout: Duration) -> Result<Inventory, GpuError> {
+    let mut inv = scan(roots)?;
+    nvml::enrich(&mut inv, timeout);
+    Ok(inv)
+}
+
+/// Procfs and the driver root only: no process is run.
+fn scan(roots: &Roots) -> Result<Inventory, GpuError> {
     let proc = roots.proc.join("proc");
     let majors = read_majors(&proc)?;
     let gpus_found = read_gpus(&proc)?;
@@ -81,6 +98,7 @@ pub fn discover(roots: &Roots) -> Result<Inventory, GpuError> {
         uvm_tools,
         modeset,
         libraries,
+        enrichment: Default::default(),
     })
 }
 
@@ -219,7 +237,7 @@ fn read_mig(
     Ok(out)
 }
 
-fn numbered_dirs(dir: &Path, prefix: &str) -> Result<Vec<u32>, GpuError> {
+pub(crate) fn numbered_dirs(dir: &Path, prefix: &str) -> Result<Vec<u32>, GpuError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::capabilities::{Capabilities, Capability};
+use super::nvml::parse::{is_device_uuid, is_label, is_version};
+pub use super::nvml::Enrichment;
 use super::paths::is_clean_absolute;
 use super::procfs::PciAddr;
 use super::Roots;
@@ -106,9 +108,11 @@ pub struct Gpu {
     /// Host path of `/proc/driver/nvidia/gpus/<bus>` (under the proc root).
     pub proc_dir: PathBuf,
     pub node: DeviceNode,
-    /// NVML enrichment (not implemented yet): compute capability `8.0`, brand `Tesla`.
+    /// From NVML enrichment ([`super::nvml`]): the compute capability (`8.0`), for
+    /// `arch` requirements.
     #[serde(default)]
     pub compute_capability: Option<String>,
+    /// From NVML enrichment: the brand as nvidia-smi prints it (`Tesla`, `NVIDIA RTX`).
     #[serde(default)]
     pub brand: Option<String>,
 }
@@ -126,7 +130,8 @@ pub struct MigDevice {
     /// Host paths of the GI and CI `access` files under `/proc/driver/nvidia/capabilities`.
     pub gi_access: PathBuf,
     pub ci_access: PathBuf,
-    /// NVML enrichment (not implemented yet): `MIG-<uuid>` and the index within its parent.
+    /// From NVML enrichment: `MIG-<uuid>` and the index NVML enumerates it by within its
+    /// parent (the `<mig>` of a `<gpu>:<mig>` request).
     #[serde(default)]
     pub uuid: Option<String>,
     #[serde(default)]
@@ -168,7 +173,7 @@ pub struct HostFile {
 pub struct Inventory {
     pub roots: Roots,
     pub driver_version: String,
-    /// NVML enrichment (not implemented yet): the driver's CUDA version `12.4`.
+    /// From NVML enrichment: the CUDA driver API version (`12.4`).
     #[serde(default)]
     pub cuda_version: Option<String>,
     pub gpus: Vec<Gpu>,
@@ -181,6 +186,9 @@ pub struct Inventory {
     pub binaries: Vec<HostFile>,
     pub firmware: Vec<HostFile>,
     pub ipc: Vec<HostFile>,
+    /// How NVML enrichment went.
+    #[serde(default)]
+    pub enrichment: Enrichment,
 }
 
 impl Inventory {
@@ -238,12 +246,19 @@ impl Inventory {
         for g in &self.gpus {
             under(&g.proc_dir, &roots.proc, "GPU procfs dir")?;
             node_ok(&g.node)?;
+            fact_ok(g.compute_capability.as_deref(), is_version)?;
+            fact_ok(g.brand.as_deref(), is_label)?;
         }
         for m in &self.mig_devices {
             under(&m.gi_access, &roots.proc, "MIG access file")?;
             under(&m.ci_access, &roots.proc, "MIG access file")?;
             node_ok(&m.gi_node)?;
             node_ok(&m.ci_node)?;
+            fact_ok(m.uuid.as_deref(), is_device_uuid)?;
+        }
+        fact_ok(self.cuda_version.as_deref(), is_version)?;
+        if let Some(smi) = &self.enrichment.smi {
+            under(smi, &roots.driver, "nvidia-smi")?;
         }
         for n in [&self.uvm, &self.uvm_tools, &self.modeset]
             .into_iter()
@@ -274,6 +289,14 @@ impl Inventory {
             }
         }
         Ok(())
+    }
+}
+
+/// An enrichment fact, when present, must look like one.
+fn fact_ok(v: Option<&str>, ok: fn(&str) -> bool) -> Result<(), String> {
+    match v {
+        Some(v) if !ok(v) => Err(format!("implausible NVML fact {v:?}")),
+        _ => Ok(()),
     }
 }
 

@@ -14,7 +14,9 @@
 //! ```
 //!
 //! Everything here is a pure function over injected roots (driver, dev, proc) and the
-//! spec: nothing is mounted, created in the rootfs, or executed.
+//! spec: nothing is mounted or created in the rootfs. The one thing ever executed is the
+//! driver root's own `nvidia-smi`, by discovery on a cache miss ([`nvml`]) and by
+//! `gpurun gpus`: never during injection, never on a start whose discovery cache is valid.
 
 mod cache;
 pub mod capabilities;
@@ -28,6 +30,7 @@ pub mod fake;
 pub mod inventory;
 pub mod ldcache;
 pub mod lease;
+pub mod nvml;
 pub mod paths;
 pub mod procfs;
 pub mod request;
@@ -37,9 +40,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use cache::{discover_cached, load_cache, store_cache, CACHE_FILE, CACHE_FORMAT};
+pub use cache::{discover_cached, load_cache, rediscover, store_cache, CACHE_FILE, CACHE_FORMAT};
 pub use capabilities::{Capabilities, Capability};
-pub use discover::discover;
+pub use discover::{discover, discover_with};
 pub use inventory::Inventory;
 pub use request::{wants_gpus, Grant, RequestSource};
 

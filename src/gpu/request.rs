@@ -460,11 +460,13 @@ pub fn resolve<'a>(ids: &[DeviceId], inv: &'a Inventory) -> Result<Selection<'a>
                     }
                     _ => false,
                 });
-                // MIG UUIDs and indices come from NVML, which is not wired in yet: with a
-                // procfs-only inventory every MIG name is unknown.
+                // MIG UUIDs and indices come from NVML enrichment at discovery.
                 let m = found.ok_or_else(|| {
                     GpuError::UnknownDevice(format!(
-                        "{name} (MIG devices are addressable only with NVML enrichment, not implemented yet)"
+                        "{name} (MIG UUIDs and indices come from the driver's nvidia-smi at \
+                         discovery; it named {} of this node's {} MIG devices)",
+                        inv.mig_devices.iter().filter(|m| m.uuid.is_some()).count(),
+                        inv.mig_devices.len()
                     ))
                 })?;
                 if let Some(p) = inv.gpu_by_minor(m.parent_minor) {

@@ -2,10 +2,16 @@
 //! a comma is AND; all variables are ANDed. Terms are `<property><op><value>` over `cuda`,
 //! `driver`, `arch` and `brand`.
 //!
-//! Facts that discovery does not know (the CUDA version, compute capability and brand
-//! need NVML, not implemented yet) make a term *unknown*. Evaluation is three-valued
-//! (Kleene): `false OR unknown` is unknown, `false AND unknown` is false. A requirement
-//! that ends unknown passes with a warning naming it; only a definite `false` refuses.
+//! The driver version comes from procfs; the CUDA version (`cuda`), compute capability
+//! (`arch`) and brand come from NVML enrichment at discovery ([`super::nvml`]). A fact
+//! enrichment could not learn (no nvidia-smi, a hung driver, an old driver without the
+//! field) makes a term *unknown*. Evaluation is three-valued (Kleene): `false OR unknown`
+//! is unknown, `false AND unknown` is false. A requirement that ends unknown passes with a
+//! warning naming it; only a definite `false` refuses.
+//!
+//! Brands compare as libnvidia-container names them: lowercase, without spaces
+//! (`NVIDIA RTX` is `nvidiartx`), with NVML's virtual brands under their short names
+//! (`NVIDIA Virtual Compute Server` is `nvidiavcs`); see [`brand_name`].
 
 use std::cmp::Ordering;
 
@@ -77,7 +83,8 @@ pub fn check(requirements: &[(String, String)], facts: &Facts) -> Result<Vec<Str
                 unknown_terms.sort();
                 unknown_terms.dedup();
                 warnings.push(format!(
-                    "{name}={value} not checked: unknown {} (NVML enrichment is not implemented)",
+                    "{name}={value} not checked: unknown {} (not learnt from the driver's \
+                     nvidia-smi at discovery; `gpurun gpus --refresh` retries)",
                     unknown_terms.join(", ")
                 ));
             }
@@ -144,7 +151,7 @@ fn eval_term(
         return Truth::Unknown;
     };
     let ord = if t.prop == "brand" {
-        if fact.eq_ignore_ascii_case(&t.value) {
+        if brand_name(&fact) == brand_name(&t.value) {
             Ordering::Equal
         } else {
             Ordering::Less
@@ -165,6 +172,27 @@ fn eval_term(
     } else {
         Truth::False
     }
+}
+
+/// A brand as `brand=` terms name it: lowercase ASCII letters and digits only, with the
+/// names NVML's header gives its virtual brands mapped to libnvidia-container's short
+/// ones.
+pub fn brand_name(reported: &str) -> String {
+    let flat: String = reported
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    let short = match flat.as_str() {
+        "nvidiavirtualapplications" | "virtualapplications" => "nvidiavapps",
+        "nvidiavirtualpc" | "virtualpc" => "nvidiavpc",
+        "nvidiavirtualcomputeserver" | "virtualcomputeserver" => "nvidiavcs",
+        "nvidiartxvirtualworkstation" | "rtxvirtualworkstation" => "nvidiavws",
+        "cloudgaming" => "nvidiacloudgaming",
+        "rtx" => "nvidiartx",
+        _ => return flat,
+    };
+    short.to_string()
 }
 
 /// Numeric dotted comparison; trailing `.0` parts are ignored (`12.0` == `12`).
@@ -311,7 +339,7 @@ mod tests {
         let w = check(&req("cuda>=12.0"), &f).unwrap();
         assert_eq!(w.len(), 1);
         assert!(
-            w[0].contains("cuda (cuda>=12.0)") && w[0].contains("NVML"),
+            w[0].contains("cuda (cuda>=12.0)") && w[0].contains("nvidia-smi"),
             "{w:?}"
         );
         // unknown OR true = true, no warning.
@@ -324,6 +352,31 @@ mod tests {
         assert_eq!(check(&req("cuda>=12.0 driver>=600"), &f).unwrap().len(), 1);
         // A property nobody knows is unknown, not an error.
         assert_eq!(check(&req("jetpack>=5"), &f).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn brands_compare_as_libnvidia_container_names_them() {
+        let dev = |b: &str| facts("550.1", Some("12.4"), &[(Some("8.6"), Some(b))]);
+        for (reported, term) in [
+            ("NVIDIA RTX", "brand=nvidiartx"),
+            ("RTX", "brand=nvidiartx"),
+            ("GeForce RTX", "brand=geforcertx"),
+            ("Quadro RTX", "brand=quadrortx"),
+            ("Titan RTX", "brand=titanrtx"),
+            ("NVIDIA", "brand=nvidia"),
+            ("Unknown", "brand=unknown"),
+            ("Tesla", "brand=TESLA"),
+            ("NVIDIA Virtual Compute Server", "brand=nvidiavcs"),
+            ("NVIDIA RTX Virtual Workstation", "brand=nvidiavws"),
+            ("NVIDIA Cloud Gaming", "brand=nvidiacloudgaming"),
+        ] {
+            assert!(
+                check(&req(term), &dev(reported)).is_ok(),
+                "{reported} {term}"
+            );
+        }
+        assert!(check(&req("brand=nvidia"), &dev("NVIDIA RTX")).is_err());
+        assert!(check(&req("brand!=geforce"), &dev("GeForce RTX")).is_ok());
     }
 
     #[test]

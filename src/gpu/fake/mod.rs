@@ -1,7 +1,12 @@
 //! A fake NVIDIA driver tree for tests and benchmarks (research §7.2): real tiny ELF
 //! shared objects with real SONAMEs, a real ld.so.cache written by the host's ldconfig, a
 //! fake `/proc/driver/nvidia`, `/proc/devices`, and device nodes (mknod as root,
-//! placeholder files otherwise). Test support only: it runs `cc` and `ldconfig`.
+//! placeholder files otherwise), and an `nvidia-smi` script answering like a real driver
+//! ([`smi`]). Test support only: it runs `cc` and `ldconfig`.
+
+pub mod smi;
+
+pub use smi::FakeSmi;
 
 use std::io;
 use std::os::unix::fs::{symlink, PermissionsExt};
@@ -89,6 +94,7 @@ impl FakeDriver {
             frontend_name: false,
             proc_version: true,
             sockets: true,
+            smi: FakeSmi::Recorded,
         }
     }
 
@@ -137,6 +143,8 @@ pub struct FakeBuilder {
     pub frontend_name: bool,
     pub proc_version: bool,
     pub sockets: bool,
+    /// How `usr/bin/nvidia-smi` (when in `binaries`) behaves.
+    pub smi: FakeSmi,
 }
 
 impl FakeBuilder {
@@ -154,6 +162,10 @@ impl FakeBuilder {
     }
     pub fn without_proc_version(mut self) -> Self {
         self.proc_version = false;
+        self
+    }
+    pub fn smi(mut self, smi: FakeSmi) -> Self {
+        self.smi = smi;
         self
     }
 
@@ -193,7 +205,11 @@ impl FakeBuilder {
 
         for b in &self.binaries {
             let p = root.join("usr/bin").join(b);
-            std::fs::write(&p, format!("#!/bin/sh\necho fake-{b}\n"))?;
+            let text = match *b {
+                "nvidia-smi" => smi::script(root, &self.gpus, VERSION, &self.smi),
+                _ => format!("#!/bin/sh\necho fake-{b}\n"),
+            };
+            std::fs::write(&p, text)?;
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755))?;
         }
         let fw = root.join("lib/firmware/nvidia").join(VERSION);
