@@ -36,6 +36,15 @@ ours=$("$gpurun" gpus --format json | grep -o 'GPU-[0-9a-f-]*' | sort -u)
 "$gpurun" gpus
 if [ -n "$host_uuids" ] && [ "$host_uuids" = "$ours" ]; then pass "discovery matches nvidia-smi -L ($(echo "$host_uuids" | wc -l) GPUs)"; else fail "discovery: nvidia-smi says [$host_uuids], gpurun says [$ours]"; fi
 
+echo "== 1b. enrichment (through the driver's nvidia-smi)"
+json=$("$gpurun" gpus --refresh --format json)
+smi_cc=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' ')
+ours_cc=$(echo "$json" | grep -o '"compute_capability": *"[0-9.]*"' | head -1 | grep -o '[0-9][0-9.]*')
+if [ -n "$smi_cc" ] && [ "$smi_cc" = "$ours_cc" ]; then pass "compute capability $ours_cc matches nvidia-smi"; else fail "compute capability: nvidia-smi says '$smi_cc', gpurun says '$ours_cc'"; fi
+echo "$json" | grep -q '"memory_total_mib": *[0-9]' && pass "gpus shows live memory" || fail "gpus shows no live memory"
+cuda=$(nvidia-smi 2>/dev/null | grep -o 'CUDA Version: *[0-9.]*' | grep -o '[0-9][0-9.]*')
+echo "nvidia-smi reports CUDA $cuda"
+
 # A Debian-like glibc rootfs: busybox, the check program and the libraries it loads.
 rootfs="$work/rootfs"
 mkdir -p "$rootfs"/{bin,etc,proc,sys,dev,tmp,lib64,usr/bin,usr/lib/x86_64-linux-gnu,lib/x86_64-linux-gnu}
@@ -86,6 +95,14 @@ echo "$out" | grep -q 'CUDA OK' && pass "CUDA program allocated, launched and re
 echo "$out" | grep -q '^GPU 0' && pass "nvidia-smi in the container sees GPU 0" || fail "nvidia-smi in the container"
 echo "$out" | grep -q 'ModifyDeviceFiles: 0' && pass "params say ModifyDeviceFiles: 0" || fail "params file"
 echo "$out" | grep -q '/dev/nvidia0' && pass "/dev/nvidia0 present" || fail "/dev/nvidia0 missing"
+
+echo "== 2b. NVIDIA_REQUIRE_CUDA against the driver's CUDA version"
+bundle "$work/req-ok" ", \"NVIDIA_VISIBLE_DEVICES=0\", \"NVIDIA_REQUIRE_CUDA=cuda>=${cuda:-1.0}\"" '[]' 'echo required-ok'
+out=$("$gpurun" --root "$root" run -b "$work/req-ok" req-ok 2>&1)
+echo "$out" | grep -q required-ok && pass "cuda>=${cuda} (the driver's own version) runs" || fail "cuda>=${cuda} refused: $out"
+bundle "$work/req-no" ', "NVIDIA_VISIBLE_DEVICES=0", "NVIDIA_REQUIRE_CUDA=cuda>=99.0"' '[]' 'echo should-not-run'
+out=$("$gpurun" --root "$root" run -b "$work/req-no" req-no 2>&1)
+echo "$out" | grep -q 'should-not-run' && fail "cuda>=99.0 was not refused" || pass "cuda>=99.0 refused: $(echo "$out" | tail -1)"
 
 echo "== 3. a container not granted the GPU"
 bundle "$work/denied" '' "$privileged" \

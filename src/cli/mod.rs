@@ -158,13 +158,12 @@ pub enum Cmd {
         interval: String,
         id: String,
     },
-    /// List this node's GPUs and the containers holding each (no memory or process
-    /// columns: those need NVML).
+    /// List this node's GPUs and the containers holding each.
     ///
     /// Columns: index, UUID, model, PCI bus id, device minor, and the holders (container
-    /// id, init pid, --root, exclusive or not) from the host-wide lease table. Memory use
-    /// and the GPU's processes are not available: they need NVML, which gpurun does not
-    /// load yet.
+    /// id, init pid, --root, exclusive or not) from the host-wide lease table; when the
+    /// driver's nvidia-smi answers (asked live, with a timeout), memory used/total and the
+    /// GPU's processes, each mapped to the container it runs in.
     Gpus(gpu::GpusArgs),
     /// Container Device Interface specs for this node's GPUs.
     Cdi(gpu::CdiArgs),
