@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod gpu_support;
+
 use std::path::{Path, PathBuf};
 
 use gpurun::config::Config;
@@ -26,16 +28,7 @@ fn mount_src(s: &Spec, dest: &str) -> Option<PathBuf> {
 }
 
 fn devices(s: &Spec) -> Vec<String> {
-    let mut v: Vec<String> = s
-        .linux()
-        .as_ref()
-        .and_then(|l| l.devices().clone())
-        .unwrap_or_default()
-        .iter()
-        .map(|d| d.path().display().to_string())
-        .collect();
-    v.sort();
-    v
+    gpu_support::device_paths(s)
 }
 
 #[test]

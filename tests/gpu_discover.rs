@@ -233,12 +233,7 @@ fn no_driver_is_a_clear_error() {
 }
 
 fn cfg_for(root: &Path, state: &Path) -> Config {
-    let mut cfg = Config::default();
-    cfg.nvidia.driver_root = root.to_path_buf();
-    cfg.nvidia.dev_root = root.to_path_buf();
-    cfg.nvidia.proc_root = root.to_path_buf();
-    cfg.gpus.state_dir = state.to_path_buf();
-    cfg
+    gpurun::gpu::fake::config(root, state)
 }
 
 #[test]

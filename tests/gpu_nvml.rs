@@ -384,12 +384,7 @@ fn a_hung_driver_is_killed_and_reaped_and_discovery_completes() {
 }
 
 fn cfg_for(root: &Path, state: &Path) -> Config {
-    let mut cfg = Config::default();
-    cfg.nvidia.driver_root = root.to_path_buf();
-    cfg.nvidia.dev_root = root.to_path_buf();
-    cfg.nvidia.proc_root = root.to_path_buf();
-    cfg.gpus.state_dir = state.to_path_buf();
-    cfg
+    gpurun::gpu::fake::config(root, state)
 }
 
 #[test]

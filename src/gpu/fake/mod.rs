@@ -440,3 +440,14 @@ pub fn rootfs(dir: &Path, debian_like: bool) -> io::Result<PathBuf> {
     }
     Ok(r)
 }
+
+/// The configuration that points gpurun at a fake tree under `root` (driver, `/dev` and
+/// `/proc` all there) with its host-wide state in `state`.
+pub fn config(root: &Path, state: &Path) -> crate::config::Config {
+    let mut cfg = crate::config::Config::default();
+    cfg.nvidia.driver_root = root.to_path_buf();
+    cfg.nvidia.dev_root = root.to_path_buf();
+    cfg.nvidia.proc_root = root.to_path_buf();
+    cfg.gpus.state_dir = state.to_path_buf();
+    cfg
+}
