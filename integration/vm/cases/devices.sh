@@ -7,13 +7,4 @@ probe() {
 	echo "write wild: $( (echo x >/nodes/wild) 2>&1)"
 	echo "read spec: $(cat /dev/vmtest-spec 2>&1)"
 }
-probe >/ctl/before.tmp
-mv /ctl/before.tmp /ctl/before
-i=0
-while [ ! -e /ctl/go ] && [ "$i" -lt 600 ]; do
-	sleep 0.1
-	i=$((i + 1))
-done
-probe >/ctl/after.tmp
-mv /ctl/after.tmp /ctl/after
-exec sleep 600
+. /cases/probe_twice.sh
