@@ -91,6 +91,7 @@ pub fn run_checks(node: &Node) -> Vec<Check> {
                     None,
                 ));
                 out.push(check_nodes(&inv));
+                out.push(check_enrichment(&inv));
             }
             Err(e) => out.push(check(
                 Status::Problem,
@@ -120,6 +121,37 @@ pub fn run_checks(node: &Node) -> Vec<Check> {
     }
     out.extend(check_clients(&node.etc_root));
     out
+}
+
+/// What the driver's nvidia-smi gave discovery: the facts `NVIDIA_REQUIRE_*` and MIG
+/// requests need. Without nvidia-smi they are unknown (a note, not a fault); a failing one
+/// is a problem.
+fn check_enrichment(inv: &crate::gpu::Inventory) -> Check {
+    let e = &inv.enrichment;
+    match (&e.smi, e.warning()) {
+        (None, _) => check(
+            Status::Skip,
+            "nvml",
+            "no nvidia-smi under the driver root: CUDA version, compute capability and MIG UUIDs are unknown".into(),
+            None,
+        ),
+        (Some(smi), None) => check(
+            Status::Ok,
+            "nvml",
+            format!(
+                "CUDA {} through {}",
+                inv.cuda_version.as_deref().unwrap_or("unknown"),
+                smi.display()
+            ),
+            None,
+        ),
+        (Some(_), Some(w)) => check(
+            if e.failed { Status::Problem } else { Status::Ok },
+            "nvml",
+            w,
+            e.failed.then_some("check that nvidia-smi works on the host, then run gpurun gpus --refresh"),
+        ),
+    }
 }
 
 fn check_nodes(inv: &crate::gpu::Inventory) -> Check {
@@ -377,6 +409,23 @@ mod tests {
     use crate::cli::install::{containerd_dropin, write_owned};
 
     #[test]
+    fn doctor_reports_a_failing_nvidia_smi_as_a_problem() {
+        let t = tempfile::tempdir().unwrap();
+        let fake = crate::gpu::fake::FakeDriver::two_gpus()
+            .smi(crate::gpu::fake::FakeSmi::Fails)
+            .build(&t.path().join("host"))
+            .unwrap();
+        let cfg = crate::gpu::fake::config(&fake.root, &t.path().join("state"));
+        let checks = run_checks(&Node {
+            etc_root: t.path().join("etc-root"),
+            config: Ok(cfg),
+        });
+        let e = checks.iter().find(|c| c.name == "nvml").unwrap();
+        assert_eq!(e.status, Status::Problem, "{e:?}");
+        assert!(e.fix.as_ref().is_some_and(|f| f.contains("--refresh")), "{e:?}");
+    }
+
+    #[test]
     fn doctor_reports_driver_nodes_and_clients() {
         let t = tempfile::tempdir().unwrap();
         let fake = crate::gpu::fake::FakeDriver::two_gpus()
@@ -402,6 +451,9 @@ mod tests {
                 .contains("GPU-00000000-0000-0000-0000-000000000000"),
             "{d:?}"
         );
+        let e = by("nvml");
+        assert_eq!(e.status, Status::Ok, "{e:?}");
+        assert!(e.detail.starts_with("CUDA 12.8 through "), "{e:?}");
         // Placeholder files are not device nodes: a problem with a fix.
         let n = by("device nodes");
         assert_eq!(n.status, Status::Problem, "{n:?}");
