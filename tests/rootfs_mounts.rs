@@ -1,11 +1,15 @@
 //! Mount flags as the container sees them in `/proc/self/mountinfo` (root): bind mounts
 //! with their options (a remount sets exactly what it names), read-only paths, masked
 //! directories, and the GPU driver files, which must stay read-only, nosuid, nodev and
-//! private however they are mounted.
+//! private however they are mounted. Each case runs twice: with the new mount API
+//! (`open_tree`, `move_mount`, `mount_setattr`) and, through a `failpoints` build with
+//! `GPURUN_FAILPOINT=classic-mounts`, with the classic `mount(2)` path that kernels
+//! without it take.
 
 #![allow(clippy::unwrap_used)]
 
 mod common;
+mod reliability;
 use common::*;
 
 use std::path::Path;
@@ -30,18 +34,40 @@ fn in_shared_ns(cmd: &Command) -> Command {
     c
 }
 
-fn run_ok(b: &Bundle, name: &str) -> String {
+/// The two ways gpurun mounts.
+#[derive(Clone, Copy, Debug)]
+enum Way {
+    MountApi,
+    Classic,
+}
+
+const WAYS: [Way; 2] = [Way::MountApi, Way::Classic];
+
+/// `gpurun --root <rt>`, the classic way through the `failpoints` build.
+fn gpurun(rt: &Runtime, way: Way) -> Command {
+    match way {
+        Way::MountApi => rt.cmd(),
+        Way::Classic => {
+            let mut c = Command::new(reliability::failpoints_binary());
+            c.arg("--root").arg(rt.root.path());
+            c.env("GPURUN_FAILPOINT", "classic-mounts");
+            c
+        }
+    }
+}
+
+fn run_ok(b: &Bundle, name: &str, way: Way) -> String {
     let rt = Runtime::new();
     b.write();
-    let id = id(name);
+    let id = id(&format!("{name}-{way:?}").to_lowercase());
     rt.track(&id);
-    let mut cmd = rt.cmd();
+    let mut cmd = gpurun(&rt, way);
     cmd.args(["run", "-b"]).arg(b.path()).arg(&id);
     let out = in_shared_ns(&cmd).output().unwrap();
     assert_eq!(
         out.status.code(),
         Some(0),
-        "stdout: {}\nstderr: {}",
+        "{way:?}: stdout: {}\nstderr: {}",
         stdout(&out),
         stderr(&out)
     );
@@ -95,32 +121,34 @@ fn bind_mounts_get_exactly_their_options() {
         "source": rootfs.join("a"), "options": ["rbind", "ro"]}));
     mounts.push(serde_json::json!({"destination": "/c", "type": "bind",
         "source": vol.path(), "options": ["bind", "ro", "noatime", "rprivate"]}));
-    let out = run_ok(&b, "bindflags");
-    let a = flags_at(&out, "/a");
-    for f in ["rw", "nosuid", "nodev", "noexec"] {
-        assert!(a.contains(&f), "/a lacks {f}: {a:?}");
-    }
-    let bf = flags_at(&out, "/b");
-    assert!(bf.contains(&"ro"), "{bf:?}");
-    for f in ["nosuid", "nodev", "noexec"] {
+    for way in WAYS {
+        let out = run_ok(&b, "bindflags", way);
+        let a = flags_at(&out, "/a");
+        for f in ["rw", "nosuid", "nodev", "noexec"] {
+            assert!(a.contains(&f), "/a lacks {f}: {a:?}");
+        }
+        let bf = flags_at(&out, "/b");
+        assert!(bf.contains(&"ro"), "{bf:?}");
+        for f in ["nosuid", "nodev", "noexec"] {
+            assert!(
+                !bf.contains(&f),
+                "/b keeps {f} its remount did not name: {bf:?}"
+            );
+        }
+        let c = flags_at(&out, "/c");
+        assert!(c.contains(&"ro") && c.contains(&"noatime"), "{c:?}");
         assert!(
-            !bf.contains(&f),
-            "/b keeps {f} its remount did not name: {bf:?}"
+            !c.iter()
+                .any(|f| f.starts_with("shared:") || f.starts_with("master:")),
+            "rprivate: {c:?}"
         );
+        assert!(out.contains("from-host\n"), "{out}");
+        assert!(
+            out.contains("touch: /b/new: Read-only file system"),
+            "a read-only bind must refuse writes: {out}"
+        );
+        assert!(out.contains("a-writable"), "{out}");
     }
-    let c = flags_at(&out, "/c");
-    assert!(c.contains(&"ro") && c.contains(&"noatime"), "{c:?}");
-    assert!(
-        !c.iter()
-            .any(|f| f.starts_with("shared:") || f.starts_with("master:")),
-        "rprivate: {c:?}"
-    );
-    assert!(out.contains("from-host\n"), "{out}");
-    assert!(
-        out.contains("touch: /b/new: Read-only file system"),
-        "a read-only bind must refuse writes: {out}"
-    );
-    assert!(out.contains("a-writable"), "{out}");
 }
 
 #[test]
@@ -132,14 +160,16 @@ fn readonly_paths_are_read_only_nosuid_nodev_noexec() {
         "{}{{ echo 1 > /proc/sys/kernel/domainname; }} 2>&1; true",
         mountinfo_of(&["/proc/sys", "/proc/bus"])
     );
-    let out = run_ok(&Bundle::sh(&script), "rofl");
-    for p in ["/proc/sys", "/proc/bus"] {
-        let f = flags_at(&out, p);
-        for want in ["ro", "nosuid", "nodev", "noexec"] {
-            assert!(f.contains(&want), "{p} lacks {want}: {f:?}");
+    for way in WAYS {
+        let out = run_ok(&Bundle::sh(&script), "rofl", way);
+        for p in ["/proc/sys", "/proc/bus"] {
+            let f = flags_at(&out, p);
+            for want in ["ro", "nosuid", "nodev", "noexec"] {
+                assert!(f.contains(&want), "{p} lacks {want}: {f:?}");
+            }
         }
+        assert!(out.contains("Read-only file system"), "{out}");
     }
-    assert!(out.contains("Read-only file system"), "{out}");
 }
 
 #[test]
@@ -160,23 +190,25 @@ fn masked_directories_are_empty_read_only_and_masked_files_read_empty() {
     }
     std::fs::write(rootfs.join("mf"), "secret").unwrap();
     b.config["linux"]["maskedPaths"] = serde_json::json!(["/m1", "/mf", "/m2", "/missing"]);
-    let text = run_ok(&b, "masks");
-    assert!(
-        text.lines().any(|l| l == "0"),
-        "the masked directories show nothing: {text}"
-    );
-    for p in ["/m1", "/m2"] {
-        let f = flags_at(&text, p);
-        for want in ["ro", "nosuid", "nodev", "noexec"] {
-            assert!(f.contains(&want), "{p} lacks {want}: {f:?}");
+    for way in WAYS {
+        let text = run_ok(&b, "masks", way);
+        assert!(
+            text.lines().any(|l| l == "0"),
+            "the masked directories show nothing: {text}"
+        );
+        for p in ["/m1", "/m2"] {
+            let f = flags_at(&text, p);
+            for want in ["ro", "nosuid", "nodev", "noexec"] {
+                assert!(f.contains(&want), "{p} lacks {want}: {f:?}");
+            }
         }
+        assert_eq!(text.matches("Read-only file system").count(), 2, "{text}");
+        assert!(text.contains("file=[]"), "{text}");
+        assert_eq!(
+            std::fs::read_to_string(rootfs.join("m1/secret")).unwrap(),
+            "s"
+        );
     }
-    assert_eq!(text.matches("Read-only file system").count(), 2, "{text}");
-    assert!(text.contains("file=[]"), "{text}");
-    assert_eq!(
-        std::fs::read_to_string(rootfs.join("m1/secret")).unwrap(),
-        "s"
-    );
 }
 
 /// A node with the fake driver and a config pointing at it.
@@ -211,10 +243,10 @@ impl Node {
         Node { dir }
     }
 
-    fn run(&self, rt: &Runtime, b: &Bundle, id: &str) -> std::process::Output {
+    fn run(&self, rt: &Runtime, b: &Bundle, id: &str, way: Way) -> std::process::Output {
         b.write();
         rt.track(id);
-        let mut cmd = rt.cmd();
+        let mut cmd = gpurun(rt, way);
         cmd.env("GPURUN_CONFIG", self.dir.path().join("config.toml"))
             .args(["run", "-b"])
             .arg(b.path())
@@ -225,7 +257,7 @@ impl Node {
 
 /// GPU 0 granted to a busybox rootfs shaped by `shape` (it creates the library
 /// directories), running `script`.
-fn gpu_bundle(script: &str, shape: impl FnOnce(&Path)) -> Bundle {
+fn gpu_bundle(script: &str, shape: fn(&Path)) -> Bundle {
     let mut b = Bundle::own_rootfs(script);
     shape(&b.rootfs());
     b.config["process"]["env"]
@@ -244,30 +276,28 @@ fn injected_driver_files_are_read_only_nosuid_nodev_private_and_readable() {
     let rt = Runtime::new();
     // Debian-like, RHEL-like and musl images: the library lands where each one's loader
     // looks, as a readable ELF file that cannot be written.
-    let musl_loader = "lib/ld-musl-x86_64.so.1";
-    type Shape = Box<dyn FnOnce(&Path)>;
-    let cases: [(&str, &str, Shape); 3] = [
-        (
-            "deb",
-            LIB_DIR,
-            Box::new(|r: &Path| std::fs::create_dir_all(r.join(LIB_DIR)).unwrap()),
-        ),
-        (
-            "rhel",
-            "usr/lib64",
-            Box::new(|r: &Path| std::fs::create_dir_all(r.join("usr/lib64")).unwrap()),
-        ),
-        (
-            "musl",
-            "usr/lib",
-            Box::new(move |r: &Path| {
-                std::fs::create_dir_all(r.join("usr/lib")).unwrap();
-                std::fs::create_dir_all(r.join("lib")).unwrap();
-                std::fs::write(r.join(musl_loader), "").unwrap();
-            }),
-        ),
+    fn deb(r: &Path) {
+        std::fs::create_dir_all(r.join(LIB_DIR)).unwrap();
+    }
+    fn rhel(r: &Path) {
+        std::fs::create_dir_all(r.join("usr/lib64")).unwrap();
+    }
+    fn musl(r: &Path) {
+        std::fs::create_dir_all(r.join("usr/lib")).unwrap();
+        std::fs::create_dir_all(r.join("lib")).unwrap();
+        std::fs::write(r.join("lib/ld-musl-x86_64.so.1"), "").unwrap();
+    }
+    type Shape = (&'static str, &'static str, fn(&Path));
+    let shapes: [Shape; 3] = [
+        ("deb", LIB_DIR, deb),
+        ("rhel", "usr/lib64", rhel),
+        ("musl", "usr/lib", musl),
     ];
-    for (name, dir, shape) in cases {
+    let cases = WAYS
+        .into_iter()
+        .flat_map(|w| shapes.into_iter().map(move |(n, d, f)| (n, d, f, w)));
+    for (name, dir, shape, way) in cases {
+        let name = format!("{name}-{way:?}").to_lowercase();
         let lib = format!("/{dir}/libcuda.so.1");
         let real = format!("/{dir}/libcuda.so.{VERSION}");
         let script = format!(
@@ -276,7 +306,7 @@ fn injected_driver_files_are_read_only_nosuid_nodev_private_and_readable() {
             mountinfo_of(&[&lib, &real, "/usr/bin/nvidia-smi"])
         );
         let b = gpu_bundle(&script, shape);
-        let out = node.run(&rt, &b, &id(&format!("gpumnt-{name}")));
+        let out = node.run(&rt, &b, &id(&format!("gpumnt-{name}")), way);
         let text = stdout(&out);
         assert_eq!(
             out.status.code(),
@@ -318,7 +348,10 @@ fn the_cgroup_mount_shows_the_containers_own_cgroup_with_and_without_a_namespace
     if skip("the_cgroup_mount_shows_the_containers_own_cgroup_with_and_without_a_namespace") {
         return;
     }
-    for (name, cgroupns) in [("cgns", true), ("nocgns", false)] {
+    for (way, (name, cgroupns)) in WAYS
+        .into_iter()
+        .flat_map(|w| [(w, ("cgns", true)), (w, ("nocgns", false))])
+    {
         let mut b = Bundle::sh(
             "cat /sys/fs/cgroup/pids/pids.max; ls /sys/fs/cgroup | grep -c .; \
              { touch /sys/fs/cgroup/x; } 2>&1; true",
@@ -332,7 +365,7 @@ fn the_cgroup_mount_shows_the_containers_own_cgroup_with_and_without_a_namespace
                 .unwrap()
                 .retain(|n| n["type"] != "cgroup");
         }
-        let out = run_ok(&b, name);
+        let out = run_ok(&b, name, way);
         assert!(out.starts_with("42\n"), "{name}: {out}");
         assert!(out.contains("Read-only file system"), "{name}: {out}");
         let hierarchies = out.lines().nth(1).unwrap().parse::<usize>().unwrap();

@@ -6,7 +6,8 @@
 //! walks nothing but the source path. The result is the same mount with the same flags:
 //! a remount's flag change is reproduced exactly (see [`remount_attr`]), and everything is
 //! applied to the attached mount in the classic order. Kernels without the calls
-//! (`ENOSYS`) get the classic path.
+//! (`ENOSYS`), and seccomp profiles that refuse them (`EPERM`, as a container engine's
+//! default profile may when gpurun runs nested), get the classic path.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
@@ -20,6 +21,17 @@ use crate::linux::sys::mountapi::{self, MountAttr};
 
 /// `MS_NOSYMFOLLOW` (Linux 5.10), not in nix's MsFlags.
 const MS_NOSYMFOLLOW: MsFlags = MsFlags::from_bits_retain(256);
+
+/// A `failpoints` build takes the classic path everywhere when
+/// `GPURUN_FAILPOINT=classic-mounts`, so the fallback for kernels without the new mount
+/// API stays tested on kernels that have it.
+pub(super) fn classic_forced() -> bool {
+    #[cfg(feature = "failpoints")]
+    if std::env::var_os("GPURUN_FAILPOINT").is_some_and(|v| v == "classic-mounts") {
+        return true;
+    }
+    false
+}
 
 /// The flags a bind remount sets or clears, with their `MOUNT_ATTR_*` bits.
 const PER_MOUNT: [(MsFlags, u64); 5] = [
@@ -160,9 +172,12 @@ pub(super) fn bind_path(
     recursive: bool,
     what: &Path,
 ) -> Result<Option<OwnedFd>> {
+    if classic_forced() {
+        return Ok(None);
+    }
     let tree = match mountapi::clone_path(source, recursive) {
         Ok(t) => t,
-        Err(Errno::ENOSYS) => return Ok(None),
+        Err(Errno::ENOSYS | Errno::EPERM) => return Ok(None),
         Err(e) => {
             return Err(Error::sys(
                 format!("bind-mounting {}", source.display()),
@@ -191,21 +206,28 @@ pub(super) fn bind_fd(
     what: &str,
     dest: &Path,
 ) -> Result<Option<OwnedFd>> {
+    if classic_forced() {
+        return Ok(None);
+    }
     let tree = match mountapi::clone_fd(source, recursive) {
         Ok(t) => t,
-        Err(Errno::ENOSYS) => return Ok(None),
+        Err(Errno::ENOSYS | Errno::EPERM) => return Ok(None),
         Err(e) => return Err(Error::sys(what, "open_tree", dest, e)),
     };
     mountapi::attach(tree.as_fd(), target).map_err(|e| Error::sys(what, "move_mount", dest, e))?;
     Ok(Some(tree))
 }
 
-/// Where `mount_setattr` is missing (Linux 5.2 to 5.11) the changes are made the classic
-/// way on the attached mount.
+/// Where `mount_setattr` is missing (Linux 5.2 to 5.11) or refused even keeping the
+/// locked flags, the changes are made the classic way on the attached mount, which
+/// reports its own error if that fails too.
 pub(super) fn apply_or_classic(top: BorrowedFd<'_>, a: &After<'_>, dest: &Path) -> Result<()> {
+    if classic_forced() {
+        return super::classic_after(top, a, dest);
+    }
     match apply(top, a) {
         Ok(()) => Ok(()),
-        Err(Errno::ENOSYS) => super::classic_after(top, a, dest),
+        Err(Errno::ENOSYS | Errno::EPERM) => super::classic_after(top, a, dest),
         Err(e) => Err(Error::sys(
             format!("setting the flags of the mount at {}", dest.display()),
             "mount_setattr",

@@ -30,6 +30,7 @@ pub(super) struct EmptyDir {
 
 impl EmptyDir {
     pub(super) fn mount_on(&mut self, target: BorrowedFd<'_>, path: &Path) -> Result<()> {
+        self.classic |= super::attach::classic_forced();
         if !self.classic && self.fs.is_none() {
             let attrs = libc::MOUNT_ATTR_RDONLY
                 | libc::MOUNT_ATTR_NOSUID
@@ -37,7 +38,7 @@ impl EmptyDir {
                 | libc::MOUNT_ATTR_NOEXEC;
             match mountapi::new_fs(c"tmpfs", &[(c"size", c"0"), (c"mode", c"555")], attrs) {
                 Ok(fd) => self.fs = Some(fd),
-                Err(Errno::ENOSYS) => self.classic = true,
+                Err(Errno::ENOSYS | Errno::EPERM) => self.classic = true,
                 Err(e) => return Err(Error::sys("masking directory", "fsmount", path, e)),
             }
         }
