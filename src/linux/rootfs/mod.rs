@@ -78,8 +78,9 @@ fn target(root: &Root, dest: &Path, dir: bool) -> Result<OwnedFd> {
 }
 
 /// proc and sysfs must land on a real directory: a symlink there is the CVE-2019-19921
-/// class (a volume racing the target into somewhere on the host).
-fn check_plain_dir(root: &Root, dest: &Path) -> Result<()> {
+/// class (a volume racing the target into somewhere on the host). Returns the handle of
+/// the directory when there is one, for the mount to land on.
+fn check_plain_dir(root: &Root, dest: &Path) -> Result<Option<OwnedFd>> {
     if let Ok(h) = root.resolve_nofollow(dest) {
         let st = nix::sys::stat::fstat(h.as_fd())
             .map_err(|e| Error::sys("checking mount point", "fstat", dest, e))?;
@@ -94,21 +95,27 @@ fn check_plain_dir(root: &Root, dest: &Path) -> Result<()> {
                 }
             )));
         }
+        return Ok(Some(h));
     }
-    Ok(())
+    Ok(None)
 }
 
 pub fn mount_one(root: &Root, op: &MountOp) -> Result<()> {
-    if op.typ == "proc" || op.typ == "sysfs" {
-        check_plain_dir(root, &op.dest)?;
-    }
+    let checked = if op.typ == "proc" || op.typ == "sysfs" {
+        check_plain_dir(root, &op.dest)?
+    } else {
+        None
+    };
     if op.typ == "cgroup" && !op.bind {
         return mount_cgroup(root, op);
     }
     if op.bind {
         return bind_one(root, op);
     }
-    let h = target(root, &op.dest, true)?;
+    let h = match checked {
+        Some(h) => h,
+        None => target(root, &op.dest, true)?,
+    };
     let src = op
         .source
         .as_deref()
