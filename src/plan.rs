@@ -109,6 +109,23 @@ fn id_map(maps: Option<&Vec<oci_spec::runtime::LinuxIdMapping>>) -> String {
         .collect()
 }
 
+/// `type: cgroup` mounts carry the host's cgroup mounts as this process sees them: the
+/// child's new mount namespace starts as a copy of ours, so it need not read mountinfo
+/// again (nor `/proc/self/cgroup` under a new cgroup namespace). Not when the child joins
+/// another mount namespace, where the table may differ.
+fn cgroup_mounts_from_parent(mounts: &mut [MountOp], joins: &[Join], unshare: CloneFlags) {
+    let is_cgroup = |m: &MountOp| m.typ == "cgroup" && !m.bind;
+    if !mounts.iter().any(is_cgroup) || joins.iter().any(|j| j.typ == LinuxNamespaceType::Mount) {
+        return;
+    }
+    let Ok(host) = rootfs::CgroupHost::read(unshare.contains(CloneFlags::CLONE_NEWCGROUP)) else {
+        return;
+    };
+    for m in mounts.iter_mut().filter(|m| is_cgroup(m)) {
+        m.cgroup = Some(host.clone());
+    }
+}
+
 pub fn build(id: &str, b: &Bundle, opts: &Options) -> Result<Plan> {
     let spec = &b.spec;
     let linux = spec
@@ -165,6 +182,7 @@ pub fn build(id: &str, b: &Bundle, opts: &Options) -> Result<Plan> {
     for m in spec.mounts().as_deref().unwrap_or(&[]) {
         mounts.push(rootfs::parse_mount(m, &b.dir)?);
     }
+    cgroup_mounts_from_parent(&mut mounts, &joins, unshare_flags);
     let dev_is_bind = mounts
         .iter()
         .any(|m| m.bind && spec::lexical_clean(&m.dest) == Path::new("/dev"));

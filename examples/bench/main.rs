@@ -14,6 +14,10 @@
 //!
 //! Usage: bench [--iters N] [--warmup N] [--rounds N] [--concurrency N] [--cases a,b,c,d]
 //!              [--runtimes gpurun,runc,crun] [--gpurun PATH] [--out FILE] [--timeout S]
+//!        bench --prepare DIR
+//! `--prepare DIR` only builds the rootfs, the bundles and the fake GPU node in DIR, prints
+//! how to run them, and leaves them there: for counting system calls (`strace -f -c`) or
+//! `perf stat` on one bundle without the bench around it.
 //! Each flag has an environment variable: BENCH_ITERS, BENCH_WARMUP, BENCH_ROUNDS,
 //! BENCH_CONCURRENCY, BENCH_CASES, BENCH_RUNTIMES, GPURUN, BENCH_OUT, BENCH_TIMEOUT.
 
@@ -32,7 +36,8 @@ use serde_json::json;
 use setup::{Layout, Runtime, World};
 
 const USAGE: &str = "usage: bench [--iters N] [--warmup N] [--rounds N] [--concurrency N] \
-[--cases a,b,c,d] [--runtimes gpurun,runc,crun] [--gpurun PATH] [--out FILE] [--timeout S]";
+[--cases a,b,c,d] [--runtimes gpurun,runc,crun] [--gpurun PATH] [--out FILE] [--timeout S]
+       bench --prepare DIR";
 
 /// Set when SIGINT, SIGTERM or SIGHUP arrives: the bench stops after the measurement in
 /// progress and cleans up.
@@ -52,6 +57,8 @@ pub struct Opts {
     pub gpurun: PathBuf,
     pub out: PathBuf,
     pub timeout: Duration,
+    /// Build the bundles here, print how to use them, and stop.
+    pub prepare: Option<PathBuf>,
 }
 
 impl Opts {
@@ -67,6 +74,7 @@ impl Opts {
             gpurun: PathBuf::from(env("GPURUN", "target/release/gpurun")),
             out: PathBuf::from(env("BENCH_OUT", "target/bench/results.json")),
             timeout: Duration::from_secs(number(&env("BENCH_TIMEOUT", "120"), "BENCH_TIMEOUT")?),
+            prepare: None,
         };
         let mut it = args.iter();
         while let Some(flag) = it.next() {
@@ -90,6 +98,7 @@ impl Opts {
                 "--gpurun" => o.gpurun = PathBuf::from(value()?),
                 "--out" => o.out = PathBuf::from(value()?),
                 "--timeout" => o.timeout = Duration::from_secs(number(&value()?, name)?),
+                "--prepare" => o.prepare = Some(PathBuf::from(value()?)),
                 _ => return Err(format!("unknown argument {flag}")),
             }
         }
@@ -153,6 +162,15 @@ fn main() -> ExitCode {
              fake GPU tree needs mknod. Run `make bench` as root."
         );
         return ExitCode::from(2);
+    }
+    if let Some(dir) = &opts.prepare {
+        return match prepare(&opts, dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("bench: {e}");
+                ExitCode::FAILURE
+            }
+        };
     }
     // Before any thread exists: unshare(CLONE_NEWNS) refuses a multithreaded process.
     let host_layout = setup::cgroup_layout();
@@ -372,6 +390,43 @@ fn run(o: &Opts, host_layout: Layout) -> Result<(), String> {
     report::write_json(&o.out, &report::json(header, &results))?;
     println!("results: {}", o.out.display());
     drop(world);
+    Ok(())
+}
+
+/// `--prepare DIR`: the rootfs, the bundles and the fake GPU node the cases use, left in
+/// `dir` for measuring one runtime call by hand.
+fn prepare(o: &Opts, dir: &Path) -> Result<(), String> {
+    let gpurun = std::fs::canonicalize(&o.gpurun)
+        .map_err(|e| format!("no gpurun binary at {} ({e})", o.gpurun.display()))?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+    let dir = std::fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let rootfs = dir.join("rootfs");
+    if rootfs.exists() {
+        return Err(format!(
+            "{} exists: give an empty directory",
+            rootfs.display()
+        ));
+    }
+    setup::make_rootfs(&rootfs)?;
+    let config = setup::base_config(&gpurun, &dir.join("spec"), &rootfs)?;
+    let gpu_config = setup::gpu_node(&dir.join("gpu"))?;
+    let b = cases::Bundles::write(&dir, &config)?;
+    let s = |p: &Path| p.display().to_string();
+    println!(
+        "bundles: {} (plain), {} (GPU 0 granted), {} (checks the injection)\n\
+         gpurun's config (the fake driver): GPURUN_CONFIG={}\n\
+         for example, as the bench sees cgroups on a hybrid host:\n  \
+         unshare -m --propagation private sh -c 'mount -t tmpfs -o size=16m tmpfs \
+         /sys/fs/cgroup/unified && GPURUN_CONFIG={} strace -f -c {} --root {} run -b {} c1'",
+        s(&b.plain),
+        s(&b.gpu),
+        s(&b.gpu_check),
+        s(&gpu_config),
+        s(&gpu_config),
+        s(&gpurun),
+        s(&dir.join("root")),
+        s(&b.gpu),
+    );
     Ok(())
 }
 

@@ -140,13 +140,23 @@ fn median_u(v: &[u64]) -> Option<f64> {
     median(&v.iter().map(|&x| x as f64).collect::<Vec<_>>())
 }
 
-/// This series' median over the median of `peer` in the same case.
+/// This series' median wall time over the median of `peer` in the same case.
 fn ratio(all: &[Series], s: &Series, peer: &str) -> Option<f64> {
+    let p = peer_of(all, s, peer)?;
+    Some(s.median_ms()? / p.median_ms()?)
+}
+
+/// The same for the median CPU time.
+fn cpu_ratio(all: &[Series], s: &Series, peer: &str) -> Option<f64> {
+    let p = peer_of(all, s, peer)?;
+    Some(median(&s.cpu_ms)? / median(&p.cpu_ms)?)
+}
+
+fn peer_of<'a>(all: &'a [Series], s: &Series, peer: &str) -> Option<&'a Series> {
     if s.case.starts_with("c:") {
         return None;
     }
-    let p = all.iter().find(|p| p.case == s.case && p.runtime == peer)?;
-    Some(s.median_ms()? / p.median_ms()?)
+    all.iter().find(|p| p.case == s.case && p.runtime == peer)
 }
 
 fn cell(v: Option<f64>, decimals: usize) -> String {
@@ -162,7 +172,7 @@ pub fn tables(all: &[Series]) -> String {
     let mut t = String::new();
     let _ = writeln!(
         t,
-        "{:<12} {:<11} {:>9} {:>8} {:>8} {:>8} {:>9} {:>13} {:>13}",
+        "{:<12} {:<11} {:>9} {:>8} {:>8} {:>8} {:>9} {:>13} {:>13} {:>11}",
         "case",
         "runtime",
         "median_ms",
@@ -171,12 +181,13 @@ pub fn tables(all: &[Series]) -> String {
         "cpu_ms",
         "maxrss_kb",
         "ratio_vs_crun",
-        "ratio_vs_runc"
+        "ratio_vs_runc",
+        "cpu_vs_crun"
     );
     for s in all {
         let _ = writeln!(
             t,
-            "{:<12} {:<11} {:>9} {:>8} {:>8} {:>8} {:>9} {:>13} {:>13}",
+            "{:<12} {:<11} {:>9} {:>8} {:>8} {:>8} {:>9} {:>13} {:>13} {:>11}",
             s.case,
             s.label,
             cell(s.median_ms(), 2),
@@ -186,6 +197,7 @@ pub fn tables(all: &[Series]) -> String {
             cell(median_u(&s.maxrss_kb), 0),
             cell(ratio(all, s, "crun"), 2),
             cell(ratio(all, s, "runc"), 2),
+            cell(cpu_ratio(all, s, "crun"), 2),
         );
     }
     let _ = writeln!(t);
@@ -275,6 +287,8 @@ pub fn json(header: Value, all: &[Series]) -> Value {
                 "maxrss_kb_max": s.maxrss_kb.iter().max(),
                 "ratio_vs_crun": ratio(all, s, "crun"),
                 "ratio_vs_runc": ratio(all, s, "runc"),
+                "cpu_ratio_vs_crun": cpu_ratio(all, s, "crun"),
+                "cpu_ratio_vs_runc": cpu_ratio(all, s, "runc"),
                 "steps_median_ms": s.steps_ms.iter()
                     .map(|(k, v)| (k.clone(), json!(median(v))))
                     .collect::<serde_json::Map<String, Value>>(),

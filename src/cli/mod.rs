@@ -10,7 +10,7 @@ mod run;
 
 use std::path::PathBuf;
 
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::error::{Error, Result};
 use crate::lifecycle::{self, CreateOpts, Globals};
@@ -187,7 +187,21 @@ pub enum Cmd {
 /// (containerd's restore: `-no-subreaper`). Turn a single-dash word that names a long
 /// option into its double-dash form; leave short flags alone.
 pub fn normalize_args(args: Vec<String>) -> Vec<String> {
-    let cmd = Cli::command();
+    normalize_with(args, &Cli::command())
+}
+
+/// Whether a word could be a long option written with one dash.
+fn single_dash_word(a: &str) -> bool {
+    a.len() > 2 && a.starts_with('-') && !a.starts_with("--")
+}
+
+/// [`normalize_args`] against an already built command; the command's option names are
+/// only collected when some word needs them.
+fn normalize_with(args: Vec<String>, cmd: &clap::Command) -> Vec<String> {
+    let end = args.iter().position(|a| a == "--").unwrap_or(args.len());
+    if !args.iter().take(end).skip(1).any(|a| single_dash_word(a)) {
+        return args;
+    }
     let mut longs: Vec<String> = Vec::new();
     let mut collect = |c: &clap::Command| {
         for a in c.get_arguments() {
@@ -196,14 +210,14 @@ pub fn normalize_args(args: Vec<String>) -> Vec<String> {
             }
         }
     };
-    collect(&cmd);
+    collect(cmd);
     for sc in cmd.get_subcommands() {
         collect(sc);
     }
     let mut out = Vec::with_capacity(args.len());
     let mut rest = false;
     for (i, a) in args.into_iter().enumerate() {
-        if i > 0 && !rest && a.len() > 2 && a.starts_with('-') && !a.starts_with("--") {
+        if i > 0 && !rest && single_dash_word(&a) {
             let name = a[1..].split('=').next().unwrap_or("");
             if name.len() > 1 && longs.iter().any(|l| l == name) {
                 out.push(format!("-{a}"));
@@ -218,9 +232,51 @@ pub fn normalize_args(args: Vec<String>) -> Vec<String> {
     out
 }
 
+/// The verb of a command line, found without building the parser: the first word that
+/// is not a global option or its value. Only a hint (see [`main`]).
+fn verb_hint(args: &[String]) -> Option<&str> {
+    let mut it = args.iter().skip(1);
+    while let Some(a) = it.next() {
+        let Some(opt) = a.strip_prefix('-') else {
+            return Some(a);
+        };
+        let opt = opt.strip_prefix('-').unwrap_or(opt);
+        if opt.contains('=') {
+            continue;
+        }
+        match opt {
+            "root" | "log" | "log-format" => {
+                it.next();
+            }
+            "rootless" => {
+                let mut peek = it.clone();
+                if matches!(
+                    peek.next().map(String::as_str),
+                    Some("true" | "false" | "auto")
+                ) {
+                    it.next();
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
 pub fn main() -> i32 {
-    let args = normalize_args(std::env::args().collect());
-    let cli = match Cli::try_parse_from(&args) {
+    let args: Vec<String> = std::env::args().collect();
+    // The verbs that enter a container re-execute from a protected copy of the binary
+    // first; doing it before the command line is parsed saves parsing it twice. The
+    // dispatch below ensures it again, so a wrong hint costs time, never protection.
+    if matches!(verb_hint(&args), Some("create" | "run" | "exec")) {
+        let _ = crate::process::sealed::ensure();
+    }
+    let cmd = Cli::command();
+    let args = normalize_with(args, &cmd);
+    let cli = match cmd
+        .try_get_matches_from(&args)
+        .and_then(|m| Cli::from_arg_matches(&m))
+    {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() { 1 } else { 0 };
@@ -426,5 +482,58 @@ mod tests {
         assert_eq!(lifecycle::parse_signal("term").ok(), Some(Signal::SIGTERM));
         assert_eq!(lifecycle::parse_signal("SIGHUP").ok(), Some(Signal::SIGHUP));
         assert!(lifecycle::parse_signal("NOPE").is_err());
+    }
+
+    #[test]
+    fn the_verb_hint_skips_global_options_and_their_values() {
+        let v = |a: &[&str]| {
+            let args: Vec<String> = a.iter().map(|s| s.to_string()).collect();
+            verb_hint(&args).map(str::to_string)
+        };
+        assert_eq!(
+            v(&[
+                "gpurun",
+                "--root",
+                "/r",
+                "--log",
+                "/l",
+                "--log-format",
+                "json",
+                "create",
+                "x"
+            ]),
+            Some("create".into())
+        );
+        assert_eq!(
+            v(&["gpurun", "--root=/r", "--debug", "run", "x"]),
+            Some("run".into())
+        );
+        assert_eq!(
+            v(&["gpurun", "-root", "/r", "exec", "x"]),
+            Some("exec".into())
+        );
+        assert_eq!(
+            v(&["gpurun", "--rootless", "true", "run"]),
+            Some("run".into())
+        );
+        assert_eq!(
+            v(&["gpurun", "--rootless", "state", "x"]),
+            Some("state".into())
+        );
+        assert_eq!(v(&["gpurun", "--version"]), None);
+    }
+
+    #[test]
+    fn words_after_a_double_dash_are_not_normalized() {
+        let args: Vec<String> = ["gpurun", "exec", "c1", "--", "ps", "-ef"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(normalize_args(args.clone()), args);
+        let args: Vec<String> = ["gpurun", "-root", "/r", "list"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(normalize_args(args)[1], "--root");
     }
 }

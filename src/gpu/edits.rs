@@ -118,9 +118,7 @@ impl<'a> Editor<'a> {
         m.set_source(Some(source.to_path_buf()));
         m.set_typ(typ.map(str::to_string));
         m.set_options(Some(options));
-        let mut mounts = self.spec.mounts().clone().unwrap_or_default();
-        mounts.push(m);
-        self.spec.set_mounts(Some(mounts));
+        self.spec.mounts_mut().get_or_insert_with(Vec::new).push(m);
     }
 
     /// Adds a device node (unless one is already at its path) and its allow rule.
@@ -273,12 +271,18 @@ pub fn proc_driver_mounts(
     fn io<'p>(what: &'static str, p: &'p Path) -> impl FnOnce(std::io::Error) -> GpuError + 'p {
         move |e| GpuError::io(what, p, e)
     }
-    std::fs::create_dir_all(gen_dir).map_err(io("creating", gen_dir))?;
-    for stale in ["gpus", "capabilities"] {
-        let p = gen_dir.join(stale);
-        if p.exists() {
-            std::fs::remove_dir_all(&p).map_err(io("removing", &p))?;
+    // A directory made now holds nothing stale; one left by an earlier attempt may.
+    match std::fs::create_dir(gen_dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            for stale in ["gpus", "capabilities"] {
+                let p = gen_dir.join(stale);
+                if p.exists() {
+                    std::fs::remove_dir_all(&p).map_err(io("removing", &p))?;
+                }
+            }
         }
+        Err(_) => std::fs::create_dir_all(gen_dir).map_err(io("creating", gen_dir))?,
     }
     let params = std::fs::read_to_string(host.join("params")).unwrap_or_default();
     let out = gen_dir.join("params");
@@ -292,10 +296,14 @@ pub fn proc_driver_mounts(
         }
     }
     ed.bind(gen_dir, Path::new(PROC_DRIVER_NVIDIA), PROC_OPTIONS);
+    if !gpus.is_empty() {
+        let p = gen_dir.join("gpus");
+        std::fs::create_dir(&p).map_err(io("creating", &p))?;
+    }
     for g in gpus {
         let bus = g.bus.to_string();
         let target = gen_dir.join("gpus").join(&bus);
-        std::fs::create_dir_all(&target).map_err(io("creating", &target))?;
+        std::fs::create_dir(&target).map_err(io("creating", &target))?;
         ed.bind(
             &g.proc_dir,
             &container_dest(PROC_DRIVER_NVIDIA, &format!("gpus/{bus}"))?,

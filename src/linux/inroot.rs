@@ -19,6 +19,8 @@ use crate::error::{Error, Result};
 use crate::linux::sys::proc::openat2;
 
 const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+const RESOLVE_NO_SYMLINKS: u64 = 0x04;
+const RESOLVE_BENEATH: u64 = 0x08;
 const RESOLVE_IN_ROOT: u64 = 0x10;
 
 pub struct Root {
@@ -39,6 +41,23 @@ fn parts(path: &Path) -> Vec<&OsStr> {
             _ => None,
         })
         .collect()
+}
+
+/// `/` followed by `comps`, for messages.
+fn in_root(comps: &[&OsStr]) -> PathBuf {
+    let mut p = PathBuf::from("/");
+    p.extend(comps);
+    p
+}
+
+/// An `O_PATH` handle to the entry `name` of `dir`, which must not be a symlink.
+fn beneath(dir: BorrowedFd<'_>, name: &OsStr) -> std::result::Result<OwnedFd, Errno> {
+    openat2(
+        dir,
+        Path::new(name),
+        libc::O_PATH | libc::O_DIRECTORY,
+        RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+    )
 }
 
 impl Root {
@@ -99,36 +118,52 @@ impl Root {
             return Ok(fd);
         }
         let comps = parts(path);
-        let mut dir = self
-            .lookup(Path::new("/"), libc::O_DIRECTORY)
-            .map_err(|e| err("opening", "openat2", Path::new("/"), e))?;
-        let mut prefix = PathBuf::from("/");
-        for c in comps {
-            prefix.push(c);
+        // The deepest directory that exists, searched from the bottom: usually only the
+        // last component or two are missing.
+        let mut have = comps.len();
+        let mut dir = loop {
+            if have == 0 {
+                break self
+                    .lookup(Path::new("/"), libc::O_DIRECTORY)
+                    .map_err(|e| err("opening", "openat2", Path::new("/"), e))?;
+            }
+            have -= 1;
+            let prefix: PathBuf = comps[..have].iter().collect();
             match self.lookup(&prefix, libc::O_DIRECTORY) {
-                Ok(fd) => dir = fd,
-                Err(Errno::ENOENT) => {
-                    let what = format!("creating {}: directory", path.display());
-                    match nix::sys::stat::mkdirat(dir.as_fd(), c, Mode::from_bits_truncate(mode)) {
-                        Ok(()) | Err(Errno::EEXIST) => {}
-                        Err(e) => return Err(err(&what, "mkdirat", &prefix, e)),
-                    }
-                    // Opened again through the root: if the name became a symlink in the
-                    // meantime it still resolves inside the root. A dangling symlink
-                    // (its target missing in the rootfs) ends here with ENOENT.
-                    dir = self
-                        .lookup(&prefix, libc::O_DIRECTORY)
-                        .map_err(|e| err(&what, "openat2", &prefix, e))?;
-                }
+                Ok(fd) => break fd,
+                Err(Errno::ENOENT) => continue,
                 Err(e) => {
                     return Err(err(
                         &format!("creating {}: resolving", path.display()),
                         "openat2",
-                        &prefix,
+                        &in_root(&comps[..have]),
                         e,
                     ))
                 }
             }
+        };
+        for i in have..comps.len() {
+            let c = comps[i];
+            let prefix = in_root(&comps[..=i]);
+            let what = format!("creating {}: directory", path.display());
+            if c != ".." {
+                match nix::sys::stat::mkdirat(dir.as_fd(), c, Mode::from_bits_truncate(mode)) {
+                    Ok(()) | Err(Errno::EEXIST) => {}
+                    Err(e) => return Err(err(&what, "mkdirat", &prefix, e)),
+                }
+                // The entry just made, opened beneath its parent and refusing symlinks:
+                // one step that no rename or symlink swap can redirect.
+                if let Ok(fd) = beneath(dir.as_fd(), c) {
+                    dir = fd;
+                    continue;
+                }
+            }
+            // `..`, or the name is not (or no longer) a plain directory: opened again
+            // through the root, so a symlink put there resolves inside the root. A
+            // dangling symlink (its target missing in the rootfs) ends here with ENOENT.
+            dir = self
+                .lookup(&prefix, libc::O_DIRECTORY)
+                .map_err(|e| err(&what, "openat2", &prefix, e))?;
         }
         Ok(dir)
     }
@@ -159,6 +194,30 @@ impl Root {
             Mode::from_bits_truncate(mode),
         ) {
             Ok(_) | Err(Errno::EEXIST) => Ok(()),
+            Err(e) => Err(err("creating file", "openat", path, e)),
+        }
+    }
+
+    /// A handle to what a bind mount of a file lands on at `path`: the entry there
+    /// (symlinks followed inside the root), or else an empty regular file made for it.
+    pub fn file_target(&self, path: &Path, mode: u32) -> Result<OwnedFd> {
+        if let Ok(h) = self.lookup(path, 0) {
+            return Ok(h);
+        }
+        let (dir, name) = self.parent_and_name(path)?;
+        match nix::fcntl::openat(
+            dir.as_fd(),
+            name,
+            nix::fcntl::OFlag::O_CREAT
+                | nix::fcntl::OFlag::O_EXCL
+                | nix::fcntl::OFlag::O_NOFOLLOW
+                | nix::fcntl::OFlag::O_CLOEXEC
+                | nix::fcntl::OFlag::O_WRONLY,
+            Mode::from_bits_truncate(mode),
+        ) {
+            // The file this call made: nothing can have replaced it behind the fd.
+            Ok(fd) => Ok(fd),
+            Err(Errno::EEXIST) => self.resolve(path),
             Err(e) => Err(err("creating file", "openat", path, e)),
         }
     }
@@ -229,5 +288,43 @@ mod tests {
         let _ = r.mkdir_all(Path::new("/dev/pts"), 0o755);
         let _ = r.create_file(Path::new("/dev/null"), 0o644);
         assert_eq!(std::fs::read_dir(&host).expect("host").count(), 0);
+    }
+
+    #[test]
+    fn mkdir_all_creates_below_the_deepest_existing_directory() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let root = tmp.path().join("root");
+        std::fs::create_dir_all(root.join("a/b")).expect("mkdir");
+        std::os::unix::fs::symlink("/nowhere", root.join("dangling")).expect("symlink");
+        let r = Root::open(&root).expect("open");
+        r.mkdir_all(Path::new("/a/b/c/d"), 0o755).expect("deep");
+        assert!(root.join("a/b/c/d").is_dir());
+        r.mkdir_all(Path::new("/a/x/../y"), 0o755).expect("with ..");
+        assert!(root.join("a/x").is_dir() && root.join("a/y").is_dir());
+        let e = r
+            .mkdir_all(Path::new("/dangling/z"), 0o755)
+            .expect_err("a dangling symlink is not made into a directory");
+        assert!(e.to_string().contains("No such file"), "{e}");
+        assert!(!tmp.path().join("nowhere").exists());
+    }
+
+    #[test]
+    fn file_target_makes_an_empty_file_or_follows_what_is_there() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let root = tmp.path().join("root");
+        std::fs::create_dir_all(root.join("real")).expect("mkdir");
+        std::fs::write(root.join("real/f"), "x").expect("write");
+        std::os::unix::fs::symlink("/real/f", root.join("link")).expect("symlink");
+        let r = Root::open(&root).expect("open");
+        let h = r
+            .file_target(Path::new("/new/dir/file"), 0o644)
+            .expect("made");
+        let st = nix::sys::stat::fstat(h.as_fd()).expect("fstat");
+        assert_eq!(st.st_size, 0);
+        assert_eq!(st.st_mode & 0o7777 & !0o022, 0o644 & !0o022);
+        assert!(root.join("new/dir/file").is_file());
+        let h = r.file_target(Path::new("/link"), 0o644).expect("followed");
+        let st = nix::sys::stat::fstat(h.as_fd()).expect("fstat");
+        assert_eq!(st.st_size, 1, "the link's target inside the root");
     }
 }

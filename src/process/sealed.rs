@@ -24,10 +24,14 @@ use crate::linux::sys::proc::{execveat_fd, mount_setattr, open_tree_clone};
 
 const MOUNT_ATTR_RDONLY: u64 = 0x1;
 
-/// True when the running binary cannot be written through `/proc/self/exe`.
+/// True when the running binary cannot be written through `/proc/self/exe`. The answer
+/// cannot change while the process runs, so it is found once.
 pub fn is_protected() -> bool {
-    statvfs("/proc/self/exe").is_ok_and(|s| s.flags().contains(FsFlags::ST_RDONLY))
-        || is_sealed_memfd()
+    static PROTECTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PROTECTED.get_or_init(|| {
+        statvfs("/proc/self/exe").is_ok_and(|s| s.flags().contains(FsFlags::ST_RDONLY))
+            || is_sealed_memfd()
+    })
 }
 
 fn is_sealed_memfd() -> bool {

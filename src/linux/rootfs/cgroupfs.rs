@@ -1,13 +1,50 @@
 //! `type: cgroup` mounts: the host's hierarchies as the container should see them.
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
+use nix::errno::Errno;
 use nix::mount::{mount, MsFlags};
+use nix::sys::stat::Mode;
 
-use super::{fd_path, mount_err, target, MountOp};
+use super::{attach, fd_path, mount_err, target, MountOp};
 use crate::error::{Error, Result};
 use crate::linux::inroot::Root;
+
+/// What the parent knows before the clone about the cgroups a `type: cgroup` mount shows:
+/// the child's mount namespace starts as a copy of the parent's, so the host's cgroup
+/// mounts are the same there, and a new cgroup namespace (made after the child is placed
+/// in its cgroup) roots every hierarchy at the container's own cgroup.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CgroupHost {
+    pub hierarchies: Vec<CgroupMount>,
+    /// The container has a new cgroup namespace: its own cgroup is every mount's root,
+    /// so nothing is bound over the mounts and `/proc/self/cgroup` need not be read.
+    pub own_is_root: bool,
+}
+
+impl CgroupHost {
+    /// The host's cgroup mounts from this process's mountinfo (read once per process).
+    pub fn read(own_is_root: bool) -> Result<CgroupHost> {
+        Ok(CgroupHost {
+            hierarchies: parse_cgroup_mounts(self_mountinfo()?),
+            own_is_root,
+        })
+    }
+}
+
+/// `/proc/self/mountinfo`, read once per process: the start path consults it for the
+/// cgroup layout, and nothing gpurun does before the clone changes the host's mounts.
+pub fn self_mountinfo() -> Result<&'static str> {
+    static TEXT: OnceLock<String> = OnceLock::new();
+    if let Some(t) = TEXT.get() {
+        return Ok(t);
+    }
+    let text = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| Error::io("reading", "/proc/self/mountinfo", e))?;
+    Ok(TEXT.get_or_init(|| text))
+}
 
 /// `type: cgroup` at /sys/fs/cgroup. On a cgroup2 host one cgroup2 mount; on a v1 or
 /// hybrid host a tmpfs with one mount per v1 hierarchy (and `unified`), as runc lays it
@@ -19,8 +56,23 @@ pub(super) fn mount_cgroup(root: &Root, op: &MountOp) -> Result<()> {
     // hierarchy itself gets the spec's flags, `ro` included, so the container cannot
     // write cgroup files unless the spec says rw.
     let tmpfs_flags = op.flags & !MsFlags::MS_RDONLY;
-    let hier = host_cgroup_mounts()?;
-    let own = own_cgroups();
+    let read;
+    let host = match &op.cgroup {
+        Some(h) => h,
+        None => {
+            read = CgroupHost {
+                hierarchies: parse_cgroup_mounts(&read_mountinfo()?),
+                own_is_root: false,
+            };
+            &read
+        }
+    };
+    let hier = &host.hierarchies;
+    let own = if host.own_is_root {
+        Vec::new()
+    } else {
+        own_cgroups()
+    };
     if hier
         .iter()
         .any(|m| m.fstype == "cgroup2" && m.mount_point == Path::new("/sys/fs/cgroup"))
@@ -46,12 +98,15 @@ pub(super) fn mount_cgroup(root: &Root, op: &MountOp) -> Result<()> {
         "mounting tmpfs for cgroup hierarchies".into(),
         &op.dest,
     ))?;
-    for m in &hier {
+    // The tmpfs just made: nothing else can reach it yet, so its entries are made and
+    // opened directly beneath it.
+    let top = root.resolve(&op.dest)?;
+    for m in hier {
         let Some(name) = m.mount_point.file_name() else {
             continue;
         };
         let sub = op.dest.join(name);
-        let sh = target(root, &sub, true)?;
+        let sh = subdir(top.as_fd(), name, &sub)?;
         let data = if m.fstype == "cgroup" {
             Some(m.options.as_str())
         } else {
@@ -71,15 +126,14 @@ pub(super) fn mount_cgroup(root: &Root, op: &MountOp) -> Result<()> {
         bind_own_cgroup(root, &sub, own_path(&own, &m.fstype, &m.options), op.flags)?;
         if m.options.contains(',') && m.fstype == "cgroup" {
             for part in m.options.split(',').filter(|p| !p.starts_with("name=")) {
-                let link = op.dest.join(part);
-                if !root.exists_nofollow(&link) {
-                    let _ = root.symlink(&link, Path::new(name));
+                if part != name {
+                    // An existing entry (a hierarchy of that name) is left alone.
+                    let _ = nix::unistd::symlinkat(Path::new(name), top.as_fd(), part);
                 }
             }
         }
     }
     if op.flags.contains(MsFlags::MS_RDONLY) {
-        let top = root.resolve(&op.dest)?;
         mount(
             None::<&str>,
             &fd_path(top.as_fd()),
@@ -93,6 +147,24 @@ pub(super) fn mount_cgroup(root: &Root, op: &MountOp) -> Result<()> {
         ))?;
     }
     Ok(())
+}
+
+/// The directory `name` in the fresh tmpfs `top`, made if needed.
+fn subdir(top: BorrowedFd<'_>, name: &std::ffi::OsStr, sub: &Path) -> Result<OwnedFd> {
+    match nix::sys::stat::mkdirat(top, name, Mode::from_bits_truncate(0o755)) {
+        Ok(()) | Err(Errno::EEXIST) => {}
+        Err(e) => return Err(Error::sys("creating cgroup mount point", "mkdirat", sub, e)),
+    }
+    nix::fcntl::openat(
+        top,
+        name,
+        nix::fcntl::OFlag::O_PATH
+            | nix::fcntl::OFlag::O_DIRECTORY
+            | nix::fcntl::OFlag::O_NOFOLLOW
+            | nix::fcntl::OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::sys("opening cgroup mount point", "openat", sub, e))
 }
 
 /// `(controllers, path)` of each line of `/proc/self/cgroup` (`("", path)` for cgroup2).
@@ -145,6 +217,13 @@ fn bind_own_cgroup(root: &Root, dest: &Path, own: Option<&str>, flags: MsFlags) 
     let sub = dest.join(rel);
     let src = root.resolve(&sub)?;
     let dst = root.resolve(dest)?;
+    let keep = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let what = "binding the container's own cgroup";
+    if attach::bind_fd(src.as_fd(), dst.as_fd(), false, what, &sub)?.is_some() {
+        // The bind copies the flags of the hierarchy's mount, made with `flags` just
+        // before: the classic remount below sets them again, so nothing is left to do.
+        return Ok(());
+    }
     mount(
         Some(&fd_path(src.as_fd())),
         &fd_path(dst.as_fd()),
@@ -152,8 +231,7 @@ fn bind_own_cgroup(root: &Root, dest: &Path, own: Option<&str>, flags: MsFlags) 
         MsFlags::MS_BIND,
         None::<&str>,
     )
-    .map_err(mount_err("binding the container's own cgroup".into(), &sub))?;
-    let keep = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    .map_err(mount_err(what.into(), &sub))?;
     let top = root.resolve(dest)?;
     mount(
         None::<&str>,
@@ -176,15 +254,16 @@ pub struct CgroupMount {
     pub options: String,
 }
 
-fn host_cgroup_mounts() -> Result<Vec<CgroupMount>> {
-    let mi = std::fs::read_to_string("/proc/self/mountinfo")
-        .map_err(|e| Error::io("reading", "/proc/self/mountinfo", e))?;
-    Ok(parse_cgroup_mounts(&mi))
+fn read_mountinfo() -> Result<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| Error::io("reading", "/proc/self/mountinfo", e))
 }
 
-/// cgroup and cgroup2 mounts under /sys/fs/cgroup from a mountinfo text.
+/// The cgroup and cgroup2 mounts under /sys/fs/cgroup that a mountinfo text shows in
+/// view: a later mount on the same point, or on a directory above it, hides them (the
+/// bench covers `/sys/fs/cgroup/unified` with a tmpfs to show a pure v1 host).
 pub fn parse_cgroup_mounts(mountinfo: &str) -> Vec<CgroupMount> {
-    let mut out = Vec::new();
+    let mut out: Vec<CgroupMount> = Vec::new();
     for line in mountinfo.lines() {
         let Some((pre, post)) = line.split_once(" - ") else {
             continue;
@@ -194,11 +273,12 @@ pub fn parse_cgroup_mounts(mountinfo: &str) -> Vec<CgroupMount> {
         if pre.len() < 5 || post.len() < 3 {
             continue;
         }
+        let mp = PathBuf::from(pre[4]);
+        out.retain(|m| !m.mount_point.starts_with(&mp));
         let fstype = post[0];
         if fstype != "cgroup" && fstype != "cgroup2" {
             continue;
         }
-        let mp = PathBuf::from(pre[4]);
         if !mp.starts_with("/sys/fs/cgroup") {
             continue;
         }

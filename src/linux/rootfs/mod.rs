@@ -18,11 +18,15 @@ use crate::linux::inroot::Root;
 
 use crate::error::{Error, Result};
 
+mod attach;
 mod cgroupfs;
+mod masks;
 mod options;
 
 use cgroupfs::mount_cgroup;
-pub use cgroupfs::{parse_cgroup_mounts, parse_proc_cgroup, CgroupMount};
+pub use cgroupfs::{
+    parse_cgroup_mounts, parse_proc_cgroup, self_mountinfo, CgroupHost, CgroupMount,
+};
 use options::propagation_option;
 pub use options::{known_options, parse_mount, MountOp};
 
@@ -70,16 +74,13 @@ fn target(root: &Root, dest: &Path, dir: bool) -> Result<OwnedFd> {
     if dir {
         return root.mkdir_all(dest, 0o755);
     }
-    if let Ok(h) = root.resolve(dest) {
-        return Ok(h);
-    }
-    root.create_file(dest, 0o644)?;
-    root.resolve(dest)
+    root.file_target(dest, 0o644)
 }
 
 /// proc and sysfs must land on a real directory: a symlink there is the CVE-2019-19921
-/// class (a volume racing the target into somewhere on the host).
-fn check_plain_dir(root: &Root, dest: &Path) -> Result<()> {
+/// class (a volume racing the target into somewhere on the host). Returns the handle of
+/// the directory when there is one, for the mount to land on.
+fn check_plain_dir(root: &Root, dest: &Path) -> Result<Option<OwnedFd>> {
     if let Ok(h) = root.resolve_nofollow(dest) {
         let st = nix::sys::stat::fstat(h.as_fd())
             .map_err(|e| Error::sys("checking mount point", "fstat", dest, e))?;
@@ -94,73 +95,119 @@ fn check_plain_dir(root: &Root, dest: &Path) -> Result<()> {
                 }
             )));
         }
+        return Ok(Some(h));
     }
-    Ok(())
+    Ok(None)
 }
 
 pub fn mount_one(root: &Root, op: &MountOp) -> Result<()> {
-    if op.typ == "proc" || op.typ == "sysfs" {
-        check_plain_dir(root, &op.dest)?;
-    }
+    let checked = if op.typ == "proc" || op.typ == "sysfs" {
+        check_plain_dir(root, &op.dest)?
+    } else {
+        None
+    };
     if op.typ == "cgroup" && !op.bind {
         return mount_cgroup(root, op);
     }
-    let h = target(root, &op.dest, !op.bind || op.source_is_dir)?;
-    let tp = fd_path(h.as_fd());
-    let what = || format!("mounting {} at {}", op.typ, op.dest.display());
     if op.bind {
-        let src = op.source.as_deref().unwrap_or(Path::new(""));
-        let bind_flags = op.flags & (MsFlags::MS_BIND | MsFlags::MS_REC);
-        mount(Some(src), &tp, None::<&str>, bind_flags, None::<&str>).map_err(mount_err(
-            format!("bind-mounting {}", src.display()),
-            &op.dest,
-        ))?;
-    } else {
-        let src = op
-            .source
-            .as_deref()
-            .map(|p| p.as_os_str())
-            .unwrap_or(op.typ.as_ref());
-        let data = (!op.data.is_empty()).then_some(op.data.as_str());
-        mount(Some(src), &tp, Some(op.typ.as_str()), op.flags, data)
-            .map_err(mount_err(what(), &op.dest))?;
+        return bind_one(root, op);
     }
-    let extra = op.flags - (MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
-    let remount = op.bind && !extra.is_empty();
-    if !remount && op.propagation.is_empty() && op.rec_attr_set == 0 && op.rec_attr_clr == 0 {
+    let h = match checked {
+        Some(h) => h,
+        None => target(root, &op.dest, true)?,
+    };
+    let src = op
+        .source
+        .as_deref()
+        .map(|p| p.as_os_str())
+        .unwrap_or(op.typ.as_ref());
+    let data = (!op.data.is_empty()).then_some(op.data.as_str());
+    mount(
+        Some(src),
+        &fd_path(h.as_fd()),
+        Some(op.typ.as_str()),
+        op.flags,
+        data,
+    )
+    .map_err(mount_err(
+        format!("mounting {} at {}", op.typ, op.dest.display()),
+        &op.dest,
+    ))?;
+    if op.propagation.is_empty() && op.rec_attr_set == 0 && op.rec_attr_clr == 0 {
         return Ok(());
     }
-    // One handle to the new mount serves the remount, propagation and attributes.
+    // One handle to the new mount serves the propagation and attributes.
     let top = root.resolve(&op.dest)?;
-    if remount {
-        remount_bind_fd(top.as_fd(), &op.dest, extra)?;
+    let after = attach::After {
+        extra: MsFlags::empty(),
+        propagation: &op.propagation,
+        rec_attr_set: op.rec_attr_set,
+        rec_attr_clr: op.rec_attr_clr,
+        single: false,
+    };
+    attach::apply_or_classic(top.as_fd(), &after, &op.dest)
+}
+
+/// A bind mount: the source attached on the target, then its remount with the extra
+/// flags, propagation and recursive attributes, all through the one attached mount.
+fn bind_one(root: &Root, op: &MountOp) -> Result<()> {
+    let h = if op.source_is_dir {
+        root.mkdir_all(&op.dest, 0o755)?
+    } else {
+        root.file_target(&op.dest, 0o644)?
+    };
+    let src = op.source.as_deref().unwrap_or(Path::new(""));
+    let recursive = op.flags.contains(MsFlags::MS_REC);
+    let after = attach::After {
+        extra: op.flags - (MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT),
+        propagation: &op.propagation,
+        rec_attr_set: op.rec_attr_set,
+        rec_attr_clr: op.rec_attr_clr,
+        single: !op.source_is_dir || !recursive,
+    };
+    if let Some(top) = attach::bind_path(src, h.as_fd(), recursive, &op.dest)? {
+        return attach::apply_or_classic(top.as_fd(), &after, &op.dest);
     }
-    for p in &op.propagation {
-        mount(
-            None::<&str>,
-            &fd_path(top.as_fd()),
-            None::<&str>,
-            *p,
-            None::<&str>,
-        )
-        .map_err(mount_err(
-            format!("setting propagation of {}", op.dest.display()),
-            &op.dest,
+    let bind_flags = op.flags & (MsFlags::MS_BIND | MsFlags::MS_REC);
+    mount(
+        Some(src),
+        &fd_path(h.as_fd()),
+        None::<&str>,
+        bind_flags,
+        None::<&str>,
+    )
+    .map_err(mount_err(
+        format!("bind-mounting {}", src.display()),
+        &op.dest,
+    ))?;
+    let top = root.resolve(&op.dest)?;
+    classic_after(top.as_fd(), &after, &op.dest)
+}
+
+/// The remount, propagation and attributes of `a` with `mount(2)` on `/proc/self/fd/N`.
+fn classic_after(top: BorrowedFd<'_>, a: &attach::After<'_>, dest: &Path) -> Result<()> {
+    if !a.extra.is_empty() {
+        remount_bind_fd(top, dest, a.extra)?;
+    }
+    for p in a.propagation {
+        mount(None::<&str>, &fd_path(top), None::<&str>, *p, None::<&str>).map_err(mount_err(
+            format!("setting propagation of {}", dest.display()),
+            dest,
         ))?;
     }
-    if op.rec_attr_set != 0 || op.rec_attr_clr != 0 {
+    if a.rec_attr_set != 0 || a.rec_attr_clr != 0 {
         crate::linux::sys::proc::mount_setattr(
-            top.as_fd(),
+            top,
             c"",
             (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as u32,
-            op.rec_attr_set,
-            op.rec_attr_clr,
+            a.rec_attr_set,
+            a.rec_attr_clr,
         )
         .map_err(|e| {
             Error::sys(
                 "setting recursive mount attributes",
                 "mount_setattr",
-                &op.dest,
+                dest,
                 e,
             )
         })?;
@@ -216,37 +263,43 @@ fn locked_flags(fd: BorrowedFd<'_>) -> Result<MsFlags> {
 }
 
 /// Bind the verified null device over each masked file and an empty read-only tmpfs over
-/// each masked directory. Paths that do not exist are skipped, as runc does.
+/// each masked directory. Paths that do not exist are skipped, as runc does. The masked
+/// directories share one such tmpfs (made once, then bound), which is cheaper than a new
+/// superblock per directory and shows the container the same thing.
 pub fn mask_paths(root: &Root, paths: &[String]) -> Result<()> {
     if paths.is_empty() {
         return Ok(());
     }
     let null = verified_dev_null(root)?;
+    let mut empty = masks::EmptyDir::default();
     for p in paths {
         let path = Path::new(p);
         let Ok(h) = root.resolve(path) else { continue };
         let st = nix::sys::stat::fstat(h.as_fd())
             .map_err(|e| Error::sys("masking path", "fstat", path, e))?;
-        let tp = fd_path(h.as_fd());
         if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
-            mount(
-                Some("tmpfs"),
-                &tp,
-                Some("tmpfs"),
-                MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-                Some("size=0,mode=555"),
-            )
-            .map_err(mount_err("masking directory".into(), path))?;
-        } else {
-            mount(
-                Some(&fd_path(null.as_fd())),
-                &tp,
-                None::<&str>,
-                MsFlags::MS_BIND,
-                None::<&str>,
-            )
-            .map_err(mount_err("masking file with /dev/null".into(), path))?;
+            empty.mount_on(h.as_fd(), path)?;
+            continue;
         }
+        if attach::bind_fd(
+            null.as_fd(),
+            h.as_fd(),
+            false,
+            "masking file with /dev/null",
+            path,
+        )?
+        .is_some()
+        {
+            continue;
+        }
+        mount(
+            Some(&fd_path(null.as_fd())),
+            &fd_path(h.as_fd()),
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(mount_err("masking file with /dev/null".into(), path))?;
     }
     Ok(())
 }
@@ -267,10 +320,26 @@ pub fn verified_dev_null(root: &Root) -> Result<OwnedFd> {
     Ok(h)
 }
 
+/// Each path bound onto itself (with what is mounted below it) and made read-only,
+/// nosuid, nodev and noexec at its top, as runc does.
 pub fn readonly_paths(root: &Root, paths: &[String]) -> Result<()> {
+    let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     for p in paths {
         let path = Path::new(p);
         let Ok(h) = root.resolve(path) else { continue };
+        let after = attach::After {
+            extra: flags,
+            propagation: &[],
+            rec_attr_set: 0,
+            rec_attr_clr: 0,
+            single: false,
+        };
+        if let Some(top) =
+            attach::bind_fd(h.as_fd(), h.as_fd(), true, "binding read-only path", path)?
+        {
+            attach::apply_or_classic(top.as_fd(), &after, path)?;
+            continue;
+        }
         let tp = fd_path(h.as_fd());
         mount(
             Some(&tp),
@@ -280,15 +349,7 @@ pub fn readonly_paths(root: &Root, paths: &[String]) -> Result<()> {
             None::<&str>,
         )
         .map_err(mount_err("binding read-only path".into(), path))?;
-        remount_bind(
-            root,
-            path,
-            MsFlags::MS_RDONLY
-                | MsFlags::MS_REC
-                | MsFlags::MS_NOSUID
-                | MsFlags::MS_NODEV
-                | MsFlags::MS_NOEXEC,
-        )?;
+        remount_bind(root, path, flags | MsFlags::MS_REC)?;
     }
     Ok(())
 }
@@ -440,5 +501,20 @@ mod tests {
         assert_eq!(got[0].fstype, "cgroup2");
         assert_eq!(got[1].options, "cpu,cpuacct");
         assert_eq!(got[2].mount_point, PathBuf::from("/sys/fs/cgroup/memory"));
+    }
+
+    #[test]
+    fn cgroup_mounts_hidden_by_a_later_mount_are_left_out() {
+        let mi = "30 25 0:26 / /sys/fs/cgroup rw - tmpfs tmpfs rw\n\
+                  31 30 0:27 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n\
+                  33 30 0:29 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n\
+                  40 31 0:50 / /sys/fs/cgroup/unified rw - tmpfs tmpfs rw,size=16m\n";
+        let got = parse_cgroup_mounts(mi);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].options, "memory");
+        let covered = format!("{mi}41 25 0:51 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n");
+        let got = parse_cgroup_mounts(&covered);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].fstype, "cgroup2");
     }
 }

@@ -23,6 +23,9 @@ pub struct MountOp {
     pub bind: bool,
     /// For binds: whether the source is a directory (else a file is made as target).
     pub source_is_dir: bool,
+    /// For `type: cgroup`: what the parent already knows of the host's cgroups (the
+    /// plan fills it); without it the child reads `/proc/self/{mountinfo,cgroup}`.
+    pub cgroup: Option<super::CgroupHost>,
 }
 
 pub(super) const MOUNT_ATTR_RDONLY: u64 = 0x1;
@@ -233,5 +236,6 @@ pub fn parse_mount(m: &Mount, bundle: &Path) -> Result<MountOp> {
         data: data.join(","),
         bind,
         source_is_dir,
+        cgroup: None,
     })
 }

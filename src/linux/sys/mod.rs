@@ -3,6 +3,7 @@
 #![allow(unsafe_code)]
 
 pub mod bpf;
+pub mod mountapi;
 pub mod proc;
 pub mod seccomp;
 pub mod tty;
