@@ -166,9 +166,13 @@ pub fn create(g: &Globals, o: &CreateOpts) -> Result<Created> {
     for w in warnings {
         crate::log::warn(&w);
     }
-    st.cgroup = cg.as_ref().map(|h| h.to_json());
+    let made = cg.as_ref().map(|h| h.to_json());
     guard.cgroup = cg;
-    c.save(&st)?;
+    // The planned state already names what was made (the usual case): no second write.
+    if made != st.cgroup {
+        st.cgroup = made;
+        c.save(&st)?;
+    }
     let cgref = &mut guard.cgroup;
     let mut place = |pid: Pid| match cgref {
         Some(h) => h.add_init(pid.as_raw()),

@@ -76,8 +76,22 @@ pub struct CgroupRoot {
 
 impl CgroupRoot {
     /// The real host: `/sys/fs/cgroup`, described by `/proc/self/{mountinfo,cgroup}`.
+    ///
+    /// Read once per process and then cloned: the runtime's own cgroup and the host's
+    /// mounts do not change while one gpurun command runs, and create needs the tables
+    /// several times (the planned state, the cgroup, the container's cgroup mount).
     pub fn system() -> Result<Self, CgroupError> {
-        Self::new("/sys/fs/cgroup", "/proc/self")
+        static SYSTEM: std::sync::OnceLock<CgroupRoot> = std::sync::OnceLock::new();
+        if let Some(r) = SYSTEM.get() {
+            return Ok(r.clone());
+        }
+        let mountinfo = crate::linux::rootfs::self_mountinfo().map_err(|e| CgroupError::Read {
+            path: PathBuf::from("/proc/self/mountinfo"),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let own = read_table(Path::new("/proc/self/cgroup"))?;
+        let root = Self::from_tables("/sys/fs/cgroup", mountinfo, &own)?;
+        Ok(SYSTEM.get_or_init(|| root).clone())
     }
 
     /// The cgroup mounts under `mount`, described by `<proc_self>/mountinfo` and
