@@ -59,16 +59,18 @@ fn gpu0_gets_its_node_control_nodes_rules_libraries_and_params() {
     assert!(mount_at(&s, "/usr/lib/x86_64-linux-gnu/libnvcuvid.so.1").is_none());
 
     // /proc/driver/nvidia: generated params, only GPU 0's directory.
+    // It is generated once per distinct content in the store and mounted from there.
     let proc = mount_at(&s, "/proc/driver/nvidia").unwrap();
-    assert_eq!(proc.source().as_deref(), Some(e.gen.as_path()));
-    let params = std::fs::read_to_string(e.gen.join("params")).unwrap();
+    let gen = proc.source().clone().unwrap();
+    assert_eq!(gen.parent(), Some(e.gen.as_path()));
+    let params = std::fs::read_to_string(gen.join("params")).unwrap();
     assert!(params.contains("ModifyDeviceFiles: 0\n"), "{params}");
     assert!(!params.contains("ModifyDeviceFiles: 1"), "{params}");
     assert!(
         params.contains("DeviceFileMode: 438"),
         "other lines kept: {params}"
     );
-    assert!(std::fs::read_to_string(e.gen.join("version"))
+    assert!(std::fs::read_to_string(gen.join("version"))
         .unwrap()
         .contains(VERSION));
     let g0 = mount_at(&s, "/proc/driver/nvidia/gpus/0000:3b:00.0").unwrap();
@@ -81,8 +83,8 @@ fn gpu0_gets_its_node_control_nodes_rules_libraries_and_params() {
         )
     );
     assert!(mount_at(&s, "/proc/driver/nvidia/gpus/0000:86:00.0").is_none());
-    assert!(e.gen.join("gpus/0000:3b:00.0").is_dir());
-    assert!(!e.gen.join("gpus/0000:86:00.0").exists());
+    assert!(gen.join("gpus/0000:3b:00.0").is_dir());
+    assert!(!gen.join("gpus/0000:86:00.0").exists());
     // The parent is mounted before the per-GPU directory.
     let order: Vec<&Path> = s
         .mounts()

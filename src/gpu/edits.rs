@@ -257,9 +257,10 @@ fn checked(p: &Path) -> Result<PathBuf, GpuError> {
     }
 }
 
-/// Writes the container's `/proc/driver/nvidia` into `gen_dir` and mounts it: `params`
-/// with `ModifyDeviceFiles: 0`, `version` and `registry` copies, and only the granted GPUs'
-/// `gpus/<bus>` directories (bind mounts of the host's) and MIG `access` files.
+/// The container's `/proc/driver/nvidia`, generated into the content-addressed store
+/// `gen_dir` (see `procdir`) and mounted: `params` with `ModifyDeviceFiles: 0`, `version`
+/// and `registry` copies, and only the granted GPUs' `gpus/<bus>` directories (bind mounts
+/// of the host's) and MIG `access` files.
 pub fn proc_driver_mounts(
     ed: &mut Editor<'_>,
     inv: &Inventory,
@@ -268,47 +269,22 @@ pub fn proc_driver_mounts(
     gen_dir: &Path,
 ) -> Result<(), GpuError> {
     let host = inv.roots.proc.join("proc/driver/nvidia");
-    fn io<'p>(what: &'static str, p: &'p Path) -> impl FnOnce(std::io::Error) -> GpuError + 'p {
-        move |e| GpuError::io(what, p, e)
-    }
-    // A directory made now holds nothing stale; one left by an earlier attempt may.
-    match std::fs::create_dir(gen_dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            for stale in ["gpus", "capabilities"] {
-                let p = gen_dir.join(stale);
-                if p.exists() {
-                    std::fs::remove_dir_all(&p).map_err(io("removing", &p))?;
-                }
-            }
-        }
-        Err(_) => std::fs::create_dir_all(gen_dir).map_err(io("creating", gen_dir))?,
-    }
     let params = std::fs::read_to_string(host.join("params")).unwrap_or_default();
-    let out = gen_dir.join("params");
-    std::fs::write(&out, procfs::params_without_device_modification(&params))
-        .map_err(io("writing", &out))?;
+    let mut content = super::procdir::Content::default();
+    content.files.push((
+        "params".into(),
+        procfs::params_without_device_modification(&params).into_bytes(),
+    ));
     for name in ["version", "registry"] {
-        let src = host.join(name);
-        if let Ok(text) = std::fs::read(&src) {
-            let out = gen_dir.join(name);
-            std::fs::write(&out, text).map_err(io("writing", &out))?;
+        if let Ok(text) = std::fs::read(host.join(name)) {
+            content.files.push((name.into(), text));
         }
     }
-    ed.bind(gen_dir, Path::new(PROC_DRIVER_NVIDIA), PROC_OPTIONS);
-    if !gpus.is_empty() {
-        let p = gen_dir.join("gpus");
-        std::fs::create_dir(&p).map_err(io("creating", &p))?;
-    }
+    let mut binds = Vec::new();
     for g in gpus {
-        let bus = g.bus.to_string();
-        let target = gen_dir.join("gpus").join(&bus);
-        std::fs::create_dir(&target).map_err(io("creating", &target))?;
-        ed.bind(
-            &g.proc_dir,
-            &container_dest(PROC_DRIVER_NVIDIA, &format!("gpus/{bus}"))?,
-            PROC_OPTIONS,
-        );
+        let rel = format!("gpus/{}", g.bus);
+        content.dirs.push(rel.clone());
+        binds.push((g.proc_dir.clone(), rel));
     }
     for m in mig {
         let gi = format!("capabilities/gpu{}/mig/gi{}", m.parent_minor, m.gi);
@@ -317,17 +293,18 @@ pub fn proc_driver_mounts(
             (format!("{gi}/access"), &m.gi_access),
             (format!("{ci}/access"), &m.ci_access),
         ] {
-            let target = gen_dir.join(&rel);
-            if let Some(parent) = target.parent() {
-                std::fs::create_dir_all(parent).map_err(io("creating", parent))?;
-            }
-            std::fs::write(&target, "").map_err(io("writing", &target))?;
-            ed.bind(
-                src,
-                &container_dest(PROC_DRIVER_NVIDIA, &rel)?,
-                PROC_OPTIONS,
-            );
+            content.files.push((rel.clone(), Vec::new()));
+            binds.push((src.clone(), rel));
         }
+    }
+    let dir = super::procdir::materialize(gen_dir, &content)?;
+    ed.bind(&dir, Path::new(PROC_DRIVER_NVIDIA), PROC_OPTIONS);
+    for (src, rel) in binds {
+        ed.bind(
+            &src,
+            &container_dest(PROC_DRIVER_NVIDIA, &rel)?,
+            PROC_OPTIONS,
+        );
     }
     Ok(())
 }

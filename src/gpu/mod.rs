@@ -32,6 +32,7 @@ pub mod ldcache;
 pub mod lease;
 pub mod nvml;
 pub mod paths;
+pub mod procdir;
 pub mod procfs;
 pub mod request;
 pub mod require;
@@ -137,9 +138,9 @@ pub struct Injection {
 /// [`RequestSource::EnvIgnored`], the warning, and no edit but
 /// `NVIDIA_VISIBLE_DEVICES=void`.
 ///
-/// `rootfs` is only probed (never written); `gen_dir` is a per-container host directory
-/// (e.g. `<state-dir>/containers/<id>/proc-driver-nvidia`) that receives the generated
-/// `/proc/driver/nvidia` files and is bind-mounted there.
+/// `rootfs` is only probed (never written); `gen_dir` is the host-wide store (the runtime
+/// uses `<gpus.state-dir>/proc-driver-nvidia`) in which the generated `/proc/driver/nvidia`
+/// is kept once per distinct content ([`procdir`]) and bind-mounted from there.
 pub fn inject(
     spec: &mut oci_spec::runtime::Spec,
     rootfs: &Path,

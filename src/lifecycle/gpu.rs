@@ -29,7 +29,6 @@ pub(super) fn inject_gpus(
     g: &Globals,
     o: &CreateOpts,
     bundle: &mut spec::Bundle,
-    dir: &Path,
     cfg: &crate::config::Config,
     guard: &mut Creating,
 ) -> Result<GrantedGpus> {
@@ -48,7 +47,8 @@ pub(super) fn inject_gpus(
         return Ok(None);
     }
     let inv = crate::gpu::discover_cached(cfg).map_err(gpu_err)?;
-    let gen_dir = dir.join("gpu");
+    // Shared by every container whose generated /proc/driver/nvidia is the same.
+    let gen_dir = cfg.gpus.state_dir.join("proc-driver-nvidia");
     let Some(inj) =
         crate::gpu::inject(&mut bundle.spec, &bundle.rootfs, &o.id, &gen_dir, cfg, &inv)
             .map_err(gpu_err)?
@@ -58,8 +58,8 @@ pub(super) fn inject_gpus(
     // No NVIDIA module in this kernel (a fake driver tree): the container's procfs has
     // no driver/nvidia to mount over.
     if !Path::new("/proc/driver/nvidia").is_dir() {
-        crate::gpu::edits::cover_proc_driver(&mut bundle.spec, &dir.join("gpu-proc-driver"))
-            .map_err(gpu_err)?;
+        let cover = cfg.gpus.state_dir.join("proc-driver-cover");
+        crate::gpu::edits::cover_proc_driver(&mut bundle.spec, &cover).map_err(gpu_err)?;
     }
     for w in &inj.warnings {
         crate::log::warn(w);

@@ -105,7 +105,7 @@ pub fn create(g: &Globals, o: &CreateOpts) -> Result<Created> {
         lease: None,
     };
     let dir = guard.container.as_ref().expect("set above").dir.clone();
-    let gpus = inject_gpus(g, o, &mut bundle, &dir, &gpu_cfg, &mut guard)?;
+    let gpus = inject_gpus(g, o, &mut bundle, &gpu_cfg, &mut guard)?;
     let notify_socket = crate::notify::caller_socket();
     if notify_socket.is_some() {
         crate::notify::setup_spec(&mut bundle.spec, &dir)?;

@@ -422,7 +422,10 @@ mod tests {
         });
         let e = checks.iter().find(|c| c.name == "nvml").unwrap();
         assert_eq!(e.status, Status::Problem, "{e:?}");
-        assert!(e.fix.as_ref().is_some_and(|f| f.contains("--refresh")), "{e:?}");
+        assert!(
+            e.fix.as_ref().is_some_and(|f| f.contains("--refresh")),
+            "{e:?}"
+        );
     }
 
     #[test]
