@@ -6,8 +6,10 @@
 //!
 //! The second test boots the same guest with systemd 252 as pid 1
 //! (`GPURUN_VM_INIT=systemd`) for the systemd cgroup driver: `systemd_smoke` checks the host
-//! (transient delegated scopes over /run/systemd/private, daemon-reload), `systemd_scope`
-//! and `systemd_devices` run `gpurun --systemd-cgroup`.
+//! (transient delegated scopes over /run/systemd/private, daemon-reload), `systemd_scope`,
+//! `systemd_devices` and `systemd_oom_update` run `gpurun --systemd-cgroup`. The third boots
+//! systemd with its hybrid layout (`GPURUN_VM_CGROUP=hybrid`: v1 controllers, cgroup2 at
+//! /sys/fs/cgroup/unified) for `systemd_hybrid`.
 //!
 //! Booting a VM takes about half a minute and may install packages, so the tests run only
 //! with GPURUN_VM_TESTS=1 (CI sets it). They take turns: two emulated VMs at once on a small
@@ -57,5 +59,14 @@ fn systemd_cgroup_driver_cases_pass_in_a_vm_with_systemd_as_pid_1() {
             "GPURUN_VM_CASES",
             "systemd_smoke,systemd_scope,systemd_devices,systemd_oom_update",
         ),
+    ]);
+}
+
+#[test]
+fn systemd_cgroup_driver_works_on_systemds_hybrid_layout() {
+    run_vm(&[
+        ("GPURUN_VM_INIT", "systemd"),
+        ("GPURUN_VM_CGROUP", "hybrid"),
+        ("GPURUN_VM_CASES", "systemd_hybrid"),
     ]);
 }

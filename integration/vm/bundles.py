@@ -126,6 +126,12 @@ def cases():
             ],
             "cgroupsPath": "system.slice:gpurun:vmdevices",
         },
+        # The hybrid systemd boot (GPURUN_VM_CGROUP=hybrid).
+        "systemd_hybrid": {
+            "args": ["sleep", "600"],
+            "resources": {"memory": {"limit": 32 * MiB}, "pids": {"limit": 64}},
+            "cgroupsPath": "system.slice:gpurun:vmhybrid",
+        },
         "systemd_oom_update": {
             "args": ["sh", "/cases/memory.sh"],
             "resources": {"memory": {"limit": 32 * MiB}},

@@ -201,3 +201,46 @@ case_systemd_oom_update() {
 	echo "after update and daemon-reload: memory.max $(cat "$d/memory.max"), MemoryMax $(prop "$u" MemoryMax)"
 	stop_and_delete_scope "$c" "$u"
 }
+
+# The hybrid layout (GPURUN_VM_CGROUP=hybrid): systemd manages name=systemd, the unified
+# hierarchy and the v1 controllers it accounts for; gpurun makes the scope's path in the
+# other v1 hierarchies (freezer, cpuset, ...). Limits are in the v1 files, survive a
+# daemon-reload, the v1 device list is systemd's and gpurun's strict one (not "a *:* rwm"),
+# pause/resume use the v1 freezer directory gpurun made, and delete removes all of it.
+case_systemd_hybrid() {
+	c=systemd_hybrid
+	u=gpurun-vmhybrid.scope
+	rel=/system.slice/$u
+	[ -d "$CG/unified" ] && [ -d "$CG/memory" ] || fail "not a hybrid host: $(ls "$CG" | tr '\n' ' ')"
+	start_detached_systemd "$c"
+	pid=$(pid_of "$c")
+	echo "init's cgroups: $(tr '\n' ' ' <"/proc/$pid/cgroup")"
+	for h in name=systemd memory pids devices freezer; do
+		grep -q ":$h:$rel\$" "/proc/$pid/cgroup" || grep -q ",$h:$rel\$" "/proc/$pid/cgroup" ||
+			grep -q ":$h,[^:]*:$rel\$" "/proc/$pid/cgroup" || fail "init is not in $h:$rel"
+	done
+	grep -q "^0::$rel\$" "/proc/$pid/cgroup" || fail "init is not in the unified $rel"
+	expect_prop "$u" Delegate yes
+	expect_file "$CG/memory$rel/memory.limit_in_bytes" 33554432
+	expect_file "$CG/pids$rel/pids.max" 64
+	list=$(cat "$CG/devices$rel/devices.list")
+	echo "devices.list: $(echo "$list" | tr '\n' ' ')"
+	echo "$list" | grep -qx 'c 1:3 rwm' || fail "devices.list has no c 1:3 rwm"
+	! echo "$list" | grep -qx 'a \*:\* rwm' || fail "devices.list allows everything"
+	daemon_reload
+	expect_file "$CG/memory$rel/memory.limit_in_bytes" 33554432
+	list=$(cat "$CG/devices$rel/devices.list")
+	! echo "$list" | grep -qx 'a \*:\* rwm' || fail "devices.list allows everything after daemon-reload"
+	echo "after daemon-reload: memory $(cat "$CG/memory$rel/memory.limit_in_bytes"), $(echo "$list" | wc -l) device rules"
+	$G pause "$c" || fail "gpurun pause failed"
+	expect_file "$CG/freezer$rel/freezer.state" FROZEN
+	$G resume "$c" || fail "gpurun resume failed"
+	expect_file "$CG/freezer$rel/freezer.state" THAWED
+	$G kill "$c" KILL || fail "gpurun kill $c KILL failed"
+	wait_for 100 is_status "$c" stopped || fail "$c is '$(status_of "$c")' 10 s after SIGKILL"
+	out=$($G delete "$c" 2>&1) || fail "gpurun delete $c failed: $out"
+	for h in systemd memory pids devices freezer unified; do
+		wait_for 50 test ! -e "$CG/$h$rel" || fail "delete left $CG/$h$rel"
+	done
+	wait_for 50 unit_gone "$u" || fail "$u is still loaded after delete"
+}

@@ -23,7 +23,7 @@ boot_report() {
 	echo
 	echo "BOOT uptime=${up}s kernel=$(uname -r) cpus=$(grep -c ^processor /proc/cpuinfo) pid1=$(cat /proc/1/comm)"
 	echo "BOOT cgroup mounts: $(grep cgroup /proc/self/mountinfo | awk '{print $5, $(NF-2)}' | tr '\n' ' ')"
-	echo "BOOT controllers: $(cat "$CG/cgroup.controllers")"
+	echo "BOOT controllers: $(cat "$CG/cgroup.controllers" 2>/dev/null || ls "$CG" | tr '\n' ' ')"
 }
 
 # Runs the cases in a child, then powers off (never returns).

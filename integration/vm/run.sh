@@ -24,6 +24,8 @@
 # Environment:
 #   GPURUN_VM_CACHE    kernel cache (default ${XDG_CACHE_HOME:-~/.cache}/gpurun-vm)
 #   GPURUN_VM_INIT     pid 1 of the guest: busybox (guest.sh, the default) or systemd
+#   GPURUN_VM_CGROUP   with systemd: v2 (the default) or hybrid (v1 controllers and cgroup2
+#                      at /sys/fs/cgroup/unified; its case is systemd_hybrid)
 #   GPURUN_VM_WORK     build directory (default target/vm, target/vm-systemd for the
 #                      systemd boot); console.log is kept there
 #   GPURUN_VM_TIMEOUT  seconds for the whole VM run (default 300)
@@ -46,6 +48,10 @@ busybox)
 systemd)
 	work=${GPURUN_VM_WORK:-$repo/target/vm-systemd}
 	all_cases="systemd_smoke,systemd_scope,systemd_devices,systemd_oom_update"
+	if [ "${GPURUN_VM_CGROUP:-v2}" = hybrid ]; then
+		work=${GPURUN_VM_WORK:-$repo/target/vm-systemd-hybrid}
+		all_cases="systemd_hybrid"
+	fi
 	;;
 *)
 	printf 'vm: GPURUN_VM_INIT is busybox or systemd, not %s\n' "$init_mode" >&2
@@ -281,13 +287,21 @@ build_gpurun
 make_initramfs
 say "kernel $kernel; initramfs $(du -h "$work/initramfs.cpio" | cut -f1); pid 1 $init_mode; cases ${cases//,/ }"
 
-append="console=ttyS0 quiet loglevel=1 panic=-1 cgroup_no_v1=all mitigations=off"
+append="console=ttyS0 quiet loglevel=1 panic=-1 mitigations=off"
+# GPURUN_VM_CGROUP=hybrid (systemd boot only): systemd's hybrid layout, v1 controllers with
+# cgroup2 at /sys/fs/cgroup/unified, as on older Kubernetes nodes. Otherwise cgroup2 alone.
+if [ "$init_mode" = systemd ] && [ "${GPURUN_VM_CGROUP:-v2}" = hybrid ]; then
+	hierarchy=0
+else
+	append="$append cgroup_no_v1=all"
+	hierarchy=1
+fi
 # GPURUN_VM_APPEND: more kernel arguments (e.g. systemd.log_level=debug).
 append_extra=${GPURUN_VM_APPEND:-}
 if [ "$init_mode" = systemd ]; then
 	# Straight to the runner: no sysinit.target, journald or udev; systemd's own messages
 	# (notices and up) on the console between the cases' lines.
-	append="$append systemd.unified_cgroup_hierarchy=1 systemd.unit=gpurun-vm.target"
+	append="$append systemd.unified_cgroup_hierarchy=$hierarchy systemd.unit=gpurun-vm.target"
 	append="$append systemd.show_status=0 systemd.log_target=console systemd.log_level=notice"
 	append="$append gpurun.cases=$cases"
 elif [ "$cases" != "$all_cases" ]; then

@@ -111,6 +111,42 @@ fn the_systemd_driver_validates_before_it_connects() {
 }
 
 #[test]
+fn on_v1_the_systemd_driver_refuses_device_rules_systemd_would_widen_on_reload() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = fake_hybrid(tmp.path());
+    for rules in [
+        // A whole major with no name in /proc/devices.
+        vec![rule(true, 'c', Some(4000), None, "rw")],
+        // A deny rule under a default of allow.
+        vec![
+            rule(true, 'a', None, None, "rwm"),
+            rule(false, 'c', Some(5), Some(1), "rwm"),
+        ],
+    ] {
+        let r = LinuxResourcesBuilder::default()
+            .devices(rules)
+            .build()
+            .expect("resources");
+        let cfg = CgroupConfig {
+            cgroups_path: Some("system.slice:gpurun:ctr"),
+            container_id: "ctr",
+            resources: Some(&r),
+            systemd: true,
+            root: &root,
+        };
+        let err = Cgroup::create(&cfg).expect_err("refused on v1");
+        assert!(
+            matches!(err, CgroupError::InvalidResources(_))
+                && err
+                    .to_string()
+                    .contains("daemon-reload would then allow every device"),
+            "{err}"
+        );
+    }
+    assert!(all_dirs_below(&tmp.path().join("memory")).is_empty());
+}
+
+#[test]
 fn the_systemd_drivers_planned_state_names_the_unit_and_its_directories() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let root = fake_hybrid(tmp.path());

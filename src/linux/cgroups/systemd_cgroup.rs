@@ -11,6 +11,7 @@ use super::devices::DevicePolicy;
 use super::error::CgroupError;
 use super::path::{self, Placement};
 use super::resources::{self, Phase};
+use super::root::Layout;
 use super::systemd::{self, SystemdPath, SYSTEMD_PRIVATE_SOCKET, SYSTEM_BUS_SOCKET};
 use super::systemd_props::{device_properties, resource_properties, unit_properties};
 use super::{fs, Cgroup, CgroupConfig, CgroupRoot, CgroupState, Driver};
@@ -90,13 +91,31 @@ impl Cgroup {
         let mut props = resource_properties(layout, &r)?;
         let mut warnings = Vec::new();
         let devices = std::fs::read_to_string("/proc/devices").unwrap_or_default();
-        match device_properties(&policy, &devices) {
-            Ok(p) => props.extend(p),
-            Err(reason) => warnings.push(format!(
-                "the device rules are not given to systemd for {} ({reason}); gpurun's own \
-                 device filter enforces them",
+        let unsaid = match device_properties(&policy, &devices) {
+            Ok(p) => {
+                props.extend(p);
+                // Deny rules under a default of allow: systemd keeps no deny-list.
+                (policy.default_allow && !policy.exceptions.is_empty())
+                    .then(|| "systemd keeps no deny rules".to_string())
+            }
+            Err(reason) => Some(reason),
+        };
+        if let Some(reason) = unsaid {
+            if layout != Layout::Unified {
+                // v1 has one device list per cgroup, and systemd rewrites it to "allow
+                // everything" on a daemon-reload when its unit has no strict list.
+                return Err(CgroupError::InvalidResources(format!(
+                    "linux.resources.devices cannot be given to systemd for {} ({reason}), \
+                     and on cgroup v1 a systemd daemon-reload would then allow every device; \
+                     use allow rules systemd can express or the cgroupfs driver",
+                    sd.unit
+                )));
+            }
+            warnings.push(format!(
+                "the device rules are not all given to systemd for {} ({reason}); gpurun's \
+                 own device filter enforces them",
                 sd.unit
-            )),
+            ));
         }
         let (st, placement) = state_for(cfg.root, &sd, cfg.container_id)?;
         let conn = connect()?;
