@@ -459,3 +459,58 @@ fn live_memory_and_processes() {
     inv2.binaries[0].host_path = f.root.join("usr/bin/nvidia-smi");
     assert!(nvml::live(&inv2, Duration::from_millis(200)).is_err());
 }
+
+#[test]
+fn a_start_on_a_cold_cache_runs_no_nvidia_smi_and_one_refresh_at_a_time() {
+    let (t, f) = tree(FakeSmi::Recorded);
+    let cfg = cfg_for(&f.root, &t.path().join("state"));
+    let inv = gpu::discover_for_start(&cfg).unwrap();
+    assert!(inv.enrichment.pending, "{:?}", inv.enrichment);
+    assert_eq!(facts(&inv).0, None, "no CUDA version before the refresh");
+    assert!(calls(&f).is_empty(), "the start path ran nvidia-smi");
+    // The pending inventory is cached: the next start reads it, still without nvidia-smi.
+    assert!(gpu::discover_for_start(&cfg).unwrap().enrichment.pending);
+    assert!(calls(&f).is_empty());
+
+    // One refresh at a time: a second start while one runs spawns nothing.
+    let spawned = std::cell::Cell::new(0);
+    let spawn = || {
+        spawned.set(spawned.get() + 1);
+        Ok(())
+    };
+    gpu::start_refresh(&cfg, spawn);
+    gpu::start_refresh(&cfg, spawn);
+    assert_eq!(spawned.get(), 1);
+    // A marker left by a refresh that died long ago does not block the next one.
+    let marker = cfg.gpus.state_dir.join("discovery.refreshing");
+    let old = std::time::SystemTime::now() - Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&marker)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    gpu::start_refresh(&cfg, spawn);
+    assert_eq!(spawned.get(), 2);
+    // A spawn that fails releases the marker.
+    gpu::refresh(&cfg).unwrap();
+    gpu::start_refresh(&cfg, || Err(std::io::Error::other("no fork")));
+    assert!(!marker.exists());
+
+    // The refresh itself enriched the cache and released its marker.
+    let inv = gpu::discover_for_start(&cfg).unwrap();
+    assert!(!inv.enrichment.pending);
+    assert_eq!(facts(&inv).0, Some(smi::CUDA_VERSION));
+    assert!(calls(&f).iter().any(|c| c == "-q -x"));
+}
+
+#[test]
+fn a_refresh_never_makes_a_removed_state_directory_again() {
+    let (t, f) = tree(FakeSmi::Recorded);
+    let state = t.path().join("state");
+    let cfg = cfg_for(&f.root, &state);
+    gpu::discover_for_start(&cfg).unwrap();
+    std::fs::remove_dir_all(&state).unwrap();
+    assert!(gpu::refresh(&cfg).is_err());
+    assert!(!state.exists());
+}

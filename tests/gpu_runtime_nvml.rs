@@ -184,3 +184,42 @@ fn gpus_shows_memory_and_each_containers_gpu_processes() {
         "{table}"
     );
 }
+
+#[test]
+fn a_cold_cache_is_enriched_in_the_background_after_the_first_start() {
+    if skip("a_cold_cache_is_enriched_in_the_background_after_the_first_start") {
+        return;
+    }
+    let node = Node::new(false);
+    let rt = Runtime::new();
+    let mut b = bundle("echo ran");
+    set_env(&mut b, "NVIDIA_VISIBLE_DEVICES=0");
+    privileged(&mut b);
+    let out = node.run(&rt, &b, &id("coldbg"));
+    assert_ran(&out);
+    assert!(has_line(&out, "ran"), "{}", stdout(&out));
+    // `gpurun refresh-gpus`, started by that create, rewrites the cache with nvidia-smi's
+    // facts and releases its marker.
+    let state = node.dir.path().join("state");
+    let cache = state.join("discovery.json");
+    let enriched = || {
+        std::fs::read_to_string(&cache)
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .is_some_and(|v| {
+                v["inventory"]["cuda_version"] == smi::CUDA_VERSION
+                    && v["inventory"]["enrichment"]["pending"] == false
+            })
+    };
+    let mut tries = 0;
+    while !enriched() || state.join("discovery.refreshing").exists() {
+        tries += 1;
+        assert!(
+            tries < 600,
+            "the cache was not enriched in 60 s: {:?}",
+            std::fs::read_to_string(&cache)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(node.smi_calls().iter().any(|c| c == "-q -x"));
+}

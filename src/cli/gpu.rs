@@ -211,13 +211,13 @@ fn processes_cell(p: &[ProcessView]) -> String {
 }
 
 /// `gpurun gpus`: the discovered GPUs with the live leases on each, and what nvidia-smi
-/// says about them now. A cache whose enrichment had failed is refreshed: this command
+/// says about them now. A cache whose enrichment had failed (or is still pending) is refreshed: this command
 /// runs nvidia-smi anyway.
 pub fn gpus(a: &GpusArgs) -> Result<()> {
     let cfg = config()?;
     let gpu_err = |e: crate::gpu::GpuError| Error::Other(e.to_string());
     let mut inv = inventory(&cfg)?;
-    if a.refresh || inv.enrichment.failed {
+    if a.refresh || inv.enrichment.failed || inv.enrichment.pending {
         inv = crate::gpu::rediscover(&cfg).map_err(gpu_err)?;
     }
     let leases = Leases::new(&cfg.gpus.state_dir).list().map_err(gpu_err)?;
@@ -388,6 +388,15 @@ fn write_atomically(path: &Path, data: &[u8]) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
         Error::io("renaming the CDI spec into place", path, e)
     })
+}
+
+/// `gpurun refresh-gpus`: started by a create that found no discovery cache. It keeps no
+/// descriptor the creating runtime inherited (a container's preserved fds, a caller's
+/// pipes), rediscovers with nvidia-smi, writes the cache, and releases the refresh marker.
+pub fn refresh_in_background() -> Result<()> {
+    let _ = crate::linux::sys::proc::close_range_from(3, false);
+    let cfg = config()?;
+    crate::gpu::refresh(&cfg).map_err(|e| Error::Other(e.to_string()))
 }
 
 #[cfg(test)]

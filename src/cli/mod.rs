@@ -73,6 +73,9 @@ pub struct CreateArgs {
     pub preserve_fds: u32,
 }
 
+/// The hidden subcommand a create starts to enrich the GPU discovery cache.
+pub const REFRESH_GPUS: &str = "refresh-gpus";
+
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
     /// Create a container; its process waits for `start`.
@@ -167,6 +170,10 @@ pub enum Cmd {
     Gpus(gpu::GpusArgs),
     /// Container Device Interface specs for this node's GPUs.
     Cdi(gpu::CdiArgs),
+    /// Enrich the GPU discovery cache with nvidia-smi's answers (started in the background
+    /// by a create that found no cache; not for people).
+    #[command(name = "refresh-gpus", hide = true)]
+    RefreshGpus,
     /// Write the containerd or podman drop-in that names this gpurun.
     Install(install::InstallArgs),
     /// Check this node: driver, device nodes, cgroups, device filter, client configs.
@@ -400,6 +407,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
             id,
         } => resources::events(&g, &id, stats, &interval).map(|()| 0),
         Cmd::Gpus(a) => gpu::gpus(&a).map(|()| 0),
+        Cmd::RefreshGpus => gpu::refresh_in_background().map(|()| 0),
         Cmd::Cdi(a) => gpu::cdi(&a).map(|()| 0),
         Cmd::Install(a) => install::install(&a),
         Cmd::Doctor => install::doctor(),

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::discover::{discover, numbered_dirs, read_gpus};
+use super::discover::{discover, numbered_dirs, read_gpus, scan};
 use super::inventory::Inventory;
 use super::procfs;
 use super::{GpuError, Roots};
@@ -100,15 +100,22 @@ pub fn load_cache(path: &Path, roots: &Roots) -> Result<Option<Inventory>, GpuEr
     Ok(Some(file.inventory))
 }
 
-/// Writes the inventory atomically (a temporary file renamed into place).
+/// Writes the inventory atomically (a temporary file renamed into place), making the state
+/// directory if needed.
 pub fn store_cache(path: &Path, inv: &Inventory) -> Result<(), GpuError> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(dir).map_err(|e| GpuError::io("creating", dir, e))?;
+    write_cache(path, inv)
+}
+
+/// [`store_cache`] into a directory that must still exist (a background refresh never
+/// makes the state directory again after it was removed).
+fn write_cache(path: &Path, inv: &Inventory) -> Result<(), GpuError> {
     let file = CacheFile {
         format: CACHE_FORMAT,
         key: current_key(&inv.roots)?,
         inventory: inv.clone(),
     };
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    std::fs::create_dir_all(dir).map_err(|e| GpuError::io("creating", dir, e))?;
     let tmp = tmp_name(path);
     let data = serde_json::to_vec_pretty(&file).map_err(|e| GpuError::Parse {
         path: path.to_path_buf(),
@@ -154,4 +161,80 @@ pub fn rediscover(cfg: &Config) -> Result<Inventory, GpuError> {
     }
     let _ = store_cache(&cfg.gpus.state_dir.join(CACHE_FILE), &inv);
     Ok(inv)
+}
+
+/// The marker a background refresh holds in the state directory, so that many creates on a
+/// cold cache start one nvidia-smi, not one each.
+const REFRESHING: &str = "discovery.refreshing";
+/// A marker older than this is left from a refresh that died: it no longer blocks one.
+const REFRESH_STALE: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Discovery on a container's start path, which never waits for nvidia-smi: the cache when
+/// it is valid; otherwise procfs and the driver root alone, cached with the enrichment
+/// marked pending. With a pending enrichment the caller either needs the facts now (a MIG
+/// UUID, a REQUIRE term: it calls [`rediscover`]) or starts [`start_refresh`].
+pub fn discover_for_start(cfg: &Config) -> Result<Inventory, GpuError> {
+    let roots = cfg.roots();
+    let path = cfg.gpus.state_dir.join(CACHE_FILE);
+    if let Some(inv) = load_cache(&path, &roots)? {
+        return Ok(inv);
+    }
+    let mut inv = scan(&roots)?;
+    inv.enrichment.pending = true;
+    inv.enrichment
+        .notes
+        .push("nvidia-smi runs in the background after this container's start".into());
+    let _ = store_cache(&path, &inv);
+    Ok(inv)
+}
+
+/// Calls `spawn` to start a background [`rediscover`] unless one is running (the marker in
+/// the state directory, released by [`finish_refresh`]), so that many creates on a cold
+/// cache start one nvidia-smi, not one each.
+pub fn start_refresh(cfg: &Config, spawn: impl FnOnce() -> std::io::Result<()>) {
+    let dir = &cfg.gpus.state_dir;
+    if claim_refresh(dir) && spawn().is_err() {
+        finish_refresh(dir);
+    }
+}
+
+/// Takes the refresh marker; `false` when a live refresh holds it.
+fn claim_refresh(dir: &Path) -> bool {
+    let marker = dir.join(REFRESHING);
+    for _ in 0..2 {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&marker)
+        {
+            Ok(_) => return true,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let stale = std::fs::metadata(&marker)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > REFRESH_STALE);
+                if !stale {
+                    return false;
+                }
+                let _ = std::fs::remove_file(&marker);
+            }
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+/// The background refresh itself (`gpurun refresh-gpus`): discovery with nvidia-smi, the
+/// cache rewritten, the marker released.
+pub fn refresh(cfg: &Config) -> Result<(), GpuError> {
+    let dir = &cfg.gpus.state_dir;
+    let done = discover(&cfg.roots()).and_then(|inv| write_cache(&dir.join(CACHE_FILE), &inv));
+    finish_refresh(dir);
+    done
+}
+
+/// Releases the refresh marker.
+fn finish_refresh(dir: &Path) {
+    let _ = std::fs::remove_file(dir.join(REFRESHING));
 }

@@ -31,7 +31,7 @@ pub fn discover_with(roots: &Roots, timeout: Duration) -> Result<Inventory, GpuE
 }
 
 /// Procfs and the driver root only: no process is run.
-fn scan(roots: &Roots) -> Result<Inventory, GpuError> {
+pub(super) fn scan(roots: &Roots) -> Result<Inventory, GpuError> {
     let proc = roots.proc.join("proc");
     let majors = read_majors(&proc)?;
     let gpus_found = read_gpus(&proc)?;

@@ -377,6 +377,7 @@ pub fn inject(
                 },
                 warnings: vec![warning],
                 log: Vec::new(),
+                undecided: false,
             }));
         }
         Parsed::Request(r) => r,
@@ -411,7 +412,9 @@ pub fn inject(
         }
     }
 
-    warnings.extend(require::check(&req.requirements, &facts(inv, &gpus))?);
+    let undecided = require::check(&req.requirements, &facts(inv, &gpus))?;
+    let unknown_facts = !undecided.is_empty();
+    warnings.extend(undecided);
 
     let native = !sel.gpus.is_empty() || !sel.mig.is_empty() || req.devices.is_empty();
     if native {
@@ -462,6 +465,7 @@ pub fn inject(
         },
         warnings,
         log,
+        undecided: unknown_facts,
     }))
 }
 

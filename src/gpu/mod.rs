@@ -41,7 +41,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use cache::{discover_cached, load_cache, rediscover, store_cache, CACHE_FILE, CACHE_FORMAT};
+pub use cache::{
+    discover_cached, discover_for_start, load_cache, rediscover, refresh, start_refresh,
+    store_cache, CACHE_FILE, CACHE_FORMAT,
+};
 pub use capabilities::{Capabilities, Capability};
 pub use discover::{discover, discover_with};
 pub use inventory::Inventory;
@@ -130,6 +133,8 @@ pub struct Injection {
     pub warnings: Vec<String>,
     /// Things worth a debug line (a skipped NVIDIA CDI hook, a mount already present).
     pub log: Vec<String>,
+    /// An `NVIDIA_REQUIRE_*` term could not be decided: a fact it needs is unknown.
+    pub undecided: bool,
 }
 
 /// Applies everything for one container: parse requests, check REQUIRE, edit the spec.

@@ -46,13 +46,30 @@ pub(super) fn inject_gpus(
         }
         return Ok(None);
     }
-    let inv = crate::gpu::discover_cached(cfg).map_err(gpu_err)?;
+    let inv = crate::gpu::discover_for_start(cfg).map_err(gpu_err)?;
     // Shared by every container whose generated /proc/driver/nvidia is the same.
     let gen_dir = cfg.gpus.state_dir.join("proc-driver-nvidia");
-    let Some(inj) =
-        crate::gpu::inject(&mut bundle.spec, &bundle.rootfs, &o.id, &gen_dir, cfg, &inv)
-            .map_err(gpu_err)?
-    else {
+    let unenriched = inv.enrichment.pending.then(|| bundle.spec.clone());
+    let mut injected =
+        crate::gpu::inject(&mut bundle.spec, &bundle.rootfs, &o.id, &gen_dir, cfg, &inv);
+    if let Some(spec) = unenriched {
+        let needs_facts = match &injected {
+            Err(_) => true,
+            Ok(Some(inj)) => inj.undecided,
+            Ok(None) => false,
+        };
+        if needs_facts {
+            // This request names a MIG UUID or a REQUIRE term: the facts nvidia-smi gives
+            // are needed now, not from the background refresh.
+            let inv = crate::gpu::rediscover(cfg).map_err(gpu_err)?;
+            bundle.spec = spec;
+            injected =
+                crate::gpu::inject(&mut bundle.spec, &bundle.rootfs, &o.id, &gen_dir, cfg, &inv);
+        } else {
+            crate::gpu::start_refresh(cfg, spawn_refresh);
+        }
+    }
+    let Some(inj) = injected.map_err(gpu_err)? else {
         return Ok(None);
     };
     // No NVIDIA module in this kernel (a fake driver tree): the container's procfs has
@@ -82,4 +99,19 @@ pub(super) fn inject_gpus(
         .map_err(gpu_err)?;
     guard.lease = Some((leases, o.id.clone(), g.root.path.clone()));
     Ok(Some((inj.grant.gpus.clone(), inj.grant.sharing)))
+}
+
+/// Starts `gpurun refresh-gpus` (hidden) in the background, detached from the caller's
+/// stdio and process group: it enriches the discovery cache with nvidia-smi's answers.
+fn spawn_refresh() -> std::io::Result<()> {
+    use std::os::unix::process::CommandExt;
+    use std::process::Stdio;
+    std::process::Command::new("/proc/self/exe")
+        .arg(crate::cli::REFRESH_GPUS)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .map(drop)
 }

@@ -50,6 +50,10 @@ pub struct Enrichment {
     pub failed: bool,
     /// What is unknown, and why.
     pub notes: Vec<String>,
+    /// Not run yet: discovery on a container's start path left it to a background refresh
+    /// (`gpu::discover_for_start`).
+    #[serde(default)]
+    pub pending: bool,
 }
 
 impl Enrichment {
