@@ -9,13 +9,14 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+mod gpu_node;
 mod reliability;
 use common::*;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use gpurun::gpu::fake::{FakeDriver, LIB_DIR, VERSION};
+use gpurun::gpu::fake::{LIB_DIR, VERSION};
 
 /// `cmd` run by `unshare -m --propagation shared`: in a mount namespace of its own where
 /// every mount is shared, so a bind that is not made private shows `master:` (the
@@ -212,42 +213,17 @@ fn masked_directories_are_empty_read_only_and_masked_files_read_empty() {
 }
 
 /// A node with the fake driver and a config pointing at it.
-struct Node {
-    dir: tempfile::TempDir,
+/// The fake GPU node of the GPU tests, driven through either mount path.
+trait RunBothWays {
+    fn run_way(&self, rt: &Runtime, b: &Bundle, id: &str, way: Way) -> std::process::Output;
 }
 
-impl Node {
-    fn new() -> Node {
-        let dir = tempfile::Builder::new()
-            .prefix("gpurun-mounts-node-")
-            .tempdir()
-            .unwrap();
-        let host = dir.path().join("host");
-        FakeDriver::two_gpus().build(&host).unwrap();
-        for d in ["state", "cdi"] {
-            std::fs::create_dir(dir.path().join(d)).unwrap();
-        }
-        let p = |s: &str| dir.path().join(s).display().to_string();
-        std::fs::write(
-            dir.path().join("config.toml"),
-            format!(
-                "[nvidia]\ndriver-root = {h:?}\ndev-root = {h:?}\nproc-root = {h:?}\n\
-                 accept-env-when-unprivileged = true\ncdi-spec-dirs = [{cdi:?}]\n\
-                 [gpus]\nstate-dir = {state:?}\n",
-                h = p("host"),
-                cdi = p("cdi"),
-                state = p("state"),
-            ),
-        )
-        .unwrap();
-        Node { dir }
-    }
-
-    fn run(&self, rt: &Runtime, b: &Bundle, id: &str, way: Way) -> std::process::Output {
+impl RunBothWays for gpu_node::Node {
+    fn run_way(&self, rt: &Runtime, b: &Bundle, id: &str, way: Way) -> std::process::Output {
         b.write();
         rt.track(id);
         let mut cmd = gpurun(rt, way);
-        cmd.env("GPURUN_CONFIG", self.dir.path().join("config.toml"))
+        cmd.env("GPURUN_CONFIG", &self.config)
             .args(["run", "-b"])
             .arg(b.path())
             .arg(id);
@@ -272,7 +248,7 @@ fn injected_driver_files_are_read_only_nosuid_nodev_private_and_readable() {
     if skip("injected_driver_files_are_read_only_nosuid_nodev_private_and_readable") {
         return;
     }
-    let node = Node::new();
+    let node = gpu_node::Node::new(true);
     let rt = Runtime::new();
     // Debian-like, RHEL-like and musl images: the library lands where each one's loader
     // looks, as a readable ELF file that cannot be written.
@@ -306,7 +282,7 @@ fn injected_driver_files_are_read_only_nosuid_nodev_private_and_readable() {
             mountinfo_of(&[&lib, &real, "/usr/bin/nvidia-smi"])
         );
         let b = gpu_bundle(&script, shape);
-        let out = node.run(&rt, &b, &id(&format!("gpumnt-{name}")), way);
+        let out = node.run_way(&rt, &b, &id(&format!("gpumnt-{name}")), way);
         let text = stdout(&out);
         assert_eq!(
             out.status.code(),

@@ -183,16 +183,7 @@ impl Root {
     /// An empty regular file (a bind-mount target); an existing entry is left alone.
     pub fn create_file(&self, path: &Path, mode: u32) -> Result<()> {
         let (dir, name) = self.parent_and_name(path)?;
-        match nix::fcntl::openat(
-            dir.as_fd(),
-            name,
-            nix::fcntl::OFlag::O_CREAT
-                | nix::fcntl::OFlag::O_EXCL
-                | nix::fcntl::OFlag::O_NOFOLLOW
-                | nix::fcntl::OFlag::O_CLOEXEC
-                | nix::fcntl::OFlag::O_WRONLY,
-            Mode::from_bits_truncate(mode),
-        ) {
+        match create_new(dir.as_fd(), name, mode) {
             Ok(_) | Err(Errno::EEXIST) => Ok(()),
             Err(e) => Err(err("creating file", "openat", path, e)),
         }
@@ -205,16 +196,7 @@ impl Root {
             return Ok(h);
         }
         let (dir, name) = self.parent_and_name(path)?;
-        match nix::fcntl::openat(
-            dir.as_fd(),
-            name,
-            nix::fcntl::OFlag::O_CREAT
-                | nix::fcntl::OFlag::O_EXCL
-                | nix::fcntl::OFlag::O_NOFOLLOW
-                | nix::fcntl::OFlag::O_CLOEXEC
-                | nix::fcntl::OFlag::O_WRONLY,
-            Mode::from_bits_truncate(mode),
-        ) {
+        match create_new(dir.as_fd(), name, mode) {
             // The file this call made: nothing can have replaced it behind the fd.
             Ok(fd) => Ok(fd),
             Err(Errno::EEXIST) => self.resolve(path),
@@ -239,6 +221,22 @@ impl Root {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// A new empty regular file `name` in `dir`, never through a symlink; `EEXIST` when
+/// anything is there.
+fn create_new(
+    dir: std::os::fd::BorrowedFd<'_>,
+    name: &std::ffi::OsStr,
+    mode: u32,
+) -> nix::Result<std::os::fd::OwnedFd> {
+    use nix::fcntl::OFlag;
+    nix::fcntl::openat(
+        dir,
+        name,
+        OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_WRONLY,
+        Mode::from_bits_truncate(mode),
+    )
 }
 
 #[cfg(test)]
