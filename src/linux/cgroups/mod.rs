@@ -361,10 +361,14 @@ impl Cgroup {
     pub fn destroy(&self) -> Result<(), CgroupError> {
         freezer::kill_all_and_wait(&self.st)?;
         // systemd removes the unit's own cgroup when the unit stops.
-        let stopped = match self.st.driver {
-            Driver::Systemd => self.stop_unit(),
-            Driver::Cgroupfs => Ok(()),
-        };
+        if self.st.driver == Driver::Systemd {
+            // Everything in it is dead, so the directories can go even if systemd cannot be
+            // asked to stop the unit now (it collects an empty scope by itself): a delete
+            // must not be refused because systemd is unwell.
+            if let Err(e) = self.stop_unit() {
+                crate::log::warn(&format!("{e}; removing the cgroup directories anyway"));
+            }
+        }
         for dir in self.st.dirs() {
             fs::rmdir_tree(dir)?;
         }
@@ -389,7 +393,7 @@ impl Cgroup {
                 }
             }
         }
-        stopped
+        Ok(())
     }
 }
 

@@ -218,3 +218,25 @@ fn v2_wants_every_controller_and_hybrid_only_what_the_unified_side_needs() {
     assert!(wanted_v2(Layout::Hybrid, &LinuxResources::default()).is_empty());
     assert!(wanted_v2(Layout::Unified, &LinuxResources::default()).contains(&"memory".to_string()));
 }
+
+#[test]
+fn a_systemd_containers_cgroup_is_removed_even_when_systemd_cannot_stop_its_unit() {
+    if std::path::Path::new(systemd::SYSTEMD_PRIVATE_SOCKET).exists() {
+        eprintln!("skipping: systemd runs here");
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let leaf = tmp.path().join("system.slice/gpurun-x.scope");
+    stdfs::create_dir_all(&leaf).expect("leaf");
+    let st = CgroupState {
+        driver: Driver::Systemd,
+        layout: Layout::Unified,
+        v1: BTreeMap::new(),
+        unified: Some(leaf.clone()),
+        unified_mount: Some(tmp.path().to_path_buf()),
+        created: Vec::new(),
+        unit: Some("gpurun-x.scope".into()),
+    };
+    Cgroup::from_state(&st).destroy().expect("destroyed");
+    assert!(!leaf.exists());
+}
