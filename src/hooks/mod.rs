@@ -16,26 +16,20 @@
 //! own process group, so a timeout kills what it started as well.
 
 use std::collections::HashMap;
-use std::io::{ErrorKind, Read, Write};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::Duration;
 
 use nix::errno::Errno;
-use nix::fcntl::{fcntl, FcntlArg, OFlag};
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use oci_spec::runtime::{Hook, Hooks};
 use serde::Serialize;
 
+use crate::process::child::{self, Keep, Outcome};
+
 /// How much of each of a failed hook's stdout and stderr goes into the error.
 pub const OUTPUT_LIMIT: usize = 4096;
-
-/// Poll slice when the kernel offers no pidfd to wait on.
-const SLICE: Duration = Duration::from_millis(10);
 
 /// A point of the container lifecycle that runs hooks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -288,19 +282,17 @@ pub fn run_one(phase: Phase, hook: &Hook, state: &HookState, cwd: &Path) -> Resu
         cwd: cwd.to_path_buf(),
         source,
     })?;
-    let mut running = Running::new(child);
-    let sys = |syscall, errno| HookError::Sys {
-        phase,
-        path: err_path(),
-        syscall,
-        errno,
-    };
-    let outcome = running
-        .communicate(&input, timeout.map(Duration::from_secs))
-        .map_err(|(s, e)| sys(s, e))?;
-    let stdout = running.stdout.text();
-    let stderr = running.stderr.text();
-    match outcome {
+    let keep = Keep::Tail(OUTPUT_LIMIT);
+    let done = child::communicate(child, &input, timeout.map(Duration::from_secs), keep, keep)
+        .map_err(|(syscall, errno)| HookError::Sys {
+            phase,
+            path: err_path(),
+            syscall,
+            errno,
+        })?;
+    let stdout = done.stdout.text();
+    let stderr = done.stderr.text();
+    match done.outcome {
         Outcome::Exited(status) if status.success() => Ok(()),
         Outcome::Exited(status) => Err(HookError::Failed {
             phase,
@@ -328,252 +320,6 @@ fn describe(status: ExitStatus) -> String {
         Some(Err(_)) => format!("killed by signal {}", status.signal().unwrap_or_default()),
         None => format!("{status}"),
     }
-}
-
-enum Outcome {
-    Exited(ExitStatus),
-    TimedOut,
-}
-
-/// The tail of one output stream, bounded to [`OUTPUT_LIMIT`] bytes.
-#[derive(Default)]
-struct Capture {
-    bytes: Vec<u8>,
-    truncated: bool,
-}
-
-impl Capture {
-    fn push(&mut self, b: &[u8]) {
-        self.bytes.extend_from_slice(b);
-        if self.bytes.len() > 2 * OUTPUT_LIMIT {
-            let cut = self.bytes.len() - OUTPUT_LIMIT;
-            self.bytes.drain(..cut);
-            self.truncated = true;
-        }
-    }
-
-    fn text(&self) -> String {
-        let start = self.bytes.len().saturating_sub(OUTPUT_LIMIT);
-        let t = String::from_utf8_lossy(&self.bytes[start..]);
-        if self.truncated || start > 0 {
-            format!("[…] {}", t.trim_start())
-        } else {
-            t.into_owned()
-        }
-    }
-}
-
-/// A spawned hook: killed and reaped if dropped before it was waited for, so no error
-/// path leaves a stray process or a zombie.
-struct Running {
-    child: Child,
-    reaped: bool,
-    stdin: Option<ChildStdin>,
-    out: Option<ChildStdout>,
-    err: Option<ChildStderr>,
-    stdout: Capture,
-    stderr: Capture,
-}
-
-type SysResult<T> = Result<T, (&'static str, Errno)>;
-
-impl Running {
-    fn new(mut child: Child) -> Self {
-        Running {
-            stdin: child.stdin.take(),
-            out: child.stdout.take(),
-            err: child.stderr.take(),
-            child,
-            reaped: false,
-            stdout: Capture::default(),
-            stderr: Capture::default(),
-        }
-    }
-
-    /// Write the state, collect output, and wait for the hook to exit or time out. Once
-    /// the hook itself has exited, output still buffered is read but a pipe kept open by
-    /// something the hook left behind is not waited for.
-    fn communicate(&mut self, input: &[u8], timeout: Option<Duration>) -> SysResult<Outcome> {
-        for fd in [
-            self.stdin.as_ref().map(|f| f.as_fd()),
-            self.out.as_ref().map(|f| f.as_fd()),
-            self.err.as_ref().map(|f| f.as_fd()),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            set_nonblocking(fd).map_err(|e| ("fcntl", e))?;
-        }
-        if input.is_empty() {
-            self.stdin = None;
-        }
-        let pidfd: Option<OwnedFd> =
-            crate::linux::sys::proc::pidfd_open(self.child.id() as i32).ok();
-        let deadline = timeout.map(|t| Instant::now() + t);
-        let mut written = 0;
-        loop {
-            if let Some(status) = self.try_wait()? {
-                self.drain();
-                return Ok(Outcome::Exited(status));
-            }
-            let now = Instant::now();
-            if deadline.is_some_and(|d| now >= d) {
-                self.kill_group();
-                self.drain();
-                return Ok(Outcome::TimedOut);
-            }
-            let mut wait = deadline.map(|d| d - now);
-            if pidfd.is_none() {
-                wait = Some(wait.map_or(SLICE, |w| w.min(SLICE)));
-            }
-            let ready = self.poll_once(pidfd.as_ref().map(|f| f.as_fd()), wait)?;
-            if ready.stdin {
-                self.write_some(input, &mut written);
-            }
-            if ready.out {
-                self.read_out();
-            }
-            if ready.err {
-                self.read_err();
-            }
-        }
-    }
-
-    fn poll_once(&self, pidfd: Option<BorrowedFd<'_>>, wait: Option<Duration>) -> SysResult<Ready> {
-        let mut fds = Vec::with_capacity(4);
-        let mut slots = [None; 3];
-        if let Some(f) = &self.stdin {
-            slots[0] = Some(fds.len());
-            fds.push(PollFd::new(f.as_fd(), PollFlags::POLLOUT));
-        }
-        if let Some(f) = &self.out {
-            slots[1] = Some(fds.len());
-            fds.push(PollFd::new(f.as_fd(), PollFlags::POLLIN));
-        }
-        if let Some(f) = &self.err {
-            slots[2] = Some(fds.len());
-            fds.push(PollFd::new(f.as_fd(), PollFlags::POLLIN));
-        }
-        if let Some(p) = pidfd {
-            fds.push(PollFd::new(p, PollFlags::POLLIN));
-        }
-        let ms = match wait {
-            None => PollTimeout::NONE,
-            // Round up: a deadline a fraction of a millisecond away must not spin.
-            Some(w) => {
-                PollTimeout::try_from(w.as_millis().saturating_add(1).min(i32::MAX as u128) as i32)
-                    .unwrap_or(PollTimeout::MAX)
-            }
-        };
-        match poll(&mut fds, ms) {
-            Ok(_) | Err(Errno::EINTR) => {}
-            Err(e) => return Err(("poll", e)),
-        }
-        let hit = |slot: Option<usize>| {
-            slot.is_some_and(|i| fds[i].revents().is_some_and(|r| !r.is_empty()))
-        };
-        Ok(Ready {
-            stdin: hit(slots[0]),
-            out: hit(slots[1]),
-            err: hit(slots[2]),
-        })
-    }
-
-    /// Errors other than "would block" end the write: a hook that does not read its
-    /// stdin is not a failure (the same as runc).
-    fn write_some(&mut self, input: &[u8], written: &mut usize) {
-        let Some(f) = self.stdin.as_mut() else { return };
-        match f.write(&input[*written..]) {
-            Ok(n) => {
-                *written += n;
-                if *written >= input.len() {
-                    self.stdin = None;
-                }
-            }
-            Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted => {}
-            Err(_) => self.stdin = None,
-        }
-    }
-
-    fn read_out(&mut self) {
-        if !read_available(&mut self.out, &mut self.stdout) {
-            self.out = None;
-        }
-    }
-
-    fn read_err(&mut self) {
-        if !read_available(&mut self.err, &mut self.stderr) {
-            self.err = None;
-        }
-    }
-
-    fn drain(&mut self) {
-        self.stdin = None;
-        self.read_out();
-        self.read_err();
-        self.out = None;
-        self.err = None;
-    }
-
-    fn try_wait(&mut self) -> SysResult<Option<ExitStatus>> {
-        match self.child.try_wait() {
-            Ok(Some(s)) => {
-                self.reaped = true;
-                Ok(Some(s))
-            }
-            Ok(None) => Ok(None),
-            Err(e) => Err((
-                "waitid",
-                Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
-            )),
-        }
-    }
-
-    fn kill_group(&mut self) {
-        if self.reaped {
-            return;
-        }
-        // The hook leads its process group (process_group(0)); its pid is the group id
-        // and cannot be reused while the hook is unreaped.
-        let _ = killpg(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
-        let _ = self.child.kill();
-        if self.child.wait().is_ok() {
-            self.reaped = true;
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.kill_group();
-    }
-}
-
-struct Ready {
-    stdin: bool,
-    out: bool,
-    err: bool,
-}
-
-/// Read what a non-blocking pipe holds now. Returns false once it reached end of file
-/// or failed.
-fn read_available<R: Read>(pipe: &mut Option<R>, into: &mut Capture) -> bool {
-    let Some(p) = pipe.as_mut() else { return false };
-    let mut buf = [0u8; 4096];
-    loop {
-        match p.read(&mut buf) {
-            Ok(0) => return false,
-            Ok(n) => into.push(&buf[..n]),
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
-            Err(_) => return false,
-        }
-    }
-}
-
-fn set_nonblocking(fd: BorrowedFd<'_>) -> Result<(), Errno> {
-    let flags = OFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFL)?);
-    fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK)).map(drop)
 }
 
 #[cfg(test)]

@@ -1,21 +1,19 @@
-//! One short-lived helper process: an explicit environment (nothing inherited, so no
+//! One run of a driver tool: an explicit environment (nothing inherited, so no
 //! `LD_PRELOAD` or `LD_LIBRARY_PATH` of whoever ran gpurun reaches it), stdin from
 //! `/dev/null`, working directory `/`, its own process group, and a hard timeout after
-//! which the group (whose id is the child's pid) is killed and the child reaped.
+//! which the group (whose id is the child's pid) is killed and the child reaped — through
+//! the runtime's thread-free runner, `process::child`, as hooks run.
 
 use std::ffi::OsString;
-use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::process::child::{self as runner, Keep, Outcome};
 
 /// stderr is only quoted in messages.
 const MAX_STDERR: usize = 64 * 1024;
-/// How long to wait for the pipes to close once the child has exited: a descendant that
-/// escaped its group could hold them open; its output is not worth waiting for.
-const PIPE_GRACE: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 pub struct Output {
@@ -39,11 +37,12 @@ pub enum ChildError {
         pid: u32,
         timeout: Duration,
     },
-    #[error("waiting for {program} (pid {pid}): {source}")]
+    #[error("waiting for {program} (pid {pid}): {syscall}: {errno}")]
     Wait {
         program: PathBuf,
         pid: u32,
-        source: std::io::Error,
+        syscall: &'static str,
+        errno: nix::errno::Errno,
     },
 }
 
@@ -66,50 +65,36 @@ pub fn run(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    let mut child = spawn(&mut cmd).map_err(|source| ChildError::Spawn {
+    let child = spawn(&mut cmd).map_err(|source| ChildError::Spawn {
         program: program.to_path_buf(),
         source,
     })?;
     let pid = child.id();
-    let stdout = drain(child.stdout.take(), max_stdout);
-    let stderr = drain(child.stderr.take(), MAX_STDERR);
-
-    let deadline = Instant::now() + timeout;
-    let mut pause = Duration::from_millis(1);
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) => {}
-            Err(source) => {
-                kill_group(pid);
-                let _ = child.wait();
-                return Err(ChildError::Wait {
-                    program: program.to_path_buf(),
-                    pid,
-                    source,
-                });
-            }
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            // Not yet reaped, so the pid (and the group id) cannot have been reused.
-            kill_group(pid);
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(ChildError::TimedOut {
-                program: program.to_path_buf(),
-                pid,
-                timeout,
-            });
-        }
-        std::thread::sleep(pause.min(deadline - now));
-        pause = (pause * 2).min(Duration::from_millis(25));
-    };
-    Ok(Output {
-        status,
-        stdout: stdout.recv_timeout(PIPE_GRACE).unwrap_or_default(),
-        stderr: stderr.recv_timeout(PIPE_GRACE).unwrap_or_default(),
-    })
+    let done = runner::communicate(
+        child,
+        &[],
+        Some(timeout),
+        Keep::Head(max_stdout),
+        Keep::Head(MAX_STDERR),
+    )
+    .map_err(|(syscall, errno)| ChildError::Wait {
+        program: program.to_path_buf(),
+        pid,
+        syscall,
+        errno,
+    })?;
+    match done.outcome {
+        Outcome::Exited(status) => Ok(Output {
+            status,
+            stdout: done.stdout.into_bytes(),
+            stderr: done.stderr.into_bytes(),
+        }),
+        Outcome::TimedOut => Err(ChildError::TimedOut {
+            program: program.to_path_buf(),
+            pid,
+            timeout,
+        }),
+    }
 }
 
 /// ETXTBSY means a file descriptor writing the program is still open somewhere (a
@@ -126,40 +111,6 @@ fn spawn(cmd: &mut Command) -> std::io::Result<std::process::Child> {
             r => return r,
         }
     }
-}
-
-fn kill_group(pid: u32) {
-    let Ok(pid) = i32::try_from(pid) else { return };
-    let _ = nix::sys::signal::killpg(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGKILL,
-    );
-}
-
-/// Reads a pipe to its end on a thread; the result arrives on the channel.
-fn drain<R: Read + Send + 'static>(pipe: Option<R>, max: usize) -> mpsc::Receiver<Vec<u8>> {
-    let (tx, rx) = mpsc::channel();
-    if let Some(mut pipe) = pipe {
-        std::thread::spawn(move || {
-            let mut kept = Vec::new();
-            let mut buf = [0u8; 8192];
-            loop {
-                match pipe.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        let room = max.saturating_sub(kept.len());
-                        kept.extend_from_slice(&buf[..n.min(room)]);
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(_) => break,
-                }
-            }
-            let _ = tx.send(kept);
-        });
-    } else {
-        let _ = tx.send(Vec::new());
-    }
-    rx
 }
 
 #[cfg(test)]
