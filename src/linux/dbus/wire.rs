@@ -103,9 +103,14 @@ impl Encoder {
         }
     }
 
+    /// A fixed-size value, aligned to its own size.
+    fn fixed<const N: usize>(&mut self, bytes: [u8; N]) {
+        self.pad(N);
+        self.buf.extend_from_slice(&bytes);
+    }
+
     fn u32(&mut self, n: u32) {
-        self.pad(4);
-        self.buf.extend_from_slice(&n.to_le_bytes());
+        self.fixed(n.to_le_bytes());
     }
 
     fn string(&mut self, s: &str) {
@@ -118,31 +123,13 @@ impl Encoder {
         match v {
             Value::Byte(b) => self.buf.push(*b),
             Value::Bool(b) => self.u32(u32::from(*b)),
-            Value::I16(n) => {
-                self.pad(2);
-                self.buf.extend_from_slice(&n.to_le_bytes());
-            }
-            Value::U16(n) => {
-                self.pad(2);
-                self.buf.extend_from_slice(&n.to_le_bytes());
-            }
-            Value::I32(n) => {
-                self.pad(4);
-                self.buf.extend_from_slice(&n.to_le_bytes());
-            }
+            Value::I16(n) => self.fixed(n.to_le_bytes()),
+            Value::U16(n) => self.fixed(n.to_le_bytes()),
+            Value::I32(n) => self.fixed(n.to_le_bytes()),
             Value::U32(n) | Value::Fd(n) => self.u32(*n),
-            Value::I64(n) => {
-                self.pad(8);
-                self.buf.extend_from_slice(&n.to_le_bytes());
-            }
-            Value::U64(n) => {
-                self.pad(8);
-                self.buf.extend_from_slice(&n.to_le_bytes());
-            }
-            Value::Double(d) => {
-                self.pad(8);
-                self.buf.extend_from_slice(&d.to_le_bytes());
-            }
+            Value::I64(n) => self.fixed(n.to_le_bytes()),
+            Value::U64(n) => self.fixed(n.to_le_bytes()),
+            Value::Double(d) => self.fixed(d.to_le_bytes()),
             Value::Str(s) | Value::ObjectPath(s) => self.string(s),
             Value::Signature(s) => {
                 self.buf.push(s.len() as u8);
