@@ -16,5 +16,7 @@ pub mod log;
 pub mod notify;
 pub mod plan;
 pub mod process;
+#[doc(hidden)]
+pub mod skip;
 pub mod spec;
 pub mod state;

@@ -106,7 +106,10 @@ fn create(root: &CgroupRoot, path: &str, rules: Vec<LinuxDeviceCgroup>) -> Cgrou
 fn v1_devices_controller_allows_and_denies_opens() {
     let Some(root) = root_or_skip() else { return };
     if root.layout() == Layout::Unified {
-        eprintln!("skipping: no v1 devices controller on a cgroup v2 host");
+        gpurun::skip::not_applicable(
+            "v1_devices_controller_allows_and_denies_opens",
+            "no v1 devices controller on a cgroup v2 host",
+        );
         return;
     }
     let major = free_char_major();
@@ -204,7 +207,10 @@ fn v2_filter_replacement_attaches_the_new_program_before_detaching_the_old() {
 fn hybrid_unified_leaf_filter_denies_what_v1_allows() {
     let Some(root) = root_or_skip() else { return };
     if root.layout() != Layout::Hybrid {
-        eprintln!("skipping: needs a hybrid host");
+        gpurun::skip::not_applicable(
+            "hybrid_unified_leaf_filter_denies_what_v1_allows",
+            "needs a hybrid host",
+        );
         return;
     }
     let major = free_char_major();

@@ -1,6 +1,6 @@
 //! The container cgroup on this host, as root: create with limits, join, list, freeze,
 //! signal, update, stats, destroy. Each test works under its own `gpurun-test-*` parent and
-//! removes it. Without root every test prints "skipping: needs root" and passes.
+//! removes it. Without root every test prints "skipping: needs root" and passes; under `CI=true` it fails.
 
 #[path = "cgroups_support.rs"]
 mod support;
@@ -338,7 +338,10 @@ fn stats_report_limits_and_usage_in_runc_shape() {
 fn relative_paths_start_at_the_callers_own_cgroup_in_each_hierarchy() {
     // Reads the real tables only; creates nothing.
     let Ok(root) = CgroupRoot::system() else {
-        eprintln!("skipping: no cgroup mounts");
+        gpurun::skip::cannot_run(
+            "relative_paths_start_at_the_callers_own_cgroup_in_each_hierarchy",
+            "no cgroup mounts",
+        );
         return;
     };
     let own = std::fs::read_to_string("/proc/self/cgroup").expect("own cgroup");

@@ -19,7 +19,7 @@ const HELPER_ENV: &str = "GPURUN_CGROUP_TEST_HELPER";
 /// The host's cgroups, or `None` (after saying so) when not root.
 pub fn root_or_skip() -> Option<CgroupRoot> {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipping: needs root");
+        gpurun::skip::cannot_run("cgroup test", "needs root");
         return None;
     }
     Some(CgroupRoot::system().expect("cgroup mounts readable"))

@@ -22,7 +22,7 @@ fn is_root() -> bool {
 /// mode 000: root only).
 fn host_pty() -> Option<gpurun::linux::console::Pty> {
     if !is_root() {
-        println!("skipping: needs root");
+        gpurun::skip::cannot_run("host_pty", "needs root");
         return None;
     }
     let dir = open_dir(Path::new("/dev/pts")).expect("open /dev/pts");

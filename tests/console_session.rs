@@ -174,7 +174,10 @@ fn child_mount_console() {
 #[test]
 fn console_is_bound_by_fd_and_never_through_a_symlink() {
     if !is_root() {
-        println!("skipping: needs root");
+        gpurun::skip::cannot_run(
+            "console_is_bound_by_fd_and_never_through_a_symlink",
+            "needs root",
+        );
         return;
     }
     let d = tempfile::tempdir().expect("tempdir");

@@ -92,7 +92,10 @@ fn old_nvidia_frontend_major_name() {
 fn libraries_through_ldcache_with_version_filter() {
     let (_t, f, inv) = tree(FakeDriver::two_gpus());
     if !f.has_ldcache {
-        println!("skipping: ldconfig -r could not run here");
+        gpurun::skip::cannot_run(
+            "libraries_through_ldcache_with_version_filter",
+            "ldconfig -r could not run here",
+        );
         return;
     }
     let cuda = inv
@@ -195,7 +198,7 @@ fn capability_table_selects_libraries_and_binaries() {
 #[test]
 fn host_node_with_wrong_numbers_is_refused() {
     if !nix::unistd::geteuid().is_root() {
-        println!("skipping: needs root");
+        gpurun::skip::cannot_run("host_node_with_wrong_numbers_is_refused", "needs root");
         return;
     }
     let t = tempfile::tempdir().unwrap();

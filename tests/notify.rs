@@ -45,7 +45,10 @@ fn ready_reaches_the_callers_notify_socket() {
     }
     let mut b = Bundle::own_rootfs("unused");
     let Some(prog) = notifier(b.path()) else {
-        eprintln!("skipping: no static C toolchain (cc -static)");
+        gpurun::skip::cannot_run(
+            "ready_reaches_the_callers_notify_socket",
+            "a static C toolchain (cc -static, from gcc and libc6-dev)",
+        );
         return;
     };
     std::fs::copy(&prog, b.rootfs().join("bin/notify")).expect("copy");

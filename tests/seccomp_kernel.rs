@@ -19,7 +19,7 @@ fn needs_root() -> bool {
     if nix::unistd::geteuid().is_root() {
         return false;
     }
-    println!("skipping: needs root");
+    gpurun::skip::cannot_run("seccomp kernel test", "needs root");
     true
 }
 

@@ -24,7 +24,7 @@ static ONE_VM_AT_A_TIME: Mutex<()> = Mutex::new(());
 /// Runs integration/vm/run.sh with `env`; false when the tests are not enabled.
 fn run_vm(env: &[(&str, &str)]) -> bool {
     if std::env::var("GPURUN_VM_TESTS").as_deref() != Ok("1") {
-        eprintln!("skipping: set GPURUN_VM_TESTS=1");
+        gpurun::skip::cannot_run("VM case", "GPURUN_VM_TESTS=1 (the VM cases are off)");
         return false;
     }
     // A failed VM test poisons the lock; the next one may still run.

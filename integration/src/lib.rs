@@ -70,12 +70,15 @@ pub fn which(name: &str) -> Option<PathBuf> {
 /// test skips.
 pub fn can_run(tools: &[&str]) -> bool {
     if !nix::unistd::geteuid().is_root() {
-        println!("skipping: needs root");
+        gpurun::skip::cannot_run("client test", "needs root");
         return false;
     }
     for t in tools {
         if which(t).is_none() {
-            println!("skipping: {t} is not installed (integration/ci-deps.sh installs it)");
+            gpurun::skip::cannot_run(
+                "client test",
+                &format!("{t} is not installed (scripts/deps.sh installs it)"),
+            );
             return false;
         }
     }

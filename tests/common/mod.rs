@@ -12,10 +12,11 @@ pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-/// True (and a message) when the test must be skipped.
+/// True (and a message) when the test must be skipped: not root. Under `CI=true` the
+/// test fails instead (`gpurun::skip`).
 pub fn skip(name: &str) -> bool {
     if !is_root() {
-        eprintln!("skipping {name}: needs root");
+        gpurun::skip::cannot_run(name, "needs root");
         return true;
     }
     if !Path::new(BUSYBOX).exists() {
