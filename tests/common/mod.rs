@@ -119,9 +119,11 @@ impl Bundle {
     }
 }
 
-/// A state root per test, and the ids made in it, force-deleted on drop.
+/// A state root per test, and the ids made in it, force-deleted on drop. The binary is
+/// gpurun, or runc for the tests that compare the two on one bundle.
 pub struct Runtime {
     pub root: tempfile::TempDir,
+    binary: PathBuf,
     ids: std::cell::RefCell<Vec<String>>,
 }
 
@@ -133,17 +135,36 @@ impl Default for Runtime {
 
 impl Runtime {
     pub fn new() -> Runtime {
+        Runtime::with_binary(PathBuf::from(env!("CARGO_BIN_EXE_gpurun")))
+    }
+
+    /// runc from `PATH`, to run the same bundle under both runtimes; `None` (after saying
+    /// so) where runc is not installed, and under `CI=true` the test fails instead.
+    pub fn runc(test: &str) -> Option<Runtime> {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let found = std::env::split_paths(&path)
+            .chain(["/usr/sbin", "/usr/bin"].map(PathBuf::from))
+            .map(|d| d.join("runc"))
+            .find(|p| p.is_file());
+        if found.is_none() {
+            gpurun::skip::cannot_run(test, "runc is not installed (scripts/deps.sh installs it)");
+        }
+        found.map(Runtime::with_binary)
+    }
+
+    fn with_binary(binary: PathBuf) -> Runtime {
         Runtime {
             root: tempfile::Builder::new()
                 .prefix("gpurun-root-")
                 .tempdir()
                 .expect("tempdir"),
+            binary,
             ids: Default::default(),
         }
     }
 
     pub fn cmd(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_gpurun"));
+        let mut c = Command::new(&self.binary);
         c.arg("--root").arg(self.root.path());
         c.stdin(Stdio::null());
         c
