@@ -14,19 +14,21 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 
 all: build
 
-# A static binary: every gpurun call that creates or enters a container executes it twice
-# (the re-exec that protects the binary, CVE-2019-5736), and a static one starts faster
-# (no dynamic loader, no shared libraries to map). It lands at target/release/gpurun.
+# A static binary, as every cargo build here gives (.cargo/config.toml): every gpurun call
+# that creates or enters a container executes it twice (the re-exec that protects the
+# binary, CVE-2019-5736), and a static one starts faster. cargo puts it at
+# target/<triple>/release/gpurun; it is copied to target/release/gpurun.
 TRIPLE := $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')
 
 build:
-	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release --bin gpurun --target $(TRIPLE)
+	$(CARGO) build --release --bin gpurun
 	install -D -m 0755 target/$(TRIPLE)/release/gpurun target/release/gpurun
 
 install: build
 	install -D -m 0755 target/release/gpurun $(DESTDIR)$(BINDIR)/gpurun
 
-test: deps
+test:
+	scripts/deps.sh test
 	$(CARGO) test
 
 lint:
@@ -34,13 +36,15 @@ lint:
 	$(CARGO) clippy --all-targets -- -D warnings
 	for f in .ci/run scripts/*.sh; do bash -n "$$f" || exit 1; done
 
-demo: deps
+demo:
+	scripts/deps.sh demo
 	$(MAKE) build
 	GPURUN=target/release/gpurun scripts/demo.sh
 
-# Packages from Debian that the tests and the demo need (installed only if missing).
+# Packages from Debian that everything here needs (installed only if missing; the groups
+# are in scripts/deps.sh).
 deps:
-	scripts/deps.sh
+	scripts/deps.sh ci
 
 clean:
 	rm -rf .bundles
@@ -63,5 +67,6 @@ bench:
 .PHONY: stress
 
 # (as root) the fault, race and load tests with large counts; see scripts/stress.sh
-stress: deps
+stress:
+	scripts/deps.sh test
 	scripts/stress.sh

@@ -3,8 +3,8 @@
 #
 #   scripts/bench.sh [BENCH FLAGS...]        e.g. --iters 100 --cases a,c
 #
-# Installs from Debian's archive what is missing (runc, crun, busybox-static, and a C
-# compiler for the fake GPU driver tree), builds gpurun and the bench program
+# Installs from Debian's archive what is missing (scripts/deps.sh bench: runc, crun,
+# busybox-static, a C compiler for the fake GPU driver tree), builds gpurun and the bench program
 # (examples/bench) in release mode, and runs it. The bench enters a private mount
 # namespace where a tmpfs covers /sys/fs/cgroup/unified, so every runtime sees the same
 # pure-v1 cgroup layout (crun refuses hybrid hosts); the host's mounts are not touched.
@@ -22,25 +22,12 @@ if [ "$(id -u)" -ne 0 ]; then
 	exit 2
 fi
 
-installed() {
-	dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'ok installed'
-}
-
-need=()
-for pkg in runc crun busybox-static; do
-	installed "$pkg" || need+=("$pkg")
-done
-command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
-if [ "${#need[@]}" -gt 0 ]; then
-	echo "bench: installing ${need[*]}"
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -q
-	apt-get install -y -q --no-install-recommends "${need[@]}"
-fi
+scripts/deps.sh bench
 
 export PATH="$HOME/.cargo/bin:$PATH:/usr/sbin:/sbin"
 cargo=${CARGO:-cargo}
-# gpurun as `make build` makes it (static), then the bench program.
-make -s build CARGO="$cargo"
-"$cargo" build --release --example bench
-exec target/release/examples/bench "$@"
+# gpurun exactly as `cargo build --release` gives it (static: .cargo/config.toml), and
+# the bench program.
+"$cargo" build --release --bin gpurun --example bench
+out=target/$(rustc -vV | sed -n 's/^host: //p')/release
+GPURUN=${GPURUN:-$out/gpurun} exec "$out/examples/bench" "$@"

@@ -1,23 +1,88 @@
 #!/usr/bin/env bash
-# Install, from Debian's archive, what building gpurun and its demo bundle need and this
-# machine lacks: a static busybox, python3 (edits config.json), a C linker for cargo.
+# The one list of what gpurun's builds, tests, demo and benchmark need from Debian's
+# archive. `make demo`, `make test`, `make bench`, the VM harness and .ci/run all call it;
+# it installs only what is missing, so a second call does nothing.
+#
+#   scripts/deps.sh GROUP...
+#
+#   build    a C toolchain and glibc's static archive (every cargo build here links
+#            gpurun statically: .cargo/config.toml)
+#   demo     build + a static busybox and python3 (scripts/mkbundle.sh)
+#   test     demo + runc and crun (tests that run one bundle under both), iproute2,
+#            procps, util-linux (`script`, `unshare`)
+#   lint     protoc (clippy over the workspace builds the CRI bindings) + rustfmt, clippy
+#   clients  containerd, its runc shim, podman with conmon, protoc (integration/)
+#   vm       qemu-system-x86, cpio, xz-utils, systemd (integration/vm/run.sh)
+#   bench    runc, crun, busybox (scripts/bench.sh)
+#   ci       all of the above, before anything builds
+#
 # Installing needs root; without it the missing packages are named and the script fails.
 set -euo pipefail
 
+want=()
+components=()
+add_group() {
+	case $1 in
+	build) want+=(gcc libc6-dev pkg-config ca-certificates) ;;
+	demo) add_group build && want+=(busybox-static python3) ;;
+	test) add_group demo && want+=(runc crun iproute2 procps util-linux) ;;
+	lint) add_group build && want+=(protobuf-compiler) && components+=(rustfmt clippy) ;;
+	clients) add_group demo && want+=(containerd podman conmon protobuf-compiler util-linux) ;;
+	vm) add_group demo && want+=(qemu-system-x86 cpio xz-utils systemd) ;;
+	bench) add_group demo && want+=(runc crun) ;;
+	ci) for g in test lint clients vm bench; do add_group "$g"; done ;;
+	*)
+		echo "deps: unknown group '$1' (build demo test lint clients vm bench ci)" >&2
+		exit 2
+		;;
+	esac
+}
+[ "$#" -gt 0 ] || set -- demo
+for g in "$@"; do add_group "$g"; done
+
+installed() {
+	dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
+}
+
 need=()
-if ! dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed'; then
-	need+=(busybox-static)
-fi
-command -v python3 >/dev/null 2>&1 || need+=(python3)
-command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
+for p in $(printf '%s\n' "${want[@]}" | sort -u); do
+	installed "$p" || need+=("$p")
+done
 
-[ "${#need[@]}" -eq 0 ] && exit 0
+# qemu-utils may come from bookworm-backports on a machine that has no backports source:
+# installing bookworm's qemu-system-x86 then removes it. Say what happened either way.
+qemu_utils_before=$(dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null || true)
 
-if [ "$(id -u)" -ne 0 ]; then
-	echo "deps: missing ${need[*]}: run this as root, or: apt-get install ${need[*]}" >&2
-	exit 1
+if [ "${#need[@]}" -gt 0 ]; then
+	if [ "$(id -u)" -ne 0 ]; then
+		echo "deps: missing ${need[*]}: run this as root, or: apt-get install ${need[*]}" >&2
+		exit 1
+	fi
+	echo "deps: installing ${need[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -q
+	apt-get install -y -q --no-install-recommends "${need[@]}"
 fi
-echo "deps: installing ${need[*]}"
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -q
-apt-get install -y -q --no-install-recommends "${need[@]}"
+
+if printf '%s\n' "${need[@]}" | grep -qx qemu-system-x86; then
+	qemu_from=$(apt-cache policy qemu-system-x86 | awk '/\*\*\*/ { getline; print $2, $3; exit }')
+	echo "deps: qemu-system-x86 $(dpkg-query -W -f='${Version}' qemu-system-x86) installed from ${qemu_from:-?}"
+	qemu_utils_after=$(dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null || true)
+	if [ -n "$qemu_utils_before" ] && [ "$qemu_utils_before" != "$qemu_utils_after" ]; then
+		echo "deps: qemu-utils was $qemu_utils_before, now ${qemu_utils_after:-removed} (apt resolved it against bookworm's qemu; nothing here needs it)"
+	fi
+fi
+
+if [ "${#components[@]}" -gt 0 ]; then
+	if ! command -v rustup >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/rustup" ]; then
+		PATH=$HOME/.cargo/bin:$PATH
+	fi
+	missing_components=()
+	for c in $(printf '%s\n' "${components[@]}" | sort -u); do
+		rustup component list --installed 2>/dev/null | grep -q "^$c" || missing_components+=("$c")
+	done
+	if [ "${#missing_components[@]}" -gt 0 ]; then
+		echo "deps: rustup component add ${missing_components[*]}"
+		rustup component add "${missing_components[@]}"
+	fi
+fi

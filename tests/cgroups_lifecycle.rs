@@ -1,6 +1,7 @@
 //! The container cgroup on this host, as root: create with limits, join, list, freeze,
 //! signal, update, stats, destroy. Each test works under its own `gpurun-test-*` parent and
-//! removes it. Without root every test prints "skipping: needs root" and passes; under `CI=true` it fails.
+//! removes it. Without root every test prints "skipping: needs root" and passes; under
+//! `CI=true` it fails instead.
 
 #[path = "cgroups_support.rs"]
 mod support;

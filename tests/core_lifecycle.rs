@@ -316,7 +316,18 @@ fn features_and_version_answer() {
         .arg("--version")
         .output()
         .expect("version");
-    assert!(String::from_utf8_lossy(&v.stdout).starts_with("gpurun version "));
+    let version = String::from_utf8_lossy(&v.stdout).into_owned();
+    assert!(version.starts_with("gpurun version "), "{version}");
+    let git = std::process::Command::new("git")
+        .args(["-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "HEAD"])
+        .output();
+    if let Some(git) = git.ok().filter(|g| g.status.success()) {
+        // Built from a git checkout: the commit it was built from, `-dirty` or not.
+        let head = String::from_utf8_lossy(&git.stdout).trim().to_string();
+        let line = version.lines().find(|l| l.starts_with("commit: "));
+        let commit = line.and_then(|l| l.strip_prefix("commit: ")).unwrap_or("");
+        assert_eq!(commit.trim_end_matches("-dirty"), head, "{version}");
+    }
     let c = std::process::Command::new(env!("CARGO_BIN_EXE_gpurun"))
         .args(["checkpoint", "x"])
         .output()

@@ -71,7 +71,9 @@ impl Opts {
             concurrency: number(&env("BENCH_CONCURRENCY", "50"), "BENCH_CONCURRENCY")?,
             cases: list(&env("BENCH_CASES", "a,b,c,d")),
             runtimes: list(&env("BENCH_RUNTIMES", "gpurun,runc,crun")),
-            gpurun: PathBuf::from(env("GPURUN", "target/release/gpurun")),
+            gpurun: std::env::var_os("GPURUN")
+                .map(PathBuf::from)
+                .unwrap_or_else(beside_bench),
             out: PathBuf::from(env("BENCH_OUT", "target/bench/results.json")),
             timeout: Duration::from_secs(number(&env("BENCH_TIMEOUT", "120"), "BENCH_TIMEOUT")?),
             prepare: None,
@@ -203,6 +205,15 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The gpurun that `cargo build --release` put beside this program: the bench lives in
+/// `<profile>/examples/`, gpurun in `<profile>/`.
+fn beside_bench() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("gpurun")))
+        .unwrap_or_else(|| PathBuf::from("target/release/gpurun"))
 }
 
 fn run(o: &Opts, host_layout: Layout) -> Result<(), String> {

@@ -4,8 +4,8 @@
 //! binaries.
 //!
 //! Every test needs root and the client binaries; without them it prints why it skips
-//! and returns. `integration/ci-deps.sh` installs the clients. The gpurun binary under
-//! test is `$GPURUN_BIN`, or `target/debug/gpurun` of this workspace (build it first:
+//! and returns, and under `CI=true` it fails instead. `scripts/deps.sh clients` installs the clients. The gpurun binary under
+//! test is `$GPURUN_BIN`, or the `gpurun` cargo built beside the tests (build it first:
 //! `cargo build --bin gpurun`).
 
 pub mod containerd;
@@ -31,24 +31,20 @@ pub fn workspace_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(".."))
 }
 
-/// The gpurun binary under test: `$GPURUN_BIN`, else `<target>/debug/gpurun`.
+/// The gpurun binary under test: `$GPURUN_BIN`, else the one cargo built beside this test
+/// executable (`<target>/<triple>/debug/gpurun`: the test runs from `…/debug/deps/`).
 pub fn gpurun_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("GPURUN_BIN").filter(|p| !p.is_empty()) {
         let p = PathBuf::from(p);
         assert!(p.is_file(), "GPURUN_BIN={} is not a file", p.display());
         return std::fs::canonicalize(&p).unwrap_or(p);
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map(|t| {
-            if t.is_absolute() {
-                t
-            } else {
-                workspace_root().join(t)
-            }
-        })
-        .unwrap_or_else(|| workspace_root().join("target"));
-    let p = target.join("debug/gpurun");
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test executable lives in <profile>/deps");
+    let p = profile_dir.join("gpurun");
     assert!(
         p.is_file(),
         "{} is missing: build it first with `cargo build --bin gpurun` (or set GPURUN_BIN)",
@@ -67,7 +63,7 @@ pub fn which(name: &str) -> Option<PathBuf> {
 }
 
 /// True when the test can run: root, and every tool installed. Otherwise prints why the
-/// test skips.
+/// test skips (and fails it under `CI=true`).
 pub fn can_run(tools: &[&str]) -> bool {
     if !nix::unistd::geteuid().is_root() {
         gpurun::skip::cannot_run("client test", "needs root");

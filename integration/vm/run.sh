@@ -7,8 +7,8 @@
 #                                (the same guest with systemd 252 as pid 1: the cases of
 #                                 gpurun's systemd cgroup driver, guest-systemd.sh)
 #
-# 1. Installs what is missing from Debian's archive (qemu-system-x86, busybox-static, cpio,
-#    xz-utils, python3, libc6-dev; systemd for the systemd boot); that needs root,
+# 1. Installs what is missing from Debian's archive (scripts/deps.sh vm: qemu-system-x86,
+#    busybox-static, cpio, xz-utils, python3, libc6-dev, systemd); that needs root,
 #    nothing else here does.
 # 2. Fetches the kernel that linux-image-amd64 depends on with `apt-get download`, unpacks
 #    it with `dpkg-deb -x` (never installs it) and keeps vmlinuz, its config and the ELF
@@ -79,24 +79,7 @@ since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 t_script=$(now)
 
 ensure_packages() {
-	local need=()
-	command -v qemu-system-x86_64 >/dev/null 2>&1 || need+=(qemu-system-x86)
-	dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' ||
-		need+=(busybox-static)
-	command -v cpio >/dev/null 2>&1 || need+=(cpio)
-	command -v xz >/dev/null 2>&1 || need+=(xz-utils)
-	command -v python3 >/dev/null 2>&1 || need+=(python3)
-	if [ "$init_mode" = systemd ]; then
-		dpkg-query -W -f='${Status}' systemd 2>/dev/null | grep -q 'ok installed' || need+=(systemd)
-	fi
-	# crt-static links against glibc's static archive.
-	[ -n "${GPURUN_VM_GPURUN:-}" ] || [ -e /usr/lib/x86_64-linux-gnu/libc.a ] || need+=(libc6-dev)
-	command -v apt-get >/dev/null 2>&1 || die "apt-get is missing: this harness needs Debian"
-	[ "${#need[@]}" -eq 0 ] && return
-	[ "$(id -u)" -eq 0 ] || die "missing ${need[*]}: run as root, or: apt-get install ${need[*]}"
-	say "installing ${need[*]}"
-	DEBIAN_FRONTEND=noninteractive apt-get update -q
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}"
+	"$repo/scripts/deps.sh" vm || die "the VM harness needs the packages above (scripts/deps.sh vm)"
 }
 
 # The linux-image-6.1.0-N-amd64 package that linux-image-amd64 depends on.

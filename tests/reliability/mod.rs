@@ -223,6 +223,7 @@ pub fn failpoints_binary() -> &'static Path {
             .args([
                 "build",
                 "--quiet",
+                "--message-format=json",
                 "--features",
                 "failpoints",
                 "--bin",
@@ -237,7 +238,13 @@ pub fn failpoints_binary() -> &'static Path {
             "building gpurun with fail points failed:\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        target.join("debug/gpurun")
+        // Where the binary lands depends on the build target (.cargo/config.toml): cargo
+        // names it in its artifact message.
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+            .expect("cargo named the gpurun executable it built")
     })
 }
 

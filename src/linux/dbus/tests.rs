@@ -186,7 +186,7 @@ fn a_big_endian_message_decodes() {
     ];
     m.extend_from_slice(&(fields.len() as u32).to_be_bytes());
     m.extend_from_slice(&fields);
-    while m.len() % 8 != 0 {
+    while !m.len().is_multiple_of(8) {
         m.push(0);
     }
     m.extend_from_slice(&[1, 2, 3, 4]);
