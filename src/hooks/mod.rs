@@ -76,7 +76,7 @@ impl std::fmt::Display for Phase {
     }
 }
 
-/// What the runtime must do when a hook of a phase fails.
+/// What the runtime must do when a hook of a phase fails (runtime spec, "Lifecycle").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Policy {
     /// prestart, createRuntime, createContainer: stop creating, report the error, and
@@ -85,20 +85,18 @@ pub enum Policy {
     /// startContainer: init must not execve the user process; it reports the error and
     /// exits, and the container is stopped.
     AbortStart,
-    /// poststart: the runtime spec asks for a warning only, but runc kills the
-    /// container (SIGKILL) and fails `start`; callers expect runc's behaviour.
-    KillContainer,
-    /// poststop: log a warning; the remaining hooks run and the deletion completes.
+    /// poststart and poststop: log a warning; the remaining hooks run and the lifecycle
+    /// goes on as if the hook had succeeded. For poststart runc 1.1 instead kills the
+    /// container and fails `start`; gpurun follows the spec, as crun does.
     Warn,
 }
 
-/// The runtime spec's rules for a failing hook, as runc applies them.
+/// The runtime spec's rule for a failing hook of `phase`.
 pub fn failure_policy(phase: Phase) -> Policy {
     match phase {
         Phase::Prestart | Phase::CreateRuntime | Phase::CreateContainer => Policy::AbortCreate,
         Phase::StartContainer => Policy::AbortStart,
-        Phase::Poststart => Policy::KillContainer,
-        Phase::Poststop => Policy::Warn,
+        Phase::Poststart | Phase::Poststop => Policy::Warn,
     }
 }
 
@@ -199,8 +197,25 @@ fn output_suffix(stdout: &str, stderr: &str) -> String {
     s
 }
 
+/// Run one phase's hooks under its [`failure_policy`]: where a failure aborts, the first
+/// one is the error and the later hooks do not run; where it only warns, every hook runs
+/// and the failures come back as the warnings the caller logs.
+pub fn run_phase(
+    phase: Phase,
+    hooks: &[Hook],
+    state: &HookState,
+    cwd: &Path,
+) -> Result<Vec<HookError>, HookError> {
+    match failure_policy(phase) {
+        Policy::Warn => Ok(run_all_continue(phase, hooks, state, cwd)),
+        Policy::AbortCreate | Policy::AbortStart => {
+            run_all(phase, hooks, state, cwd).map(|()| Vec::new())
+        }
+    }
+}
+
 /// Run every hook of one phase in order; stops at the first failure and returns its
-/// error. For poststop, whose failures are warnings, use [`run_all_continue`].
+/// error.
 pub fn run_all(
     phase: Phase,
     hooks: &[Hook],
@@ -211,7 +226,7 @@ pub fn run_all(
 }
 
 /// Run every hook of one phase, even after a failure, and return the failures (the
-/// runtime spec's rule for poststop: "the remaining hooks ... continue").
+/// runtime spec's rule for poststart and poststop: "the remaining hooks ... continue").
 pub fn run_all_continue(
     phase: Phase,
     hooks: &[Hook],

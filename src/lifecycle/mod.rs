@@ -334,16 +334,12 @@ pub fn start(g: &Globals, id: &str) -> Result<()> {
         // poststart runs once the container's process is executing: after init has run
         // the startContainer hooks and called execve, which closes its end of the fifo.
         wait_for_execve(&f, &st);
-        // A failed poststart hook stops the container, as runc does.
-        if let Err(e) = crate::hooks::run_all(
+        warn_failed_hooks(crate::hooks::run_phase(
             Phase::Poststart,
             hooks,
             &hook_state(&st, "running", st.pid),
             &st.bundle,
-        ) {
-            let _ = kill_and_wait(&st);
-            return Err(Error::Other(e.to_string()));
-        }
+        ))?;
     }
     Ok(())
 }
@@ -364,6 +360,16 @@ fn wait_for_execve(fifo_writer: &std::fs::File, st: &State) {
             return;
         }
     }
+}
+
+/// A phase whose failures are warnings logs each one and goes on; one that aborts fails.
+fn warn_failed_hooks(
+    outcome: std::result::Result<Vec<crate::hooks::HookError>, crate::hooks::HookError>,
+) -> Result<()> {
+    for w in outcome.map_err(|e| Error::Other(e.to_string()))? {
+        crate::log::warn(&w.to_string());
+    }
+    Ok(())
 }
 
 fn hook_state<'a>(st: &'a State, status: &'a str, pid: i32) -> crate::hooks::HookState<'a> {
@@ -513,20 +519,17 @@ pub fn destroy(c: Container, st: &State) -> Result<()> {
         .map(|h| Phase::Poststop.hooks_in(h))
         .filter(|h| !h.is_empty())
     {
-        // poststop failures are warnings: the container is gone either way.
         let cwd = if st.bundle.is_dir() {
             st.bundle.as_path()
         } else {
             Path::new("/")
         };
-        for e in crate::hooks::run_all_continue(
+        warn_failed_hooks(crate::hooks::run_phase(
             Phase::Poststop,
             hooks,
             &hook_state(st, "stopped", 0),
             cwd,
-        ) {
-            crate::log::warn(&e.to_string());
-        }
+        ))?;
     }
     if let Some(dir) = &st.gpu_state_dir {
         let root = c.dir.parent().map(Path::to_path_buf).unwrap_or_default();

@@ -279,7 +279,9 @@ fn run_init(plan: &Plan, ch: &Channel, fds: &InitFds) -> i32 {
         if let Err(e) = crate::hooks::run_all(
             Phase::StartContainer,
             hooks,
-            &plan.hook_state("created", 1),
+            // The pid as the container sees it: 1 in a new pid namespace, the host's
+            // pid where the container shares the runtime's.
+            &plan.hook_state("created", nix::unistd::getpid().as_raw()),
             &plan.cwd,
         ) {
             let _ = std::io::Write::write_all(
