@@ -398,6 +398,34 @@ fn the_container_is_in_its_own_cgroup() {
     );
 }
 
+/// A device rule's access is applied as the config gives it: `b 8:20 rw` is listed as
+/// `rw` in the v1 devices controller (mknod comes from the default `b *:* m` line), as
+/// under runc, and not widened to `rwm`.
+#[test]
+fn a_device_rule_keeps_the_access_the_config_gives() {
+    if skip("a_device_rule_keeps_the_access_the_config_gives") {
+        return;
+    }
+    if !std::path::Path::new("/sys/fs/cgroup/devices/devices.list").exists() {
+        gpurun::skip::cannot_run(
+            "a_device_rule_keeps_the_access_the_config_gives",
+            "the cgroup v1 devices controller at /sys/fs/cgroup/devices",
+        );
+        return;
+    }
+    let mut b = Bundle::sh("grep '^b ' /sys/fs/cgroup/devices/devices.list | sort");
+    b.config["linux"]["resources"]["devices"] = serde_json::json!([
+        {"allow": false, "access": "rwm"},
+        {"allow": true, "type": "b", "major": 8, "minor": 20, "access": "rw"},
+    ]);
+    let want = "b *:* m\nb 8:20 rw\n";
+    assert_eq!(run_ok(&b, "devaccess"), want);
+    if let Some(runc) = Runtime::runc("a_device_rule_keeps_the_access_the_config_gives") {
+        let out = runc.run(&b, &id("devaccess-runc"));
+        assert_eq!(stdout(&out), want, "runc: {}", stderr(&out));
+    }
+}
+
 #[test]
 fn personality_linux32_changes_the_machine() {
     if skip("personality_linux32_changes_the_machine") {
