@@ -149,6 +149,33 @@ fn a_failing_start_container_hook_stops_the_process_from_running() {
     assert!(stderr(&out).contains("startContainer"), "{}", stderr(&out));
 }
 
+/// The startContainer hooks are part of `start` (runtime spec, "Lifecycle" step 7): their
+/// failure is `start`'s error, and the container has stopped without running its process.
+/// runc 1.1's `start` returns 0 before the hooks run.
+#[test]
+fn a_failing_start_container_hook_fails_start() {
+    if skip("a_failing_start_container_hook_fails_start") {
+        return;
+    }
+    let mut s = setup("echo process-ran > /log/ran; sleep 60");
+    s.b.config["hooks"] = serde_json::json!({
+        "startContainer": [hook(Path::new("/hook.sh"), "startContainer", Path::new("/log/log"), 1, None)],
+    });
+    let rt = Runtime::new();
+    let cid = id("failstartcreate");
+    let out = rt.create(&s.b, &cid, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = rt.cmd().args(["start", &cid]).output().expect("start");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("startContainer"), "{}", stderr(&out));
+    assert_eq!(rt.status(&cid), "stopped");
+    assert!(
+        !s.logdir.path().join("ran").exists(),
+        "the process never ran"
+    );
+    assert_eq!(log_of(&s).len(), 1, "the hook ran once");
+}
+
 /// The runtime spec (and crun) against runc 1.1, which kills the container and fails
 /// `start`: a failing poststart hook is a warning, the later poststart hooks still run,
 /// `start` succeeds and the container keeps running.

@@ -28,6 +28,10 @@ use serde::Serialize;
 
 use crate::process::child::{self, Keep, Outcome};
 
+/// What init leaves in the start fifo when a startContainer hook failed, for `start` to
+/// report (longer than the one byte `start` itself writes).
+pub const START_CONTAINER_FAILED: &[u8] = b"startContainer hook failed";
+
 /// How much of each of a failed hook's stdout and stderr goes into the error.
 pub const OUTPUT_LIMIT: usize = 4096;
 

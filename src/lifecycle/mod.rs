@@ -320,9 +320,18 @@ pub fn start(g: &Globals, id: &str) -> Result<()> {
     std::fs::remove_file(&fifo).map_err(|e| Error::io("removing the start fifo", &fifo, e))?;
     f.write_all(b"0")
         .map_err(|e| Error::io("releasing container init through", &fifo, e))?;
+    // Waiting can take as long as the container likes: let kill and delete in.
+    drop(c);
+    if st
+        .hooks
+        .as_ref()
+        .is_some_and(|h| !Phase::StartContainer.hooks_in(h).is_empty())
+    {
+        // The startContainer hooks are part of start: their failure is start's error.
+        wait_for_execve(&f, &st);
+        check_start_container_hooks(&f)?;
+    }
     if let Some((sock, caller)) = notify {
-        // Waiting can take as long as the container likes: let kill and delete in.
-        drop(c);
         crate::notify::forward_ready(&sock, &st, &caller)?;
     }
     if let Some(hooks) = st
@@ -340,6 +349,27 @@ pub fn start(g: &Globals, id: &str) -> Result<()> {
             &hook_state(&st, "running", st.pid),
             &st.bundle,
         ))?;
+    }
+    Ok(())
+}
+
+/// Init leaves [`crate::hooks::START_CONTAINER_FAILED`] in the fifo when a startContainer
+/// hook failed and the user process never ran; the fifo holds at most start's own byte
+/// otherwise (when init died before reading it).
+fn check_start_container_hooks(fifo_writer: &std::fs::File) -> Result<()> {
+    use std::os::fd::AsFd;
+    let unread = crate::linux::sys::proc::pipe_unread(fifo_writer.as_fd()).map_err(|e| {
+        Error::sys(
+            "checking the startContainer hooks",
+            "ioctl(FIONREAD)",
+            "exec.fifo",
+            e,
+        )
+    })?;
+    if unread >= crate::hooks::START_CONTAINER_FAILED.len() {
+        return Err(Error::Other(
+            "a startContainer hook failed: the container's process did not run and the container has stopped (the hook's error is on the container's stderr)".into(),
+        ));
     }
     Ok(())
 }

@@ -288,6 +288,8 @@ fn run_init(plan: &Plan, ch: &Channel, fds: &InitFds) -> i32 {
                 &mut std::io::stderr(),
                 format!("gpurun: {e}\n").as_bytes(),
             );
+            // `start` waits on the fifo's other end and reports the failure.
+            let _ = nix::unistd::write(start, crate::hooks::START_CONTAINER_FAILED);
             return 1;
         }
     }
