@@ -1,7 +1,10 @@
 //! OCI hooks: run each hook of a lifecycle phase with the container state on stdin, an
 //! explicit environment, a working directory the runtime chooses, and a timeout.
 //!
-//! Two choices differ from runc on purpose:
+//! Three choices differ from runc 1.1 on purpose:
+//! - Each phase's failure rule is the runtime spec's ([`failure_policy`]): a failing
+//!   poststart hook is a warning, where runc fails and stops the container; and a failing
+//!   startContainer hook fails `start`, which runc has already returned from.
 //! - A hook whose `env` is unset gets an empty environment, never the runtime's (nor the
 //!   container's). An inherited `LD_PRELOAD` or `LD_LIBRARY_PATH` is how a container
 //!   image ran its own code as host root through a createContainer hook
