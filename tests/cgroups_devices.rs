@@ -174,6 +174,66 @@ fn v2_ebpf_filter_allows_and_denies_opens() {
     assert_eq!(open_from(&node, join_dir(&dir.0)), ENXIO);
 }
 
+/// A block major no driver has registered (absent from /proc/devices).
+fn free_block_major() -> u32 {
+    let devices = std::fs::read_to_string("/proc/devices").expect("/proc/devices");
+    let blocks = devices.split("Block devices:").nth(1).unwrap_or_default();
+    let used: Vec<u32> = blocks
+        .lines()
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect();
+    (240..=254)
+        .find(|m| !used.contains(m))
+        .expect("a free block major in 240..=254")
+}
+
+/// A rule's access is what the program enforces: `b M:20 rw` lets the node be opened but
+/// not made; `rwm` lets it be made too.
+#[test]
+fn v2_ebpf_filter_allows_opens_but_refuses_mknod_for_a_read_write_rule() {
+    let Some(root) = root_or_skip() else { return };
+    let major = free_block_major();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let node = tmp.path().join("disk");
+    mknod(
+        &node,
+        SFlag::S_IFBLK,
+        Mode::from_bits_truncate(0o600),
+        makedev(major.into(), 20),
+    )
+    .expect("mknod outside the cgroup");
+    let dir = cgroup2_dir(&root, "bpf-rw");
+    let block_rule = |access| {
+        vec![
+            deny_all(),
+            rule(
+                true,
+                LinuxDeviceType::B,
+                Some(major.into()),
+                Some(20),
+                access,
+            ),
+        ]
+    };
+    let make = |name: &str| {
+        let mut helper = Helper::spawn(&format!(
+            "mknod:b:{major}:20:{}",
+            tmp.path().join(name).display()
+        ));
+        join_dir(&dir.0)(helper.pid());
+        let errno = helper.go();
+        helper.wait();
+        errno
+    };
+
+    apply_device_filter_v2(&dir.0, &block_rule("rw")).expect("rw filter");
+    assert_eq!(open_from(&node, join_dir(&dir.0)), ENXIO);
+    assert_eq!(make("made-rw"), EPERM);
+
+    apply_device_filter_v2(&dir.0, &block_rule("rwm")).expect("rwm filter");
+    assert_eq!(make("made-rwm"), "0");
+}
+
 #[test]
 fn v2_filter_replacement_attaches_the_new_program_before_detaching_the_old() {
     let Some(root) = root_or_skip() else { return };

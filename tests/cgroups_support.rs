@@ -96,8 +96,8 @@ pub fn spawn_sleep() -> ChildGuard {
 const HELPER_TEST: &str = "support::zz_helper_process";
 
 /// A helper process (see the module doc); `mode` is `open:<path>` (prints the errno, 0 on
-/// success), `alloc:<MiB>` (touches that much memory) or `spawn:<n>` (prints how many
-/// `sleep` children it could start).
+/// success), `alloc:<MiB>` (touches that much memory), `spawn:<n>` (prints how many
+/// `sleep` children it could start) or `mknod:<b|c>:<major>:<minor>:<path>` (the errno).
 pub struct Helper {
     child: ChildGuard,
     stdin: Option<ChildStdin>,
@@ -195,10 +195,33 @@ pub fn run_helper_if_asked() {
             }
             count.to_string()
         }
+        Some(("mknod", spec)) => make_node(spec),
         _ => "unknown-mode".to_string(),
     };
     println!("RESULT={result}");
     std::process::exit(0);
+}
+
+/// `b:<major>:<minor>:<path>` (or `c:...`): the errno of mknod(2) making that node, 0 if
+/// it was made.
+fn make_node(spec: &str) -> String {
+    use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+    let mut parts = spec.splitn(4, ':');
+    let (Some(kind), Some(major), Some(minor), Some(path)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return "bad-mknod-spec".to_string();
+    };
+    let kind = if kind == "b" {
+        SFlag::S_IFBLK
+    } else {
+        SFlag::S_IFCHR
+    };
+    let dev = makedev(major.parse().expect("major"), minor.parse().expect("minor"));
+    match mknod(path, kind, Mode::from_bits_truncate(0o600), dev) {
+        Ok(()) => "0".to_string(),
+        Err(e) => (e as i32).to_string(),
+    }
 }
 
 /// The lines of `/proc/<pid>/cgroup`.

@@ -139,6 +139,36 @@ fn mounts_apply_in_order_with_their_options() {
     );
 }
 
+/// The runtime spec's mount options that are flags rather than filesystem data
+/// (`iversion`, `lazytime`) and the recursive atime modes, which `mount_setattr` takes only
+/// with the whole atime field cleared.
+#[test]
+fn atime_iversion_and_lazytime_options_apply() {
+    if skip("atime_iversion_and_lazytime_options_apply") {
+        return;
+    }
+    let vol = tempfile::tempdir().expect("vol");
+    let mut b = Bundle::sh(
+        "for m in /t /noatime /strict /relatime; do grep \" $m \" /proc/self/mountinfo | cut -d' ' -f5,6,9-; done",
+    );
+    let mounts = b.config["mounts"].as_array_mut().expect("mounts");
+    mounts.push(serde_json::json!({"destination": "/t", "type": "tmpfs", "source": "tmpfs", "options": ["iversion", "lazytime"]}));
+    for (dest, opts) in [
+        ("/noatime", vec!["rbind", "rnoatime"]),
+        ("/strict", vec!["rbind", "rstrictatime"]),
+        ("/relatime", vec!["rbind", "rnoatime", "rrelatime"]),
+    ] {
+        mounts.push(serde_json::json!({"destination": dest, "type": "bind", "source": vol.path(), "options": opts}));
+    }
+    let out = run_ok(&b, "mountopts");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4, "{out}");
+    assert!(lines[0].ends_with("lazytime"), "{out}");
+    assert!(lines[1].starts_with("/noatime rw,noatime "), "{out}");
+    assert!(lines[2].starts_with("/strict rw "), "{out}");
+    assert!(lines[3].starts_with("/relatime rw,relatime "), "{out}");
+}
+
 #[test]
 fn a_bind_mount_over_a_file_creates_the_target_file() {
     if skip("a_bind_mount_over_a_file_creates_the_target_file") {
@@ -396,6 +426,34 @@ fn the_container_is_in_its_own_cgroup() {
         .exists(),
         "removed on delete"
     );
+}
+
+/// A device rule's access is applied as the config gives it: `b 8:20 rw` is listed as
+/// `rw` in the v1 devices controller (mknod comes from the default `b *:* m` line), as
+/// under runc, and not widened to `rwm`.
+#[test]
+fn a_device_rule_keeps_the_access_the_config_gives() {
+    if skip("a_device_rule_keeps_the_access_the_config_gives") {
+        return;
+    }
+    if !std::path::Path::new("/sys/fs/cgroup/devices/devices.list").exists() {
+        gpurun::skip::cannot_run(
+            "a_device_rule_keeps_the_access_the_config_gives",
+            "the cgroup v1 devices controller at /sys/fs/cgroup/devices",
+        );
+        return;
+    }
+    let mut b = Bundle::sh("grep '^b ' /sys/fs/cgroup/devices/devices.list | sort");
+    b.config["linux"]["resources"]["devices"] = serde_json::json!([
+        {"allow": false, "access": "rwm"},
+        {"allow": true, "type": "b", "major": 8, "minor": 20, "access": "rw"},
+    ]);
+    let want = "b *:* m\nb 8:20 rw\n";
+    assert_eq!(run_ok(&b, "devaccess"), want);
+    if let Some(runc) = Runtime::runc("a_device_rule_keeps_the_access_the_config_gives") {
+        let out = runc.run(&b, &id("devaccess-runc"));
+        assert_eq!(stdout(&out), want, "runc: {}", stderr(&out));
+    }
 }
 
 #[test]

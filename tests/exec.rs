@@ -56,14 +56,23 @@ fn a_missing_binary_exits_255_and_writes_no_pid_file() {
     let rt = Runtime::new();
     let b = Bundle::sh("sleep 60");
     let cid = running(&rt, &b, "exec255");
-    let out = exec(&rt, &[&cid, "no-such-binary"]);
+    let pidfile = b.path().join("exec.pid");
+    let out = exec(
+        &rt,
+        &[
+            "--pid-file",
+            pidfile.to_str().expect("utf8"),
+            &cid,
+            "no-such-binary",
+        ],
+    );
     assert_eq!(out.status.code(), Some(255));
     assert!(
         stderr(&out).contains("executable file not found"),
         "{}",
         stderr(&out)
     );
-    let pidfile = b.path().join("exec.pid");
+    assert!(!pidfile.exists());
     let out = exec(
         &rt,
         &[
@@ -109,6 +118,55 @@ fn detached_exec_writes_the_pid_file() {
     let pids: Vec<i32> =
         serde_json::from_str(&rt.ok(&["ps", "--format", "json", &cid])).expect("pids");
     assert!(pids.contains(&pid), "{pid} in {pids:?}");
+}
+
+/// runc writes `--pid-file` in the foreground too (conmon reads it while the process
+/// runs): the file names the exec'd process while it is still running.
+#[test]
+fn foreground_exec_writes_the_pid_file_while_the_process_runs() {
+    use std::io::{BufRead, Write};
+    if skip("foreground_exec_writes_the_pid_file_while_the_process_runs") {
+        return;
+    }
+    let rt = Runtime::new();
+    let b = Bundle::sh("sleep 60");
+    let cid = running(&rt, &b, "execfg");
+    let pidfile = b.path().join("exec.pid");
+    let mut child = rt
+        .cmd()
+        .args(["exec", "--pid-file"])
+        .arg(&pidfile)
+        .args([&cid, "sh", "-c", "echo $$; read go"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("exec");
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .expect("the process's pid");
+    let written = (0..200).find_map(|_| {
+        let text = std::fs::read_to_string(&pidfile).ok();
+        if text.is_none() {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        text
+    });
+    // Let the process finish before asserting, so a failure leaves nothing waiting.
+    let nspid = written.as_deref().map(|pid| {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("NSpid:"))
+            .and_then(|ids| ids.split_whitespace().last())
+            .unwrap_or_default()
+            .to_string()
+    });
+    let _ = child.stdin.take().expect("stdin").write_all(b"go\n");
+    let status = child.wait().expect("exec exits");
+    assert!(status.success(), "{status}");
+    let nspid = nspid.expect("the pid file is written while the process runs");
+    assert_eq!(nspid, first.trim(), "the pid file names the exec'd process");
 }
 
 #[test]

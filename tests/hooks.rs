@@ -149,19 +149,120 @@ fn a_failing_start_container_hook_stops_the_process_from_running() {
     assert!(stderr(&out).contains("startContainer"), "{}", stderr(&out));
 }
 
+/// The startContainer hooks are part of `start` (runtime spec, "Lifecycle" step 7): their
+/// failure is `start`'s error, and the container has stopped without running its process.
+/// runc 1.1's `start` returns 0 before the hooks run.
 #[test]
-fn a_failing_poststart_hook_kills_the_container() {
-    if skip("a_failing_poststart_hook_kills_the_container") {
+fn a_failing_start_container_hook_fails_start() {
+    if skip("a_failing_start_container_hook_fails_start") {
+        return;
+    }
+    let mut s = setup("echo process-ran > /log/ran; sleep 60");
+    s.b.config["hooks"] = serde_json::json!({
+        "startContainer": [hook(Path::new("/hook.sh"), "startContainer", Path::new("/log/log"), 1, None)],
+    });
+    let rt = Runtime::new();
+    let cid = id("failstartcreate");
+    let out = rt.create(&s.b, &cid, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = rt.cmd().args(["start", &cid]).output().expect("start");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("startContainer"), "{}", stderr(&out));
+    assert_eq!(rt.status(&cid), "stopped");
+    assert!(
+        !s.logdir.path().join("ran").exists(),
+        "the process never ran"
+    );
+    assert_eq!(log_of(&s).len(), 1, "the hook ran once");
+}
+
+/// The runtime spec (and crun) against runc 1.1, which kills the container and fails
+/// `start`: a failing poststart hook is a warning, the later poststart hooks still run,
+/// `start` succeeds and the container keeps running.
+#[test]
+fn a_failing_poststart_hook_is_a_warning_and_the_container_keeps_running() {
+    if skip("a_failing_poststart_hook_is_a_warning_and_the_container_keeps_running") {
         return;
     }
     let mut s = setup("sleep 60");
-    s.b.config["hooks"] = all_hooks(&s, Some("poststart"));
+    let log = s.logdir.path().join("log");
+    s.b.config["hooks"] = serde_json::json!({
+        "poststart": [
+            hook(&s.host_hook, "poststart-fails", &log, 1, None),
+            hook(&s.host_hook, "poststart-after", &log, 0, None),
+        ],
+    });
     let rt = Runtime::new();
-    let out = rt.run(&s.b, &id("failpoststart"));
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(stderr(&out).contains("poststart"), "{}", stderr(&out));
-    assert!(rt.ok(&["list", "-q"]).trim().is_empty());
+    let cid = id("failpoststart");
+    let out = rt.create(&s.b, &cid, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let runtime_log = s.logdir.path().join("gpurun.log");
+    let out = rt
+        .cmd()
+        .arg("--log")
+        .arg(&runtime_log)
+        .args(["start", &cid])
+        .output()
+        .expect("start");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(rt.status(&cid), "running");
+    let ran: Vec<String> = log_of(&s)
+        .iter()
+        .map(|l| l.split(' ').next().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(ran, ["poststart-fails", "poststart-after"]);
+    let warning = std::fs::read_to_string(&runtime_log).unwrap_or_default();
+    assert!(
+        warning.contains("level=warning") && warning.contains("poststart hook"),
+        "{warning}"
+    );
 }
+
+/// The pid in each hook's state: as the runtime sees it for hooks run in the runtime's
+/// namespaces, as the container sees it for createContainer and startContainer, none once
+/// stopped; with and without a pid namespace of the container's own.
+#[test]
+fn each_hook_gets_the_pid_as_seen_where_it_runs() {
+    if skip("each_hook_gets_the_pid_as_seen_where_it_runs") {
+        return;
+    }
+    for own_pid_ns in [true, false] {
+        let mut s = setup("sleep 60");
+        for path in [s.host_hook.clone(), s.b.rootfs().join("hook.sh")] {
+            std::fs::write(&path, PID_SCRIPT).expect("hook");
+        }
+        s.b.config["hooks"] = all_hooks(&s, None);
+        if !own_pid_ns {
+            let ns = s.b.config["linux"]["namespaces"]
+                .as_array_mut()
+                .expect("namespaces");
+            ns.retain(|n| n["type"] != "pid");
+        }
+        let rt = Runtime::new();
+        let cid = id(&format!("hookpid-{own_pid_ns}"));
+        let out = rt.create(&s.b, &cid, &[]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let pid = rt.state(&cid)["pid"].as_i64().expect("pid").to_string();
+        rt.ok(&["start", &cid]);
+        rt.ok(&["delete", "--force", &cid]);
+        let inside = if own_pid_ns { "1" } else { pid.as_str() };
+        let want = [
+            format!("prestart pid={pid}"),
+            format!("createRuntime pid={pid}"),
+            format!("createContainer pid={inside}"),
+            format!("startContainer pid={inside}"),
+            format!("poststart pid={pid}"),
+            "poststop pid=".to_string(),
+        ];
+        assert_eq!(log_of(&s), want, "own pid namespace: {own_pid_ns}");
+    }
+}
+
+/// Appends `<phase> pid=<the state's pid>`.
+const PID_SCRIPT: &str = r#"#!/bin/sh
+pid=$(/bin/cat | /bin/sed -n 's/.*"pid":\([0-9]*\).*/\1/p')
+echo "$1 pid=$pid" >> "$2"
+"#;
 
 #[test]
 fn a_failing_poststop_hook_is_only_a_warning() {

@@ -254,10 +254,12 @@ pub fn exec(g: &Globals, a: &ExecArgs) -> Result<i32> {
             runtime_hooks: &mut no_hooks,
         },
     )?;
+    // Written in both modes, as runc does: conmon and scripts read it while a foreground
+    // exec runs.
+    if let Some(p) = &a.pid_file {
+        write_pid_file_or_kill(p, spawned.pid)?;
+    }
     if a.detach {
-        if let Some(p) = &a.pid_file {
-            lifecycle::write_pid_file(p, spawned.pid.as_raw())?;
-        }
         return Ok(0);
     }
     let mut proxy = match console_peer {
@@ -267,6 +269,15 @@ pub fn exec(g: &Globals, a: &ExecArgs) -> Result<i32> {
     let code = super::run::forward_and_wait(spawned.pid, &mask, proxy.as_mut())?;
     drop(proxy);
     Ok(code)
+}
+
+/// A process whose pid could not be handed over is one the caller cannot find: it is
+/// killed rather than left running unseen.
+fn write_pid_file_or_kill(path: &std::path::Path, pid: nix::unistd::Pid) -> Result<()> {
+    lifecycle::write_pid_file(path, pid.as_raw()).inspect_err(|_| {
+        let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(pid, None);
+    })
 }
 
 #[cfg(test)]

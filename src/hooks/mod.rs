@@ -1,7 +1,10 @@
 //! OCI hooks: run each hook of a lifecycle phase with the container state on stdin, an
 //! explicit environment, a working directory the runtime chooses, and a timeout.
 //!
-//! Two choices differ from runc on purpose:
+//! Three choices differ from runc 1.1 on purpose:
+//! - Each phase's failure rule is the runtime spec's ([`failure_policy`]): a failing
+//!   poststart hook is a warning, where runc fails and stops the container; and a failing
+//!   startContainer hook fails `start`, which runc has already returned from.
 //! - A hook whose `env` is unset gets an empty environment, never the runtime's (nor the
 //!   container's). An inherited `LD_PRELOAD` or `LD_LIBRARY_PATH` is how a container
 //!   image ran its own code as host root through a createContainer hook
@@ -27,6 +30,10 @@ use oci_spec::runtime::{Hook, Hooks};
 use serde::Serialize;
 
 use crate::process::child::{self, Keep, Outcome};
+
+/// What init leaves in the start fifo when a startContainer hook failed, for `start` to
+/// report (longer than the one byte `start` itself writes).
+pub const START_CONTAINER_FAILED: &[u8] = b"startContainer hook failed";
 
 /// How much of each of a failed hook's stdout and stderr goes into the error.
 pub const OUTPUT_LIMIT: usize = 4096;
@@ -76,7 +83,7 @@ impl std::fmt::Display for Phase {
     }
 }
 
-/// What the runtime must do when a hook of a phase fails.
+/// What the runtime must do when a hook of a phase fails (runtime spec, "Lifecycle").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Policy {
     /// prestart, createRuntime, createContainer: stop creating, report the error, and
@@ -85,20 +92,18 @@ pub enum Policy {
     /// startContainer: init must not execve the user process; it reports the error and
     /// exits, and the container is stopped.
     AbortStart,
-    /// poststart: the runtime spec asks for a warning only, but runc kills the
-    /// container (SIGKILL) and fails `start`; callers expect runc's behaviour.
-    KillContainer,
-    /// poststop: log a warning; the remaining hooks run and the deletion completes.
+    /// poststart and poststop: log a warning; the remaining hooks run and the lifecycle
+    /// goes on as if the hook had succeeded. For poststart runc 1.1 instead kills the
+    /// container and fails `start`; gpurun follows the spec, as crun does.
     Warn,
 }
 
-/// The runtime spec's rules for a failing hook, as runc applies them.
+/// The runtime spec's rule for a failing hook of `phase`.
 pub fn failure_policy(phase: Phase) -> Policy {
     match phase {
         Phase::Prestart | Phase::CreateRuntime | Phase::CreateContainer => Policy::AbortCreate,
         Phase::StartContainer => Policy::AbortStart,
-        Phase::Poststart => Policy::KillContainer,
-        Phase::Poststop => Policy::Warn,
+        Phase::Poststart | Phase::Poststop => Policy::Warn,
     }
 }
 
@@ -199,8 +204,25 @@ fn output_suffix(stdout: &str, stderr: &str) -> String {
     s
 }
 
+/// Run one phase's hooks under its [`failure_policy`]: where a failure aborts, the first
+/// one is the error and the later hooks do not run; where it only warns, every hook runs
+/// and the failures come back as the warnings the caller logs.
+pub fn run_phase(
+    phase: Phase,
+    hooks: &[Hook],
+    state: &HookState,
+    cwd: &Path,
+) -> Result<Vec<HookError>, HookError> {
+    match failure_policy(phase) {
+        Policy::Warn => Ok(run_all_continue(phase, hooks, state, cwd)),
+        Policy::AbortCreate | Policy::AbortStart => {
+            run_all(phase, hooks, state, cwd).map(|()| Vec::new())
+        }
+    }
+}
+
 /// Run every hook of one phase in order; stops at the first failure and returns its
-/// error. For poststop, whose failures are warnings, use [`run_all_continue`].
+/// error.
 pub fn run_all(
     phase: Phase,
     hooks: &[Hook],
@@ -211,7 +233,7 @@ pub fn run_all(
 }
 
 /// Run every hook of one phase, even after a failure, and return the failures (the
-/// runtime spec's rule for poststop: "the remaining hooks ... continue").
+/// runtime spec's rule for poststart and poststop: "the remaining hooks ... continue").
 pub fn run_all_continue(
     phase: Phase,
     hooks: &[Hook],

@@ -320,9 +320,18 @@ pub fn start(g: &Globals, id: &str) -> Result<()> {
     std::fs::remove_file(&fifo).map_err(|e| Error::io("removing the start fifo", &fifo, e))?;
     f.write_all(b"0")
         .map_err(|e| Error::io("releasing container init through", &fifo, e))?;
+    // Waiting can take as long as the container likes: let kill and delete in.
+    drop(c);
+    if st
+        .hooks
+        .as_ref()
+        .is_some_and(|h| !Phase::StartContainer.hooks_in(h).is_empty())
+    {
+        // The startContainer hooks are part of start: their failure is start's error.
+        wait_for_execve(&f, &st);
+        check_start_container_hooks(&f)?;
+    }
     if let Some((sock, caller)) = notify {
-        // Waiting can take as long as the container likes: let kill and delete in.
-        drop(c);
         crate::notify::forward_ready(&sock, &st, &caller)?;
     }
     if let Some(hooks) = st
@@ -334,16 +343,33 @@ pub fn start(g: &Globals, id: &str) -> Result<()> {
         // poststart runs once the container's process is executing: after init has run
         // the startContainer hooks and called execve, which closes its end of the fifo.
         wait_for_execve(&f, &st);
-        // A failed poststart hook stops the container, as runc does.
-        if let Err(e) = crate::hooks::run_all(
+        warn_failed_hooks(crate::hooks::run_phase(
             Phase::Poststart,
             hooks,
             &hook_state(&st, "running", st.pid),
             &st.bundle,
-        ) {
-            let _ = kill_and_wait(&st);
-            return Err(Error::Other(e.to_string()));
-        }
+        ))?;
+    }
+    Ok(())
+}
+
+/// Init leaves [`crate::hooks::START_CONTAINER_FAILED`] in the fifo when a startContainer
+/// hook failed and the user process never ran; the fifo holds at most start's own byte
+/// otherwise (when init died before reading it).
+fn check_start_container_hooks(fifo_writer: &std::fs::File) -> Result<()> {
+    use std::os::fd::AsFd;
+    let unread = crate::linux::sys::proc::pipe_unread(fifo_writer.as_fd()).map_err(|e| {
+        Error::sys(
+            "checking the startContainer hooks",
+            "ioctl(FIONREAD)",
+            "exec.fifo",
+            e,
+        )
+    })?;
+    if unread >= crate::hooks::START_CONTAINER_FAILED.len() {
+        return Err(Error::Other(
+            "a startContainer hook failed: the container's process did not run and the container has stopped (the hook's error is on the container's stderr)".into(),
+        ));
     }
     Ok(())
 }
@@ -364,6 +390,16 @@ fn wait_for_execve(fifo_writer: &std::fs::File, st: &State) {
             return;
         }
     }
+}
+
+/// A phase whose failures are warnings logs each one and goes on; one that aborts fails.
+fn warn_failed_hooks(
+    outcome: std::result::Result<Vec<crate::hooks::HookError>, crate::hooks::HookError>,
+) -> Result<()> {
+    for w in outcome.map_err(|e| Error::Other(e.to_string()))? {
+        crate::log::warn(&w.to_string());
+    }
+    Ok(())
 }
 
 fn hook_state<'a>(st: &'a State, status: &'a str, pid: i32) -> crate::hooks::HookState<'a> {
@@ -513,20 +549,17 @@ pub fn destroy(c: Container, st: &State) -> Result<()> {
         .map(|h| Phase::Poststop.hooks_in(h))
         .filter(|h| !h.is_empty())
     {
-        // poststop failures are warnings: the container is gone either way.
         let cwd = if st.bundle.is_dir() {
             st.bundle.as_path()
         } else {
             Path::new("/")
         };
-        for e in crate::hooks::run_all_continue(
+        warn_failed_hooks(crate::hooks::run_phase(
             Phase::Poststop,
             hooks,
             &hook_state(st, "stopped", 0),
             cwd,
-        ) {
-            crate::log::warn(&e.to_string());
-        }
+        ))?;
     }
     if let Some(dir) = &st.gpu_state_dir {
         let root = c.dir.parent().map(Path::to_path_buf).unwrap_or_default();

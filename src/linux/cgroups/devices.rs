@@ -21,6 +21,7 @@ pub const ACC_MKNOD: u8 = 1;
 pub const ACC_READ: u8 = 2;
 pub const ACC_WRITE: u8 = 4;
 const ACC_ALL: u8 = ACC_MKNOD | ACC_READ | ACC_WRITE;
+const ACC_OPEN: u8 = ACC_READ | ACC_WRITE;
 
 /// Device kinds, with the values of `BPF_DEVCG_DEV_*`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -282,10 +283,12 @@ impl DevicePolicy {
     }
 
     /// With a deny default the kernel allows an access only when one single exception holds
-    /// every requested bit. Per-bit semantics need the union of all matching exceptions, so
-    /// the set is closed: every intersection of two exceptions is an exception too, and each
-    /// exception also holds the bits of every exception that covers it. Then for any device
-    /// the narrowest matching exception holds the union.
+    /// every requested bit. It asks for `m` alone (mknod) and for `r`, `w` or both (open), so
+    /// only the open bits have to be found together: every intersection of two exceptions
+    /// that some covering exception grants an open bit becomes an exception too, and each
+    /// exception also holds the open bits of every exception that covers it. Then for any
+    /// device the narrowest matching exception holds the union of the open bits, and `m`
+    /// stays exactly where the rules put it (`b 8:20 rw` beside `b *:* m` is not `rwm`).
     fn close_allow_exceptions(&mut self) {
         loop {
             let mut changed = false;
@@ -297,21 +300,19 @@ impl DevicePolicy {
                         continue;
                     }
                     let key = a.key.intersection(&b.key);
-                    if !self.exceptions.iter().any(|e| e.key == key) {
+                    if self.open_bits_covering(&key) != 0
+                        && !self.exceptions.iter().any(|e| e.key == key)
+                    {
                         self.exceptions.push(Exception { key, access: 0 });
                         changed = true;
                     }
                 }
             }
             for i in 0..self.exceptions.len() {
-                let key = self.exceptions[i].key;
-                let inherited = self
-                    .exceptions
-                    .iter()
-                    .filter(|e| e.key.covers(&key))
-                    .fold(0, |acc, e| acc | e.access);
-                if inherited != self.exceptions[i].access {
-                    self.exceptions[i].access = inherited;
+                let e = self.exceptions[i];
+                let access = e.access | self.open_bits_covering(&e.key);
+                if access != e.access {
+                    self.exceptions[i].access = access;
                     changed = true;
                 }
             }
@@ -319,6 +320,13 @@ impl DevicePolicy {
                 return;
             }
         }
+    }
+
+    fn open_bits_covering(&self, key: &DevKey) -> u8 {
+        self.exceptions
+            .iter()
+            .filter(|e| e.key.covers(key))
+            .fold(0, |acc, e| acc | (e.access & ACC_OPEN))
     }
 
     /// What the v1 kernel (and gpurun's eBPF program) decides for one access, from the

@@ -119,6 +119,29 @@ fn separately_allowed_bits_combine_for_one_device() {
 }
 
 #[test]
+fn an_access_string_is_kept_as_given_beside_the_default_mknod_rule() {
+    // runc's defaults end with `b *:* m`: mknod of 8:20 comes from that line, and the
+    // rule the config gave keeps exactly its own `rw`.
+    let mut rules = vec![
+        rule(false, 'a', None, None, "rwm"),
+        rule(true, 'b', Some(8), Some(20), "rw"),
+    ];
+    rules.extend(default_device_rules());
+    let policy = DevicePolicy::from_rules(&rules).expect("valid");
+    let lines = policy.v1_writes();
+    assert!(
+        lines.contains(&w("devices.allow", "b 8:20 rw")),
+        "{lines:?}"
+    );
+    assert!(lines.contains(&w("devices.allow", "b *:* m")), "{lines:?}");
+    assert!(!lines.iter().any(|(_, l)| l == "b 8:20 rwm"), "{lines:?}");
+    for access in [ACC_READ, ACC_WRITE, ACC_READ | ACC_WRITE, ACC_MKNOD] {
+        assert!(policy.allows(DevKind::Block, 8, 20, access), "{access}");
+    }
+    assert!(!policy.allows(DevKind::Block, 8, 21, ACC_READ));
+}
+
+#[test]
 fn invalid_rules_are_rejected_with_the_rule() {
     for (bad, why) in [
         (rule(true, 'c', Some(1), Some(3), ""), "access is empty"),

@@ -85,6 +85,39 @@ fn the_program_allows_and_denies_per_device_and_access() {
 }
 
 #[test]
+fn a_read_write_rule_allows_opens_but_not_mknod() {
+    let p = program(&[
+        rule(false, 'a', None, None, "rwm"),
+        rule(true, 'b', Some(8), Some(20), "rw"),
+    ]);
+    for (access, want) in [
+        (ACC_READ, 1),
+        (ACC_WRITE, 1),
+        (ACC_READ | ACC_WRITE, 1),
+        (ACC_MKNOD, 0),
+    ] {
+        assert_eq!(
+            run_program(&p, DevKind::Block, 8, 20, access),
+            want,
+            "{access}"
+        );
+    }
+    // With runc's defaults mknod comes from `b *:* m`, the opens still from `rw` alone.
+    let mut rules = vec![
+        rule(false, 'a', None, None, "rwm"),
+        rule(true, 'b', Some(8), Some(20), "rw"),
+    ];
+    rules.extend(crate::linux::cgroups::default_device_rules());
+    let p = program(&rules);
+    assert_eq!(run_program(&p, DevKind::Block, 8, 20, ACC_MKNOD), 1);
+    assert_eq!(
+        run_program(&p, DevKind::Block, 8, 20, ACC_READ | ACC_WRITE),
+        1
+    );
+    assert_eq!(run_program(&p, DevKind::Block, 8, 21, ACC_READ), 0);
+}
+
+#[test]
 fn allow_default_programs_deny_only_the_exceptions() {
     let rules = [
         rule(true, 'a', None, None, "rwm"),

@@ -32,8 +32,12 @@ pub(super) const MOUNT_ATTR_RDONLY: u64 = 0x1;
 const MOUNT_ATTR_NOSUID: u64 = 0x2;
 const MOUNT_ATTR_NODEV: u64 = 0x4;
 const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+const MOUNT_ATTR_RELATIME: u64 = 0x0;
 const MOUNT_ATTR_NOATIME: u64 = 0x10;
 const MOUNT_ATTR_STRICTATIME: u64 = 0x20;
+/// The atime modes are one field, not bits: `mount_setattr` takes a new mode only with the
+/// whole field in `attr_clr` (EINVAL otherwise).
+const MOUNT_ATTR__ATIME: u64 = 0x70;
 const MOUNT_ATTR_NODIRATIME: u64 = 0x80;
 const MOUNT_ATTR_NOSYMFOLLOW: u64 = 0x0020_0000;
 /// `MS_NOSYMFOLLOW` (Linux 5.10), not in nix's MsFlags.
@@ -72,6 +76,10 @@ fn flag_option(o: &str) -> Option<(MsFlags, MsFlags)> {
         "nosymfollow" => (MS_NOSYMFOLLOW, e),
         "symfollow" => (e, MS_NOSYMFOLLOW),
         "loud" => (e, MsFlags::MS_SILENT),
+        "iversion" => (MsFlags::MS_I_VERSION, e),
+        "noiversion" => (e, MsFlags::MS_I_VERSION),
+        "lazytime" => (MsFlags::MS_LAZYTIME, e),
+        "nolazytime" => (e, MsFlags::MS_LAZYTIME),
         _ => return None,
     })
 }
@@ -101,9 +109,12 @@ fn recursive_option(o: &str) -> Option<(u64, u64)> {
         "rdev" => (0, MOUNT_ATTR_NODEV),
         "rnoexec" => (MOUNT_ATTR_NOEXEC, 0),
         "rexec" => (0, MOUNT_ATTR_NOEXEC),
-        "rnoatime" => (MOUNT_ATTR_NOATIME, 0),
-        "ratime" => (0, MOUNT_ATTR_NOATIME),
-        "rstrictatime" => (MOUNT_ATTR_STRICTATIME, 0),
+        "rnoatime" => (MOUNT_ATTR_NOATIME, MOUNT_ATTR__ATIME),
+        "rstrictatime" => (MOUNT_ATTR_STRICTATIME, MOUNT_ATTR__ATIME),
+        // Leaving noatime, strict atime or relatime goes back to the kernel's default mode.
+        "ratime" | "rrelatime" | "rnorelatime" | "rnostrictatime" => {
+            (MOUNT_ATTR_RELATIME, MOUNT_ATTR__ATIME)
+        }
         "rnodiratime" => (MOUNT_ATTR_NODIRATIME, 0),
         "rdiratime" => (0, MOUNT_ATTR_NODIRATIME),
         "rnosymfollow" => (MOUNT_ATTR_NOSYMFOLLOW, 0),
@@ -142,6 +153,10 @@ pub fn known_options() -> Vec<String> {
         "nostrictatime",
         "silent",
         "loud",
+        "iversion",
+        "noiversion",
+        "lazytime",
+        "nolazytime",
         "private",
         "rprivate",
         "shared",
@@ -161,6 +176,9 @@ pub fn known_options() -> Vec<String> {
         "rnoatime",
         "ratime",
         "rstrictatime",
+        "rrelatime",
+        "rnorelatime",
+        "rnostrictatime",
         "rnodiratime",
         "rdiratime",
     ];

@@ -59,6 +59,19 @@ pub fn close_range_from(first: u32, cloexec: bool) -> Result<(), Errno> {
     Ok(())
 }
 
+/// `ioctl(FIONREAD)`: the bytes waiting unread in a pipe or FIFO. The count belongs to the
+/// pipe, so either end can ask.
+pub fn pipe_unread(fd: BorrowedFd) -> Result<usize, Errno> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int through the pointer, which points at `n`, alive and
+    // writable for the whole call; `fd` is a valid descriptor borrowed for the call.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) };
+    if ret == -1 {
+        return Err(Errno::last());
+    }
+    Ok(usize::try_from(n).unwrap_or(0))
+}
+
 /// `close_range(first, last, 0)`: close every fd in the range.
 pub fn close_range(first: u32, last: u32) -> Result<(), Errno> {
     // SAFETY: close_range only affects this process's fd table; callers pass ranges that

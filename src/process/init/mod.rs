@@ -279,13 +279,17 @@ fn run_init(plan: &Plan, ch: &Channel, fds: &InitFds) -> i32 {
         if let Err(e) = crate::hooks::run_all(
             Phase::StartContainer,
             hooks,
-            &plan.hook_state("created", 1),
+            // The pid as the container sees it: 1 in a new pid namespace, the host's
+            // pid where the container shares the runtime's.
+            &plan.hook_state("created", nix::unistd::getpid().as_raw()),
             &plan.cwd,
         ) {
             let _ = std::io::Write::write_all(
                 &mut std::io::stderr(),
                 format!("gpurun: {e}\n").as_bytes(),
             );
+            // `start` waits on the fifo's other end and reports the failure.
+            let _ = nix::unistd::write(start, crate::hooks::START_CONTAINER_FAILED);
             return 1;
         }
     }
