@@ -85,12 +85,20 @@ fn groups(sets: &[Ruleset]) -> Vec<Group<'_>> {
 }
 
 /// The rules that can decide a call, most restrictive first; ties keep profile order, so
-/// the first listed wins. Nothing after an unconditional rule can be reached.
+/// the first listed wins. Nothing after an unconditional rule can be reached, and a
+/// conditional rule right before it with the same result changes nothing (i386's
+/// `socketcall` allowed outright, beside the allowed socket calls routed through it).
 fn ordered(rules: &[Rule]) -> Vec<Rule> {
     let mut rules = rules.to_vec();
     rules.sort_by_key(|rule| precedence(rule.action));
     if let Some(last) = rules.iter().position(|rule| rule.args.is_empty()) {
         rules.truncate(last + 1);
+        while let [.., before, last] = rules.as_slice() {
+            if before.action != last.action {
+                break;
+            }
+            rules.remove(rules.len() - 2);
+        }
     }
     rules
 }
@@ -319,7 +327,9 @@ fn emit_compare_low(asm: &mut Asm, compare: &Compare, fail: Label) {
         CompareOp::Lt(v) => asm.jump(Cond::Ge, v as u32, fail, next),
         CompareOp::Le(v) => asm.jump(Cond::Gt, v as u32, fail, next),
         CompareOp::MaskedEq { mask, value } => {
-            asm.and(mask as u32);
+            if mask as u32 != u32::MAX {
+                asm.and(mask as u32);
+            }
             asm.jump(Cond::Eq, value as u32, next, fail);
         }
     }
