@@ -1,7 +1,8 @@
 //! OCI seccomp profiles compiled to classic BPF in the parent and loaded in the child.
 //!
-//! [`compile`] is pure (no system calls) and runs before clone, where errors are easy to
-//! report; [`install`] only hands the ready programs to seccomp(2) in the container's init.
+//! [`compile`] runs before clone, where errors are easy to report, and changes nothing (it
+//! reads only what the kernel shows about the architectures it runs); [`install`] only
+//! hands the ready programs to seccomp(2) in the container's init.
 //!
 //! # Semantics
 //!
@@ -9,15 +10,15 @@
 //! default action, as the runtime spec and libseccomp define it. Where the spec is silent
 //! gpurun follows runc:
 //!
-//! - Names the architecture's table does not know are skipped and listed
+//! - Names no filtered architecture's table knows are skipped and listed
 //!   ([`CompiledSeccomp::skipped_syscalls`]), for a debug log.
 //! - A rule whose action equals the default is dropped (libseccomp refuses it in runc).
 //! - Several comparisons on the same argument in one entry become one rule each (any one
 //!   matches); comparisons on distinct arguments must all hold.
 //! - ERRNO and TRACE carry EPERM unless `errnoRet` says otherwise.
 //! - When the default action is not permissive (anything but ALLOW, LOG, TRACE), calls
-//!   numbered above the highest one the profile names get ENOSYS, so libc falls back from
-//!   a new call (clone3) to an old one (clone) instead of failing.
+//!   numbered above the highest one the profile names (per architecture) get ENOSYS, so
+//!   libc falls back from a new call (clone3) to an old one (clone) instead of failing.
 //!
 //! When several rules with different actions match one call, the most restrictive action
 //! wins, by the kernel's own order (KILL_PROCESS, KILL_THREAD, TRAP, ERRNO, TRACE, LOG,
@@ -26,7 +27,8 @@
 //!
 //! # Architectures
 //!
-//! A profile is applied to the native convention (always, listed or not) and to every
+//! Why gpurun extends its own compiler instead of using libseccomp is recorded in
+//! `runtime-spec/seccomp.md` (Architectures). A profile is applied to the native convention (always, listed or not) and to every
 //! other one it lists (`architectures`) that this kernel runs, each with its own system
 //! call numbers, as libseccomp does: on x86_64 that is i386 and x32, on aarch64 32-bit
 //! arm (`arch.rs`). A name one convention does not have is ignored for that convention
