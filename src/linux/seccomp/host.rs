@@ -35,8 +35,11 @@ impl HostFacts {
         let release = nix::sys::utsname::uname()
             .map(|u| u.release().to_string_lossy().into_owned())
             .unwrap_or_default();
-        let config =
-            std::fs::read_to_string(Path::new("/boot").join(format!("config-{release}"))).ok();
+        // Only the few options asked about are kept: a distribution's config is some
+        // 10,000 lines.
+        let config = std::fs::read_to_string(Path::new("/boot").join(format!("config-{release}")))
+            .ok()
+            .map(|text| relevant_options(&text));
         let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
         let vsyscall32 = Path::new("/proc/sys/abi/vsyscall32").exists();
         let unfiltered = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
@@ -78,6 +81,16 @@ impl HostFacts {
             _ => None,
         }
     }
+}
+
+/// The lines of a kernel config that [`cannot_run`] reads.
+pub(crate) fn relevant_options(config: &str) -> String {
+    const ASKED: [&str; 3] = ["CONFIG_IA32_EMULATION", "CONFIG_X86_X32", "CONFIG_COMPAT="];
+    config
+        .lines()
+        .filter(|l| ASKED.iter().any(|a| l.contains(a)))
+        .map(|l| format!("{l}\n"))
+        .collect()
 }
 
 /// Why a kernel whose own convention is `native` cannot run programs of `arch`, when the

@@ -117,3 +117,18 @@ fn the_x32_probe_agrees_with_this_kernels_config() {
     let built = config.lines().any(|l| l == "CONFIG_X86_X32_ABI=y");
     assert_eq!(facts.x32_probe, Some(built));
 }
+
+#[test]
+fn only_the_options_asked_about_are_kept_from_a_kernel_config() {
+    let config = "CONFIG_64BIT=y\n# CONFIG_X86_X32_ABI is not set\nCONFIG_IA32_EMULATION=y\n\
+                  CONFIG_COMPAT=y\nCONFIG_COMPAT_BINFMT_ELF=y\nCONFIG_X86_X32=y\n";
+    let kept = crate::linux::seccomp::host::relevant_options(config);
+    assert_eq!(
+        kept,
+        "# CONFIG_X86_X32_ABI is not set\nCONFIG_IA32_EMULATION=y\nCONFIG_COMPAT=y\nCONFIG_X86_X32=y\n"
+    );
+    let facts = facts(Some(&kept), "", true, None);
+    assert_eq!(why(TargetArch::X86, &facts), None);
+    // The old option name still counts.
+    assert_eq!(why(TargetArch::X32, &facts), None);
+}
