@@ -219,6 +219,9 @@ fn architectures(
     let mut skipped = Vec::new();
     for &listed in profile.architectures().iter().flatten() {
         let name = arch_name(listed);
+        if skipped.iter().any(|s: &SkippedArch| s.name == name) {
+            continue;
+        }
         let Some(arch) = TargetArch::from_oci(listed, native) else {
             skipped.push(SkippedArch {
                 name,

@@ -343,7 +343,8 @@ fn a_convention_this_kernel_cannot_run_is_skipped_and_named() {
         compile_with(
             json!({
                 "defaultAction": "SCMP_ACT_ALLOW",
-                "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_ARM", "SCMP_ARCH_MIPS"],
+                "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_ARM", "SCMP_ARCH_MIPS",
+                                  "SCMP_ARCH_X86", "SCMP_ARCH_MIPS"],
                 "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO"}]
             }),
             TargetArch::X86_64,
