@@ -205,3 +205,26 @@ fn a_listed_architecture_this_kernel_cannot_run_is_skipped_with_a_warning() {
         "{log}"
     );
 }
+
+#[test]
+fn an_unknown_architecture_fails_create_naming_it() {
+    let test = "an_unknown_architecture_fails_create_naming_it";
+    if skip(test) {
+        return;
+    }
+    let mut b = Bundle::sh("echo ran");
+    b.config["linux"]["seccomp"] = serde_json::json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_VAX"]
+    });
+    let rt = Runtime::new();
+    let out = rt.run(&b, &id("vax"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("`SCMP_ARCH_VAX`"), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "");
+    assert_eq!(
+        std::fs::read_dir(rt.root.path()).expect("root").count(),
+        0,
+        "nothing left"
+    );
+}
