@@ -27,11 +27,11 @@
 //!
 //! # Architectures
 //!
-//! Why gpurun extends its own compiler instead of using libseccomp is recorded in
-//! `runtime-spec/seccomp.md` (Architectures). A profile is applied to the native convention (always, listed or not) and to every
+//! A profile is applied to the native convention (always, listed or not) and to every
 //! other one it lists (`architectures`) that this kernel runs, each with its own system
 //! call numbers, as libseccomp does: on x86_64 that is i386 and x32, on aarch64 32-bit
-//! arm (`arch.rs`). A name one convention does not have is ignored for that convention
+//! arm (`arch.rs`). Why gpurun extends its own compiler for this instead of using
+//! libseccomp is recorded in `runtime-spec/seccomp.md` (Architectures). A name one convention does not have is ignored for that convention
 //! only. A listed convention the kernel cannot run (x32 is off in most kernels) is
 //! skipped and reported ([`CompiledSeccomp::skipped_architectures`]) for a warning
 //! (`host.rs`); a name that is no architecture at all fails when the spec is read.

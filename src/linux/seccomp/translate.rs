@@ -16,8 +16,8 @@ use super::SeccompError;
 /// System call arguments per call (`seccomp_data.args`).
 const MAX_ARGS: usize = 6;
 
-/// One argument comparison on the full 64-bit value, as libseccomp does on 64-bit
-/// architectures.
+/// One argument comparison; on the 64-bit conventions on the full 64-bit value, on the
+/// 32-bit ones on the low half (as libseccomp does).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Compare {
     pub(crate) index: u32,
@@ -249,9 +249,13 @@ pub(crate) fn translate(profile: &LinuxSeccomp, arch: TargetArch) -> Result<Rule
         let keep = action != default;
         for name in syscall.names() {
             let muxed = arch.muxed(name);
-            if let (Some(mux), true) = (muxed, keep) {
-                if let Some(rule) = muxed_rule(&entry, mux) {
-                    rules.entry(mux.syscall).or_default().push(rule);
+            if let Some(mux) = muxed {
+                // The multiplexer must stay below the ENOSYS threshold, or the rules routed
+                // through it could never be reached.
+                highest = highest.max(Some(mux.syscall));
+                match muxed_rule(&entry, mux) {
+                    Some(rule) if keep => rules.entry(mux.syscall).or_default().push(rule),
+                    _ => {}
                 }
             }
             let Some(nr) = arch.syscall_number(name) else {
