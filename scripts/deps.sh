@@ -8,7 +8,8 @@
 #   build    a C toolchain and glibc's static archive (every cargo build here links
 #            gpurun statically: .cargo/config.toml)
 #   demo     build + a static busybox and python3 (scripts/mkbundle.sh)
-#   test     demo + runc and crun (tests that run one bundle under both), iproute2,
+#   test     demo + runc and crun (tests that run one bundle under both), gcc-multilib
+#            (a static i386 program for the seccomp architecture tests), iproute2,
 #            procps, util-linux (`script`, `unshare`)
 #   lint     protoc (clippy over the workspace builds the CRI bindings) + rustfmt, clippy
 #   clients  containerd, its runc shim, podman with conmon, protoc (integration/)
@@ -16,7 +17,9 @@
 #   bench    runc, crun, busybox (scripts/bench.sh)
 #   ci       all of the above, before anything builds
 #
-# Installing needs root; without it the missing packages are named and the script fails.
+# Installing needs root. Without it the missing packages are named; the script fails for
+# the groups build and demo, and under CI=true, and otherwise goes on (the tests that need
+# a missing package say so).
 set -euo pipefail
 
 want=()
@@ -25,7 +28,7 @@ add_group() {
 	case $1 in
 	build) want+=(gcc libc6-dev pkg-config ca-certificates) ;;
 	demo) add_group build && want+=(busybox-static python3) ;;
-	test) add_group demo && want+=(runc crun iproute2 procps util-linux) ;;
+	test) add_group demo && want+=(runc crun gcc-multilib iproute2 procps util-linux) ;;
 	lint) add_group build && want+=(protobuf-compiler) && components+=(rustfmt clippy) ;;
 	clients) add_group demo && want+=(containerd podman conmon protobuf-compiler util-linux) ;;
 	vm) add_group demo && want+=(qemu-system-x86 cpio xz-utils systemd) ;;
@@ -56,7 +59,9 @@ qemu_utils_before=$(dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null || true
 if [ "${#need[@]}" -gt 0 ]; then
 	if [ "$(id -u)" -ne 0 ]; then
 		echo "deps: missing ${need[*]}: run this as root, or: apt-get install ${need[*]}" >&2
-		exit 1
+		case " $* " in *" build "* | *" demo "*) exit 1 ;; esac
+		[ "${CI:-}" != true ] || exit 1
+		exit 0
 	fi
 	echo "deps: installing ${need[*]}"
 	export DEBIAN_FRONTEND=noninteractive

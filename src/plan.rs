@@ -228,6 +228,9 @@ pub fn build(id: &str, b: &Bundle, opts: &Options) -> Result<Plan> {
         Some(s) => {
             let c = crate::linux::seccomp::compile(s)
                 .map_err(|e| Error::Config(format!("linux.seccomp: {e}")))?;
+            for skipped in c.skipped_architectures() {
+                crate::log::warn(&format!("linux.seccomp.architectures: {skipped}"));
+            }
             if !c.skipped_syscalls().is_empty() {
                 crate::log::debug(&format!(
                     "linux.seccomp: syscalls unknown on this architecture skipped: {}",

@@ -1,7 +1,8 @@
 //! OCI seccomp profiles compiled to classic BPF in the parent and loaded in the child.
 //!
-//! [`compile`] is pure (no system calls) and runs before clone, where errors are easy to
-//! report; [`install`] only hands the ready programs to seccomp(2) in the container's init.
+//! [`compile`] runs before clone, where errors are easy to report, and changes nothing (it
+//! reads only what the kernel shows about the architectures it runs); [`install`] only
+//! hands the ready programs to seccomp(2) in the container's init.
 //!
 //! # Semantics
 //!
@@ -9,26 +10,45 @@
 //! default action, as the runtime spec and libseccomp define it. Where the spec is silent
 //! gpurun follows runc:
 //!
-//! - Names the architecture's table does not know are skipped and listed
+//! - Names no filtered architecture's table knows are skipped and listed
 //!   ([`CompiledSeccomp::skipped_syscalls`]), for a debug log.
 //! - A rule whose action equals the default is dropped (libseccomp refuses it in runc).
 //! - Several comparisons on the same argument in one entry become one rule each (any one
 //!   matches); comparisons on distinct arguments must all hold.
 //! - ERRNO and TRACE carry EPERM unless `errnoRet` says otherwise.
 //! - When the default action is not permissive (anything but ALLOW, LOG, TRACE), calls
-//!   numbered above the highest one the profile names get ENOSYS, so libc falls back from
-//!   a new call (clone3) to an old one (clone) instead of failing.
+//!   numbered above the highest one the profile names (per architecture) get ENOSYS, so
+//!   libc falls back from a new call (clone3) to an old one (clone) instead of failing.
 //!
 //! When several rules with different actions match one call, the most restrictive action
 //! wins, by the kernel's own order (KILL_PROCESS, KILL_THREAD, TRAP, ERRNO, TRACE, LOG,
 //! ALLOW); between two rules of the same kind with different data (ERRNO 1 and ERRNO 38)
 //! the one listed first wins.
 //!
-//! Beyond the profile, on every architecture a call made with another architecture's
-//! convention is killed (`SECCOMP_RET_KILL_PROCESS`): its numbers mean other calls, and
-//! only the native table is known. Profiles may still list other architectures (containerd
-//! lists x86_64, x86 and x32); they are accepted, and their processes are killed. On
-//! x86_64, x32 calls (number with bit 30 set) always get ENOSYS, whatever the default.
+//! # Architectures
+//!
+//! A profile is applied to the native convention (always, listed or not) and to every
+//! other one it lists (`architectures`) that this kernel runs, each with its own system
+//! call numbers, as libseccomp does: on x86_64 that is i386 and x32, on aarch64 32-bit
+//! arm (`arch.rs`). Why gpurun extends its own compiler for this instead of using
+//! libseccomp is recorded in `runtime-spec/seccomp.md` (Architectures). A name one convention does not have is ignored for that convention
+//! only. A listed convention the kernel cannot run (x32 is off in most kernels) is
+//! skipped and reported ([`CompiledSeccomp::skipped_architectures`]) for a warning
+//! (`host.rs`); a name that is no architecture at all fails when the spec is read.
+//!
+//! - A call made with a convention the filter does not cover is killed
+//!   (`SECCOMP_RET_KILL_PROCESS`): its numbers mean other calls.
+//! - On x86_64, x32 calls (number with bit 30 set) follow x32's rules when x32 is
+//!   filtered, and otherwise get ENOSYS whatever the default, as a kernel without x32
+//!   answers.
+//! - i386 programs may reach the socket and System V IPC calls through the multiplexers
+//!   `socketcall(call, args)` and `ipc(call, …)` as well as through their own numbers: a
+//!   rule without argument comparisons on `socket`, `semop`… also decides
+//!   `socketcall`/`ipc` with that call in the first argument. A rule with comparisons
+//!   cannot be checked there (the arguments sit behind a pointer) and decides only the
+//!   direct call.
+//! - On the 32-bit conventions (i386, x32, arm) arguments are compared on their low 32
+//!   bits, as libseccomp does.
 //!
 //! # One program, not one filter per action
 //!
@@ -44,8 +64,10 @@
 //! kernel would give if each rule were its own filter. The unit tests check that
 //! equivalence against the stacked-filter layout in a BPF interpreter.
 
+mod arch;
 mod asm;
 mod emit;
+mod host;
 mod translate;
 
 #[cfg(test)]
@@ -60,7 +82,7 @@ use nix::errno::Errno;
 use oci_spec::runtime::{LinuxSeccomp, LinuxSeccompAction, Seccomp};
 
 use crate::linux::sys;
-use translate::TargetArch;
+use arch::TargetArch;
 
 /// Why a profile could not be compiled or loaded.
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +116,23 @@ pub struct CompiledSeccomp {
     programs: Vec<Vec<libc::sock_filter>>,
     flags: libc::c_ulong,
     skipped: Vec<String>,
+    skipped_archs: Vec<SkippedArch>,
+}
+
+/// A listed architecture left out of the filter because this kernel cannot run its
+/// programs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SkippedArch {
+    /// As the profile spells it: `SCMP_ARCH_X32`.
+    pub name: String,
+    /// What shows that the kernel cannot run it.
+    pub reason: String,
+}
+
+impl fmt::Display for SkippedArch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} skipped: {}", self.name, self.reason)
+    }
 }
 
 impl CompiledSeccomp {
@@ -102,9 +141,14 @@ impl CompiledSeccomp {
         self.programs.iter().map(Vec::len).sum()
     }
 
-    /// System call names the native table does not know, in profile order, once each.
+    /// System call names no filtered convention knows, in profile order, once each.
     pub fn skipped_syscalls(&self) -> &[String] {
         &self.skipped
+    }
+
+    /// Listed architectures left out because this kernel cannot run them.
+    pub fn skipped_architectures(&self) -> &[SkippedArch] {
+        &self.skipped_archs
     }
 }
 
@@ -117,30 +161,91 @@ impl fmt::Debug for CompiledSeccomp {
             )
             .field("flags", &self.flags)
             .field("skipped", &self.skipped)
+            .field("skipped_archs", &self.skipped_archs)
             .finish()
     }
 }
 
-/// Compile `profile` for the native architecture. Pure: no system calls, so it runs in
-/// the parent before clone.
+/// Compile `profile` for the native convention and the others it lists that this kernel
+/// runs. Makes no system call that changes anything; reads what the kernel shows about
+/// its conventions only when the profile lists one besides the native.
 pub fn compile(profile: &LinuxSeccomp) -> Result<CompiledSeccomp, SeccompError> {
-    let arch = TargetArch::native().ok_or(SeccompError::UnsupportedArch {
+    let native = TargetArch::native().ok_or(SeccompError::UnsupportedArch {
         arch: std::env::consts::ARCH,
     })?;
-    compile_for(profile, arch)
+    let mut facts = None;
+    compile_for(profile, native, &mut |arch| {
+        let facts = facts.get_or_insert_with(host::HostFacts::read);
+        host::cannot_run(arch, native, facts)
+    })
 }
 
+/// Compile for a kernel whose own convention is `native`; `cannot_run` says why the kernel
+/// cannot run a convention, if it cannot. Pure but for what `cannot_run` reads.
 pub(crate) fn compile_for(
     profile: &LinuxSeccomp,
-    arch: TargetArch,
+    native: TargetArch,
+    cannot_run: &mut dyn FnMut(TargetArch) -> Option<String>,
 ) -> Result<CompiledSeccomp, SeccompError> {
-    let set = translate::translate(profile, arch)?;
-    let program = emit::emit(&set)?;
+    let (archs, skipped_archs) = architectures(profile, native, cannot_run);
+    let sets = archs
+        .iter()
+        .map(|&arch| translate::translate(profile, arch))
+        .collect::<Result<Vec<_>, _>>()?;
+    let program = emit::emit(&sets)?;
+    let first = &sets[0];
+    let skipped = first
+        .skipped
+        .iter()
+        .filter(|name| sets.iter().all(|set| set.skipped.contains(name)))
+        .cloned()
+        .collect();
     Ok(CompiledSeccomp {
         programs: vec![program],
-        flags: set.flags,
-        skipped: set.skipped,
+        flags: first.flags,
+        skipped,
+        skipped_archs,
     })
+}
+
+/// The conventions to filter, native first, each once; and the listed ones left out, with
+/// why.
+fn architectures(
+    profile: &LinuxSeccomp,
+    native: TargetArch,
+    cannot_run: &mut dyn FnMut(TargetArch) -> Option<String>,
+) -> (Vec<TargetArch>, Vec<SkippedArch>) {
+    let mut archs = vec![native];
+    let mut skipped = Vec::new();
+    for &listed in profile.architectures().iter().flatten() {
+        let name = arch_name(listed);
+        if skipped.iter().any(|s: &SkippedArch| s.name == name) {
+            continue;
+        }
+        let Some(arch) = TargetArch::from_oci(listed, native) else {
+            skipped.push(SkippedArch {
+                name,
+                reason: host::foreign(native),
+            });
+            continue;
+        };
+        if archs.contains(&arch) {
+            continue;
+        }
+        match cannot_run(arch) {
+            Some(reason) => skipped.push(SkippedArch { name, reason }),
+            None => archs.push(arch),
+        }
+    }
+    (archs, skipped)
+}
+
+/// `SCMP_ARCH_X86_64`, as the spec spells it.
+fn arch_name(arch: oci_spec::runtime::Arch) -> String {
+    match serde_json::to_value(arch) {
+        Ok(serde_json::Value::String(name)) => name,
+        _ => format!("{arch:?}"),
+    }
 }
 
 /// Load the compiled programs into the calling thread, in order.
@@ -195,7 +300,11 @@ pub fn features() -> Seccomp {
             LinuxSeccompAction::ScmpActLog,
         ]))
         .set_operators(Some(strings(&OPERATORS)))
-        .set_archs(Some(native.map(TargetArch::oci).into_iter().collect()))
+        .set_archs(Some(
+            native
+                .map(|n| TargetArch::family(n).iter().map(|a| a.oci()).collect())
+                .unwrap_or_default(),
+        ))
         .set_known_flags(Some(strings(
             &[SUPPORTED_FLAGS.as_slice(), &REFUSED_FLAGS].concat(),
         )))

@@ -4,69 +4,20 @@
 //! Conversions follow runc where the runtime spec is silent (each noted where it happens).
 
 use std::collections::BTreeMap;
-use std::str::FromStr;
 
 use oci_spec::runtime::{
     LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg, LinuxSeccompFilterFlag,
     LinuxSeccompOperator, LinuxSyscall,
 };
 
+use super::arch::{Muxed, TargetArch};
 use super::SeccompError;
-
-/// `linux/audit.h`: `EM_X86_64 | __AUDIT_ARCH_64BIT | __AUDIT_ARCH_LE`.
-const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
-/// `linux/audit.h`: `EM_AARCH64 | __AUDIT_ARCH_64BIT | __AUDIT_ARCH_LE`.
-const AUDIT_ARCH_AARCH64: u32 = 0xc000_00b7;
 
 /// System call arguments per call (`seccomp_data.args`).
 const MAX_ARGS: usize = 6;
 
-/// The architectures gpurun can filter: those the `syscalls` crate has tables for and that
-/// gpurun builds on. Both are little-endian, which the argument loads rely on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum TargetArch {
-    X86_64,
-    Aarch64,
-}
-
-impl TargetArch {
-    /// The architecture this binary runs on, if gpurun can filter it.
-    pub(crate) fn native() -> Option<TargetArch> {
-        if cfg!(target_arch = "x86_64") {
-            Some(TargetArch::X86_64)
-        } else if cfg!(target_arch = "aarch64") {
-            Some(TargetArch::Aarch64)
-        } else {
-            None
-        }
-    }
-
-    pub(crate) fn audit_arch(self) -> u32 {
-        match self {
-            TargetArch::X86_64 => AUDIT_ARCH_X86_64,
-            TargetArch::Aarch64 => AUDIT_ARCH_AARCH64,
-        }
-    }
-
-    pub(crate) fn oci(self) -> oci_spec::runtime::Arch {
-        match self {
-            TargetArch::X86_64 => oci_spec::runtime::Arch::ScmpArchX86_64,
-            TargetArch::Aarch64 => oci_spec::runtime::Arch::ScmpArchAarch64,
-        }
-    }
-
-    /// The kernel's number for `name` on this architecture, from the `syscalls` crate.
-    pub(crate) fn syscall_number(self, name: &str) -> Option<u32> {
-        let id = match self {
-            TargetArch::X86_64 => syscalls::x86_64::Sysno::from_str(name).ok()?.id(),
-            TargetArch::Aarch64 => syscalls::aarch64::Sysno::from_str(name).ok()?.id(),
-        };
-        u32::try_from(id).ok()
-    }
-}
-
-/// One argument comparison on the full 64-bit value, as libseccomp does on 64-bit
-/// architectures.
+/// One argument comparison; on the 64-bit conventions on the full 64-bit value, on the
+/// 32-bit ones on the low half (as libseccomp does).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Compare {
     pub(crate) index: u32,
@@ -107,7 +58,8 @@ pub(crate) struct Ruleset {
     pub(crate) enosys_above: Option<u32>,
     /// `SECCOMP_FILTER_FLAG_*` for seccomp(2).
     pub(crate) flags: libc::c_ulong,
-    /// Names the architecture's table does not know, in profile order, once each.
+    /// Names the architecture's table does not know (and that are not multiplexed), in
+    /// profile order, once each.
     pub(crate) skipped: Vec<String>,
 }
 
@@ -240,6 +192,24 @@ fn rules_of(syscall: &LinuxSyscall, action: u32, field: &str) -> Result<Vec<Rule
     })
 }
 
+/// The rule for a call made through its multiplexer (i386's `socketcall`, `ipc`). Only an
+/// entry without argument comparisons is carried over: the multiplexed call's arguments
+/// sit behind a pointer, where seccomp cannot read them, so a conditional rule cannot be
+/// checked there and is left to the multiplexer's own rules and the default.
+fn muxed_rule(entry: &[Rule], mux: Muxed) -> Option<Rule> {
+    let [rule] = entry else { return None };
+    rule.args.is_empty().then(|| Rule {
+        action: rule.action,
+        args: vec![Compare {
+            index: 0,
+            op: CompareOp::MaskedEq {
+                mask: mux.mask,
+                value: mux.value,
+            },
+        }],
+    })
+}
+
 /// `syscalls[3] (mkdir, mkdirat)`, for errors; long name lists are cut short.
 fn entry_name(index: usize, names: &[String]) -> String {
     const SHOWN: usize = 3;
@@ -274,17 +244,28 @@ pub(crate) fn translate(profile: &LinuxSeccomp, arch: TargetArch) -> Result<Rule
         let field = entry_name(i, syscall.names());
         let action = action_value(syscall.action(), syscall.errno_ret(), &field)?;
         let entry = rules_of(syscall, action, &field)?;
+        // runc drops a rule whose action is the default's (libseccomp refuses it);
+        // dropping it here too makes overlapping rules resolve as they do under runc.
+        let keep = action != default;
         for name in syscall.names() {
+            let muxed = arch.muxed(name);
+            if let Some(mux) = muxed {
+                // The multiplexer must stay below the ENOSYS threshold, or the rules routed
+                // through it could never be reached.
+                highest = highest.max(Some(mux.syscall));
+                match muxed_rule(&entry, mux) {
+                    Some(rule) if keep => rules.entry(mux.syscall).or_default().push(rule),
+                    _ => {}
+                }
+            }
             let Some(nr) = arch.syscall_number(name) else {
-                if !skipped.contains(name) {
+                if muxed.is_none() && !skipped.contains(name) {
                     skipped.push(name.clone());
                 }
                 continue;
             };
             highest = highest.max(Some(nr));
-            // runc drops a rule whose action is the default's (libseccomp refuses it);
-            // dropping it here too makes overlapping rules resolve as they do under runc.
-            if action != default {
+            if keep {
                 rules.entry(nr).or_default().extend(entry.iter().cloned());
             }
         }

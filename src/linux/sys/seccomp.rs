@@ -34,3 +34,26 @@ pub fn seccomp_set_mode_filter(
     };
     Errno::result(ret)
 }
+
+/// Whether this kernel runs x32 calls: `getpid` made with `__X32_SYSCALL_BIT` set returns
+/// the pid where x32 is built in and ENOSYS where it is not. `None` when the answer is
+/// anything else. Only for a caller no seccomp filter applies to: a filter that does not
+/// list x32 may kill the caller for the attempt.
+#[cfg(target_arch = "x86_64")]
+pub fn x32_calls_work() -> Option<bool> {
+    const X32_GETPID: libc::c_long = 0x4000_0000 | libc::SYS_getpid;
+    // SAFETY: getpid takes no arguments and touches no memory; with the x32 bit set the
+    // kernel either runs that same call or returns ENOSYS.
+    let ret = unsafe { libc::syscall(X32_GETPID) };
+    match Errno::result(ret) {
+        Ok(_) => Some(true),
+        Err(Errno::ENOSYS) => Some(false),
+        Err(_) => None,
+    }
+}
+
+/// x32 exists only beside x86_64.
+#[cfg(not(target_arch = "x86_64"))]
+pub fn x32_calls_work() -> Option<bool> {
+    None
+}

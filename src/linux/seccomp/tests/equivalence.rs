@@ -32,7 +32,8 @@ fn stacked(json: &Value) -> Vec<Vec<libc::sock_filter>> {
             .filter(|r| value(r) == *action)
             .map(|r| serde_json::to_value(r).expect("serializes"))
             .collect();
-        let f = json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": mine});
+        let mut f = json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": mine});
+        f["architectures"] = json["architectures"].clone();
         programs.extend(compile(f).programs);
     }
     let mut all = Vec::new();
@@ -51,16 +52,17 @@ fn assert_equivalent(json: Value, names: &[&str], values: &[u64]) {
     let single = compile(json.clone());
     let stacked = stacked(&json);
     assert!(stacked.len() > 1);
-    let arch = TargetArch::X86_64;
-    let mut numbers: Vec<u32> = names.iter().map(|n| nr(arch, n)).collect();
-    numbers.extend([450, 0x3fff_ffff, X32_BIT | 2]);
-    for &number in &numbers {
-        for &a in values {
-            for &b in values {
-                let d = data(arch, number, [a, b, 0, 0, 0, 0]);
-                let one = interp::run_all(&single.programs, &d);
-                let many = interp::run_all(&stacked, &d);
-                assert_eq!(one, many, "nr {number} args {a:#x} {b:#x}");
+    for arch in [TargetArch::X86_64, TargetArch::X86, TargetArch::X32] {
+        let mut numbers: Vec<u32> = names.iter().map(|n| nr(arch, n)).collect();
+        numbers.extend([450, 0x3fff_ffff, X32_BIT | 2]);
+        for &number in &numbers {
+            for &a in values {
+                for &b in values {
+                    let d = data(arch, number, [a, b, 0, 0, 0, 0]);
+                    let one = interp::run_all(&single.programs, &d);
+                    let many = interp::run_all(&stacked, &d);
+                    assert_eq!(one, many, "{arch:?} nr {number:#x} args {a:#x} {b:#x}");
+                }
             }
         }
     }
@@ -71,6 +73,7 @@ fn overlapping_rules_equal_the_stacked_filter_layout() {
     let json = json!({
         "defaultAction": "SCMP_ACT_ERRNO",
         "defaultErrnoRet": 1,
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
         "syscalls": [
             {"names": ["personality", "kill"], "action": "SCMP_ACT_ALLOW",
              "args": [{"index": 0, "value": 10, "op": "SCMP_CMP_LE"}]},

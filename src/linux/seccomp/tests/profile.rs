@@ -135,8 +135,8 @@ fn flags_become_seccomp_flags() {
 fn an_empty_profile_is_one_small_program() {
     let c = compile(json!({"defaultAction": "SCMP_ACT_ALLOW"}));
     assert_eq!(c.programs.len(), 1);
-    // arch check (3), nr load, x32 guard + ENOSYS, default.
-    assert_eq!(c.instruction_count(), 7);
+    // arch load, check and jump to the section, kill; nr load, x32 guard + ENOSYS, default.
+    assert_eq!(c.instruction_count(), 8);
     assert_eq!(call(&c, "read", [0; 6]), ALLOW);
 }
 
@@ -197,11 +197,20 @@ fn features_list_exactly_what_compiles() {
     let known = f.known_flags().clone().unwrap_or_default();
     assert!(known.contains(&"SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV".to_string()));
     assert_eq!(known.len(), 4);
+    let native = TargetArch::native().expect("x86_64 or aarch64");
     let archs = f.archs().clone().unwrap_or_default();
-    assert_eq!(
-        archs,
-        [TargetArch::native().expect("x86_64 or aarch64").oci()]
-    );
+    let family: Vec<_> = TargetArch::family(native).iter().map(|a| a.oci()).collect();
+    assert_eq!(archs, family);
+    let listed = json!({"defaultAction": "SCMP_ACT_ALLOW", "architectures": archs,
+                        "syscalls": [{"names": ["getpid"], "action": "SCMP_ACT_ERRNO"}]});
+    let c = compile_arch(listed, native);
+    for &arch in TargetArch::family(native) {
+        assert_eq!(
+            call_in(&c, arch, nr(arch, "getpid"), [0; 6]),
+            errno(libc::EPERM),
+            "{arch:?}"
+        );
+    }
     let json = serde_json::to_value(&f).expect("features serialize");
     assert_eq!(json["knownFlags"].as_array().map(Vec::len), Some(4));
 }

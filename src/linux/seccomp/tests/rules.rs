@@ -240,52 +240,6 @@ fn an_errno_rule_inside_an_allow_by_default_profile() {
 }
 
 #[test]
-fn x32_calls_get_enosys_whatever_the_default() {
-    for default in [
-        "SCMP_ACT_ALLOW",
-        "SCMP_ACT_ERRNO",
-        "SCMP_ACT_KILL_PROCESS",
-        "SCMP_ACT_LOG",
-    ] {
-        let c = compile(json!({
-            "defaultAction": default,
-            "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X32"],
-            "syscalls": [{"names": ["read", "mkdir"], "action": "SCMP_ACT_TRAP"}]
-        }));
-        for number in [0, 83, 0x200, 0x3fff_ffff] {
-            let want = errno(libc::ENOSYS);
-            assert_eq!(
-                call_nr(&c, X32_BIT | number),
-                want,
-                "{default} x32 {number}"
-            );
-        }
-        assert_eq!(
-            call_nr(&c, u32::MAX),
-            errno(libc::ENOSYS),
-            "{default} nr -1"
-        );
-        assert_eq!(call(&c, "mkdir", [0; 6]), TRAP, "{default} native mkdir");
-    }
-}
-
-#[test]
-fn other_architectures_are_killed_even_when_listed() {
-    let c = compile(json!({
-        "defaultAction": "SCMP_ACT_ALLOW",
-        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
-        "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO"}]
-    }));
-    for arch in [AUDIT_ARCH_I386, TargetArch::Aarch64.audit_arch(), 0] {
-        let d = Data {
-            arch,
-            ..data(TargetArch::X86_64, 3, [0; 6])
-        };
-        assert_eq!(interp::run_all(&c.programs, &d), KILL_PROCESS, "{arch:#x}");
-    }
-}
-
-#[test]
 fn calls_newer_than_any_named_get_enosys_when_the_default_denies() {
     let rules = json!([
         {"names": ["read", "openat"], "action": "SCMP_ACT_ALLOW"},
