@@ -96,6 +96,26 @@ pub fn warn(msg: &str) {
     log(Level::Warn, msg);
 }
 
+/// A warning about the caller's own input (a field left out of a config): to `--log`,
+/// or without one to stderr, as runc does, so the person who wrote the config sees it.
+/// It is printed before the container starts, ahead of anything the container writes.
+pub fn warn_caller(msg: &str) {
+    let has_file = LOGGER
+        .lock()
+        .map(|g| g.as_ref().is_some_and(|l| l.file.is_some()))
+        .unwrap_or(false);
+    if has_file {
+        log(Level::Warn, msg);
+        return;
+    }
+    let json = LOGGER
+        .lock()
+        .map(|g| g.as_ref().is_some_and(|l| l.json))
+        .unwrap_or(false);
+    let line = format_line(Level::Warn, msg, json, SystemTime::now());
+    let _ = std::io::stderr().write_all(line.as_bytes());
+}
+
 pub fn debug(msg: &str) {
     log(Level::Debug, msg);
 }
