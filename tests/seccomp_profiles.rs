@@ -241,3 +241,48 @@ fn init_walks_proc_self_fd_where_close_range_is_unavailable() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(stdout(&out), "0 1 2 3 ", "{}", stderr(&out));
 }
+
+/// The cwd is entered before the filter and the uid change, as root; where root may not
+/// enter but the container's user may (here: a directory whose owner the user namespace
+/// does not map, open to the user's group only), it is entered with the user's ids.
+/// runc gets there by a second chdir after its user change.
+#[test]
+fn a_cwd_only_the_containers_user_may_enter_works() {
+    let name = "a_cwd_only_the_containers_user_may_enter_works";
+    if skip(name) {
+        return;
+    }
+    let mut b = Bundle::own_rootfs("pwd; id -u");
+    let work = b.rootfs().join("work");
+    std::fs::create_dir(&work).expect("mkdir");
+    nix::unistd::chown(
+        &work,
+        Some(nix::unistd::Uid::from_raw(5)),
+        Some(nix::unistd::Gid::from_raw(101_000)),
+    )
+    .expect("chown");
+    std::fs::set_permissions(&work, std::os::unix::fs::PermissionsExt::from_mode(0o750))
+        .expect("chmod");
+    b.config["linux"]["namespaces"]
+        .as_array_mut()
+        .expect("ns")
+        .push(json!({"type": "user"}));
+    let map = json!([{"containerID": 0, "hostID": 100_000, "size": 65536}]);
+    b.config["linux"]["uidMappings"] = map.clone();
+    b.config["linux"]["gidMappings"] = map;
+    b.config["process"]["user"] = json!({"uid": 1000, "gid": 1000});
+    b.config["process"]["cwd"] = "/work".into();
+    // `pwd` itself needs getcwd.
+    b.config["linux"]["seccomp"] = default_without(&["close_range"]);
+    for nnp in [true, false] {
+        b.config["process"]["noNewPrivileges"] = nnp.into();
+        let out = Runtime::new().run(&b, &id(&format!("usercwd-{nnp}")));
+        assert_eq!(out.status.code(), Some(0), "nnp={nnp}: {}", stderr(&out));
+        assert_eq!(stdout(&out), "/work\n1000\n", "nnp={nnp}");
+    }
+    let Some(runc) = Runtime::runc(name) else {
+        return;
+    };
+    let out = runc.run(&b, &id("runc-usercwd"));
+    assert_eq!(stdout(&out), "/work\n1000\n", "runc: {}", stderr(&out));
+}
