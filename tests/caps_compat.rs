@@ -147,3 +147,39 @@ fn runc_runs_the_same_bundles_with_the_same_sets() {
         assert_eq!(stdout(&ours), stdout(&theirs), "{name}");
     }
 }
+
+/// With `--log`, the warnings go to the log (JSON lines for containerd and podman), and
+/// the container's stderr stays its own.
+#[test]
+fn with_a_log_file_the_warnings_go_there_as_json_lines() {
+    if skip("with_a_log_file_the_warnings_go_there_as_json_lines") {
+        return;
+    }
+    let rt = Runtime::new();
+    let b = from_runc_spec(fixture(), "true");
+    b.write();
+    let cid = id("caplog");
+    rt.track(&cid);
+    let log = b.path().join("log.json");
+    let out = rt
+        .cmd()
+        .arg("--log")
+        .arg(&log)
+        .args(["--log-format", "json", "run", "-b"])
+        .arg(b.path())
+        .arg(&cid)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "");
+    let text = std::fs::read_to_string(&log).expect("log");
+    let warnings: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .filter(|v: &serde_json::Value| v["level"] == "warning")
+        .collect();
+    assert_eq!(warnings.len(), 3, "{text}");
+    assert!(warnings
+        .iter()
+        .all(|w| w["msg"].as_str().unwrap_or("").contains("ambient")));
+}

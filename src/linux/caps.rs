@@ -178,6 +178,17 @@ mod tests {
     }
 
     #[test]
+    fn a_capability_newer_than_the_kernel_is_left_out_with_a_warning() {
+        let set: Option<Capabilities> =
+            serde_json::from_value(serde_json::json!(["CAP_KILL", "CAP_BPF"])).expect("set");
+        let mut w = Vec::new();
+        let m = mask("bounding", &set, &[Capability::CAP_KILL], &mut w);
+        assert_eq!(m, 1 << 5);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("CAP_BPF"), "{w:?}");
+    }
+
+    #[test]
     fn ambient_that_is_permitted_and_inheritable_is_kept() {
         let k = serde_json::json!(["CAP_KILL"]);
         let (s, w) = sets(serde_json::json!({
