@@ -1,6 +1,7 @@
 //! `--log` / `--log-format`: one line per message. JSON lines are what containerd and podman
 //! parse (`{"level":"error","msg":…,"time":RFC3339}`); the last error line is what they
-//! show a user. Nothing is printed on success: stdout and stderr belong to the container.
+//! show a user. Nothing is printed on success: stdout and stderr belong to the container,
+//! except warnings about the caller's config without `--log` ([`warn_caller`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
