@@ -46,13 +46,8 @@ pub fn load(bundle: &Path) -> Result<(Bundle, Vec<String>)> {
     });
     let cfg = dir.join("config.json");
     let data = std::fs::read(&cfg).map_err(|e| Error::io("reading", &cfg, e))?;
-    let parse_err = |e: serde_json::Error| Error::Config(format!("parsing {}: {e}", cfg.display()));
-    let mut value: serde_json::Value = serde_json::from_slice(&data).map_err(parse_err)?;
-    let warnings = match value.get_mut("process") {
-        Some(p) => drop_unknown_capabilities(p),
-        None => Vec::new(),
-    };
-    let spec: Spec = serde_json::from_value(value).map_err(parse_err)?;
+    let (spec, warnings) = parse_config(&data)
+        .map_err(|e| Error::Config(format!("parsing {}: {e}", cfg.display())))?;
     let root = spec
         .root()
         .as_ref()
@@ -67,6 +62,27 @@ pub fn load(bundle: &Path) -> Result<(Bundle, Vec<String>)> {
     }
     validate(&spec)?;
     Ok((Bundle { dir, spec, rootfs }, warnings))
+}
+
+/// The typed parse first: it skips unknown fields without recursing into them, so a
+/// deeply nested extension cannot exhaust the stack. Only a config it refuses is read
+/// again as a tree, to drop unknown capability names.
+fn parse_config(data: &[u8]) -> serde_json::Result<(Spec, Vec<String>)> {
+    let first = match serde_json::from_slice::<Spec>(data) {
+        Ok(spec) => return Ok((spec, Vec::new())),
+        Err(e) => e,
+    };
+    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(data) else {
+        return Err(first);
+    };
+    let warnings = match value.get_mut("process") {
+        Some(p) => drop_unknown_capabilities(p),
+        None => Vec::new(),
+    };
+    if warnings.is_empty() {
+        return Err(first);
+    }
+    Ok((serde_json::from_value(value)?, warnings))
 }
 
 /// Runtime-spec 1.1: a capability name the runtime does not know is logged and ignored,
