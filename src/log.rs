@@ -1,6 +1,7 @@
 //! `--log` / `--log-format`: one line per message. JSON lines are what containerd and podman
 //! parse (`{"level":"error","msg":…,"time":RFC3339}`); the last error line is what they
-//! show a user. Nothing is printed on success: stdout and stderr belong to the container.
+//! show a user. Nothing is printed on success: stdout and stderr belong to the container,
+//! except warnings about the caller's config without `--log` ([`warn_caller`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -94,6 +95,26 @@ pub fn error(msg: &str) {
 
 pub fn warn(msg: &str) {
     log(Level::Warn, msg);
+}
+
+/// A warning about the caller's own input (a field left out of a config): to `--log`,
+/// or without one to stderr, as runc does, so the person who wrote the config sees it.
+/// It is printed before the container starts, ahead of anything the container writes.
+pub fn warn_caller(msg: &str) {
+    let has_file = LOGGER
+        .lock()
+        .map(|g| g.as_ref().is_some_and(|l| l.file.is_some()))
+        .unwrap_or(false);
+    if has_file {
+        log(Level::Warn, msg);
+        return;
+    }
+    let json = LOGGER
+        .lock()
+        .map(|g| g.as_ref().is_some_and(|l| l.json))
+        .unwrap_or(false);
+    let line = format_line(Level::Warn, msg, json, SystemTime::now());
+    let _ = std::io::stderr().write_all(line.as_bytes());
 }
 
 pub fn debug(msg: &str) {

@@ -44,6 +44,9 @@ pub struct Plan {
     pub domainname: Option<String>,
     pub sysctl: Vec<(String, String)>,
     pub caps: CapSets,
+    /// What was left out of the config because the kernel cannot do it (runtime-spec 1.1:
+    /// warn and go on); the caller logs them.
+    pub warnings: Vec<String>,
     pub uid: u32,
     pub gid: u32,
     pub additional_gids: Vec<u32>,
@@ -241,6 +244,7 @@ pub fn build(id: &str, b: &Bundle, opts: &Options) -> Result<Plan> {
         }
         None => None,
     };
+    let (caps, warnings) = CapSets::from_spec(process.capabilities().as_ref());
     Ok(Plan {
         id: id.to_string(),
         rootfs: b.rootfs.clone(),
@@ -276,7 +280,8 @@ pub fn build(id: &str, b: &Bundle, opts: &Options) -> Result<Plan> {
                 v
             })
             .unwrap_or_default(),
-        caps: CapSets::from_spec(process.capabilities().as_ref())?,
+        caps,
+        warnings,
         uid: user.uid(),
         gid: user.gid(),
         additional_gids: user.additional_gids().clone().unwrap_or_default(),

@@ -35,7 +35,8 @@ const PROC_MOUNT_ALLOWED: &[&str] = &[
     "/proc/driver",
 ];
 
-pub fn load(bundle: &Path) -> Result<Bundle> {
+/// The bundle, and a warning for each part of its config that was left out.
+pub fn load(bundle: &Path) -> Result<(Bundle, Vec<String>)> {
     let dir = lexical_clean(&if bundle.is_absolute() {
         bundle.to_path_buf()
     } else {
@@ -45,7 +46,7 @@ pub fn load(bundle: &Path) -> Result<Bundle> {
     });
     let cfg = dir.join("config.json");
     let data = std::fs::read(&cfg).map_err(|e| Error::io("reading", &cfg, e))?;
-    let spec: Spec = serde_json::from_slice(&data)
+    let (spec, warnings) = parse_config(&data)
         .map_err(|e| Error::Config(format!("parsing {}: {e}", cfg.display())))?;
     let root = spec
         .root()
@@ -60,7 +61,58 @@ pub fn load(bundle: &Path) -> Result<Bundle> {
         )));
     }
     validate(&spec)?;
-    Ok(Bundle { dir, spec, rootfs })
+    Ok((Bundle { dir, spec, rootfs }, warnings))
+}
+
+/// The typed parse first: it skips unknown fields without recursing into them, so a
+/// deeply nested extension cannot exhaust the stack. Only a config it refuses is read
+/// again as a tree, to drop unknown capability names.
+fn parse_config(data: &[u8]) -> serde_json::Result<(Spec, Vec<String>)> {
+    let first = match serde_json::from_slice::<Spec>(data) {
+        Ok(spec) => return Ok((spec, Vec::new())),
+        Err(e) => e,
+    };
+    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(data) else {
+        return Err(first);
+    };
+    let warnings = match value.get_mut("process") {
+        Some(p) => drop_unknown_capabilities(p),
+        None => Vec::new(),
+    };
+    if warnings.is_empty() {
+        return Err(first);
+    }
+    Ok((serde_json::from_value(value)?, warnings))
+}
+
+/// Runtime-spec 1.1: a capability name the runtime does not know is logged and ignored,
+/// not an error. oci-spec refuses such names while parsing, so they are taken out of a
+/// `process` object first (config.json's, or `exec --process`'s).
+pub fn drop_unknown_capabilities(process: &mut serde_json::Value) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let Some(sets) = process
+        .get_mut("capabilities")
+        .and_then(|c| c.as_object_mut())
+    else {
+        return warnings;
+    };
+    for (set, names) in sets.iter_mut() {
+        let Some(names) = names.as_array_mut() else {
+            continue;
+        };
+        names.retain(|n| {
+            // Anything but a string is a malformed config, which parsing reports.
+            let known = !n.is_string()
+                || serde_json::from_value::<oci_spec::runtime::Capability>(n.clone()).is_ok();
+            if !known {
+                warnings.push(format!(
+                    "process.capabilities.{set}: unknown capability {n}; ignored"
+                ));
+            }
+            known
+        });
+    }
+    warnings
 }
 
 /// `a/./b/../c` → `a/c` without touching the filesystem.
@@ -427,6 +479,26 @@ mod tests {
         validate(&spec_from(v))
             .expect_err("must be rejected")
             .to_string()
+    }
+
+    #[test]
+    fn unknown_capability_names_are_dropped_with_a_warning_and_the_rest_parses() {
+        let mut v = base();
+        v["process"]["capabilities"] = serde_json::json!({
+            "bounding": ["CAP_KILL", "CAP_NOT_A_CAPABILITY"],
+            "ambient": ["CAP_NOT_A_CAPABILITY"]
+        });
+        let w = drop_unknown_capabilities(&mut v["process"]);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].contains("CAP_NOT_A_CAPABILITY"), "{w:?}");
+        let spec = spec_from(v);
+        let caps = spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.capabilities().clone())
+            .expect("caps");
+        assert_eq!(caps.bounding().as_ref().map(|b| b.len()), Some(1));
+        assert_eq!(caps.ambient().as_ref().map(|b| b.len()), Some(0));
     }
 
     #[test]

@@ -187,8 +187,13 @@ pub fn exec(g: &Globals, a: &ExecArgs) -> Result<i32> {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| Error::io("reading --process", path, e))?;
-            serde_json::from_str::<Process>(&text)
-                .map_err(|e| Error::Config(format!("--process {}: {e}", path.display())))?
+            let parse_err =
+                |e: serde_json::Error| Error::Config(format!("--process {}: {e}", path.display()));
+            let mut v: serde_json::Value = serde_json::from_str(&text).map_err(parse_err)?;
+            for w in crate::spec::drop_unknown_capabilities(&mut v) {
+                crate::log::warn_caller(&format!("--process: {w}"));
+            }
+            serde_json::from_value::<Process>(v).map_err(parse_err)?
         }
         None => {
             let base = spec.process().clone().unwrap_or_default();
@@ -210,6 +215,9 @@ pub fn exec(g: &Globals, a: &ExecArgs) -> Result<i32> {
             no_new_keyring: true,
         },
     )?;
+    for w in &plan.warnings {
+        crate::log::warn_caller(w);
+    }
     // The namespaces were opened by pid: make sure that pid is still init.
     if !st.init_alive() {
         return Err(Error::NotRunning(a.id.clone()));

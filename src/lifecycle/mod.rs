@@ -86,7 +86,7 @@ impl Drop for Creating {
 /// Create a container and leave its init waiting for `start`. Returns the init pid.
 pub fn create(g: &Globals, o: &CreateOpts) -> Result<Created> {
     state::validate_id(&o.id)?;
-    let mut bundle = spec::load(&o.bundle)?;
+    let (mut bundle, mut warnings) = spec::load(&o.bundle)?;
     let terminal = bundle
         .spec
         .process()
@@ -121,6 +121,10 @@ pub fn create(g: &Globals, o: &CreateOpts) -> Result<Created> {
             no_new_keyring: o.no_new_keyring,
         },
     )?;
+    warnings.extend(plan.warnings.iter().cloned());
+    for w in &warnings {
+        crate::log::warn_caller(w);
+    }
     let c = guard.container.as_ref().expect("set above");
     let mut st = State {
         gpurun_state_format: state::FORMAT,

@@ -1,7 +1,11 @@
 //! The five capability sets, applied in runc's order: bounding, then (around the uid/gid
 //! change, with keep-caps) effective/permitted/inheritable in one capset, then ambient.
+//!
+//! What the kernel cannot grant is left out in the parent, with a warning, as runtime-spec
+//! 1.1 asks: a capability this kernel does not have, and an ambient capability that is
+//! not both permitted and inheritable. Nothing is ever added to the inheritable set to
+//! make an ambient raise succeed (CVE-2022-29162).
 
-use std::collections::HashSet;
 use std::str::FromStr;
 
 use caps::{CapSet, Capability};
@@ -17,44 +21,88 @@ pub struct CapSets {
     pub permitted: u64,
     pub inheritable: u64,
     pub ambient: u64,
+    /// Every capability this kernel has, read in the parent: init must not open procfs
+    /// files after a seccomp filter is loaded.
+    pub known: Vec<Capability>,
 }
 
-fn mask(set: &Option<Capabilities>) -> Result<u64> {
+fn mask(
+    field: &str,
+    set: &Option<Capabilities>,
+    known: &[Capability],
+    warnings: &mut Vec<String>,
+) -> u64 {
     let mut m = 0u64;
-    for c in set.iter().flatten() {
-        let name = format!("CAP_{c}");
-        let cap = Capability::from_str(&name)
-            .map_err(|_| Error::Config(format!("process.capabilities: unknown {name}")))?;
-        m |= cap.bitmask();
+    let mut names: Vec<String> = set.iter().flatten().map(|c| format!("CAP_{c}")).collect();
+    names.sort();
+    for name in names {
+        match Capability::from_str(&name) {
+            Ok(cap) if known.contains(&cap) => m |= cap.bitmask(),
+            _ => warnings.push(format!(
+                "process.capabilities.{field}: {name} is not a capability of this kernel; ignored"
+            )),
+        }
     }
-    Ok(m)
+    m
 }
 
 impl CapSets {
-    pub fn from_spec(c: Option<&LinuxCapabilities>) -> Result<Self> {
+    /// The sets, and a warning for each capability left out.
+    pub fn from_spec(c: Option<&LinuxCapabilities>) -> (Self, Vec<String>) {
+        let known = supported();
+        let mut warnings = Vec::new();
         let Some(c) = c else {
-            return Ok(CapSets::default());
+            return (
+                CapSets {
+                    known,
+                    ..CapSets::default()
+                },
+                warnings,
+            );
         };
-        Ok(CapSets {
-            bounding: mask(c.bounding())?,
-            effective: mask(c.effective())?,
-            permitted: mask(c.permitted())?,
-            inheritable: mask(c.inheritable())?,
-            ambient: mask(c.ambient())?,
-        })
+        let w = &mut warnings;
+        let mut sets = CapSets {
+            bounding: mask("bounding", c.bounding(), &known, w),
+            effective: mask("effective", c.effective(), &known, w),
+            permitted: mask("permitted", c.permitted(), &known, w),
+            inheritable: mask("inheritable", c.inheritable(), &known, w),
+            ambient: mask("ambient", c.ambient(), &known, w),
+            known,
+        };
+        sets.drop_unraisable_ambient(w);
+        (sets, warnings)
+    }
+
+    /// PR_CAP_AMBIENT_RAISE only accepts a capability that is permitted and inheritable.
+    /// `runc spec` writes ambient sets with an empty inheritable set.
+    fn drop_unraisable_ambient(&mut self, warnings: &mut Vec<String>) {
+        let raisable = self.permitted & self.inheritable;
+        for cap in &self.known {
+            let bit = cap.bitmask();
+            if self.ambient & bit != 0 && raisable & bit == 0 {
+                warnings.push(format!(
+                    "process.capabilities.ambient: {cap} is not both permitted and inheritable, so the kernel cannot raise it; running without it"
+                ));
+            }
+        }
+        self.ambient &= raisable;
     }
 }
 
-fn supported() -> HashSet<Capability> {
-    caps::runtime::procfs_all_supported(None).unwrap_or_else(|_| caps::all())
+/// The capabilities of this kernel, in index order.
+fn supported() -> Vec<Capability> {
+    let set = caps::runtime::procfs_all_supported(None).unwrap_or_else(|_| caps::all());
+    let mut v: Vec<Capability> = set.into_iter().collect();
+    v.sort_by_key(|c| c.index());
+    v
 }
 
 /// Drop every capability not in the bounding set. Needs CAP_SETPCAP, so it runs before
 /// the uid change.
 pub fn drop_bounding(sets: &CapSets) -> Result<()> {
-    for cap in supported() {
+    for cap in &sets.known {
         if sets.bounding & cap.bitmask() == 0 {
-            caps::drop(None, CapSet::Bounding, cap).map_err(|e| {
+            caps::drop(None, CapSet::Bounding, *cap).map_err(|e| {
                 Error::Other(format!("dropping {cap} from the bounding set: prctl: {e}"))
             })?;
         }
@@ -67,8 +115,8 @@ pub fn set_keep_caps(on: bool) -> Result<()> {
         .map_err(|e| Error::sys("setting keep-caps", "prctl", "PR_SET_KEEPCAPS", e))
 }
 
-/// Effective, permitted and inheritable at once, then the ambient set (which the kernel
-/// only accepts for capabilities that are both permitted and inheritable).
+/// Effective, permitted and inheritable at once, then the ambient set (already limited
+/// to capabilities that are both permitted and inheritable).
 pub fn apply(sets: &CapSets) -> Result<()> {
     crate::linux::sys::proc::capset(sets.effective, sets.permitted, sets.inheritable).map_err(
         |e| {
@@ -80,9 +128,9 @@ pub fn apply(sets: &CapSets) -> Result<()> {
     )?;
     caps::clear(None, CapSet::Ambient)
         .map_err(|e| Error::Other(format!("clearing ambient capabilities: prctl: {e}")))?;
-    for cap in supported() {
+    for cap in &sets.known {
         if sets.ambient & cap.bitmask() != 0 {
-            caps::raise(None, CapSet::Ambient, cap)
+            caps::raise(None, CapSet::Ambient, *cap)
                 .map_err(|e| Error::Other(format!("raising ambient {cap}: prctl: {e}")))?;
         }
     }
@@ -93,16 +141,61 @@ pub fn apply(sets: &CapSets) -> Result<()> {
 mod tests {
     use super::*;
 
+    fn sets(v: serde_json::Value) -> (CapSets, Vec<String>) {
+        let c: LinuxCapabilities = serde_json::from_value(v).expect("caps");
+        CapSets::from_spec(Some(&c))
+    }
+
     #[test]
     fn spec_names_become_masks() {
-        let c: LinuxCapabilities = serde_json::from_value(serde_json::json!({
+        let (s, w) = sets(serde_json::json!({
             "bounding": ["CAP_CHOWN", "CAP_KILL"],
             "effective": ["CAP_KILL"]
-        }))
-        .expect("caps");
-        let s = CapSets::from_spec(Some(&c)).expect("sets");
+        }));
         assert_eq!(s.bounding, (1 << 0) | (1 << 5));
         assert_eq!(s.effective, 1 << 5);
         assert_eq!(s.inheritable, 0);
+        assert!(w.is_empty(), "{w:?}");
+    }
+
+    #[test]
+    fn ambient_without_inheritable_is_dropped_with_a_warning_and_inheritable_stays_empty() {
+        // What `runc spec` writes.
+        let three = serde_json::json!(["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]);
+        let (s, w) = sets(serde_json::json!({
+            "bounding": three, "effective": three, "permitted": three, "ambient": three
+        }));
+        assert_eq!(s.ambient, 0);
+        assert_eq!(s.inheritable, 0);
+        assert_eq!(s.permitted, (1 << 29) | (1 << 5) | (1 << 10));
+        assert_eq!(w.len(), 3, "{w:?}");
+        for cap in ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"] {
+            assert!(
+                w.iter().any(|l| l.contains(cap) && l.contains("ambient")),
+                "{w:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_capability_newer_than_the_kernel_is_left_out_with_a_warning() {
+        let set: Option<Capabilities> =
+            serde_json::from_value(serde_json::json!(["CAP_KILL", "CAP_BPF"])).expect("set");
+        let mut w = Vec::new();
+        let m = mask("bounding", &set, &[Capability::CAP_KILL], &mut w);
+        assert_eq!(m, 1 << 5);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("CAP_BPF"), "{w:?}");
+    }
+
+    #[test]
+    fn ambient_that_is_permitted_and_inheritable_is_kept() {
+        let k = serde_json::json!(["CAP_KILL"]);
+        let (s, w) = sets(serde_json::json!({
+            "permitted": k, "inheritable": k, "ambient": ["CAP_KILL", "CAP_CHOWN"]
+        }));
+        assert_eq!(s.ambient, 1 << 5);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("CAP_CHOWN"), "{w:?}");
     }
 }

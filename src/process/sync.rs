@@ -48,14 +48,14 @@ impl Channel {
         std::os::fd::AsRawFd::as_raw_fd(&self.fd)
     }
 
+    /// The child's side. A plain write(2), one packet: without no_new_privs "ready" is
+    /// sent under the container's seccomp filter, and write is a call any profile that
+    /// runs a runtime's init allows (sendto is not). Should the parent be gone, SIGPIPE
+    /// ends init, as the parent-death signal would.
     pub fn send_msg(&self, m: &ChildMsg) -> Result<()> {
         let data = serde_json::to_vec(m).map_err(|e| Error::Other(e.to_string()))?;
-        send(
-            self.fd.as_fd().as_raw_fd_compat(),
-            &data,
-            MsgFlags::MSG_NOSIGNAL,
-        )
-        .map_err(|e| Error::sys("reporting to the parent", "send", "", e))?;
+        nix::unistd::write(self.fd.as_fd(), &data)
+            .map_err(|e| Error::sys("reporting to the parent", "write", "", e))?;
         Ok(())
     }
 

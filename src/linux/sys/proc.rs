@@ -83,6 +83,17 @@ pub fn close_range(first: u32, last: u32) -> Result<(), Errno> {
     Ok(())
 }
 
+/// `fcntl(fd, F_SETFD, FD_CLOEXEC)` on an fd number read from `/proc/self/fd`.
+pub fn set_cloexec(fd: std::os::fd::RawFd) -> Result<(), Errno> {
+    // SAFETY: F_SETFD only changes the close-on-exec flag of `fd` in this process's fd
+    // table; an fd that is not open fails with EBADF and nothing else happens.
+    let ret = unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    if ret == -1 {
+        return Err(Errno::last());
+    }
+    Ok(())
+}
+
 /// A detached bind mount of `path` (`open_tree(OPEN_TREE_CLONE)`).
 pub fn open_tree_clone(path: &Path) -> Result<OwnedFd, Errno> {
     let c = cstr(path)?;

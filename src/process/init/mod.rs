@@ -2,7 +2,6 @@
 //! sends its name and error to the parent, which reports one clear message.
 
 use std::ffi::CString;
-use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use crate::linux::inroot::Root;
@@ -11,7 +10,7 @@ use nix::unistd::{setresgid, setresuid, Gid, Uid};
 
 use crate::error::{Error, Result};
 use crate::hooks::Phase;
-use crate::linux::sys::proc::{clone_fork, close_range, close_range_from};
+use crate::linux::sys::proc::clone_fork;
 use crate::linux::{caps, devices, namespaces, rlimits, rootfs};
 use crate::plan::Plan;
 use crate::process::spawn::InitFds;
@@ -20,6 +19,10 @@ use crate::process::sync::{Channel, ChildMsg};
 mod executable;
 use executable::env_with_defaults;
 pub use executable::lookup_executable;
+
+mod fds;
+mod filter;
+use filter::{step_seccomp_check, step_seccomp_early};
 
 mod extra;
 use extra::{
@@ -34,6 +37,8 @@ struct Ctx<'a> {
     fds: &'a InitFds,
     root: Option<Root>,
     exe: Option<CString>,
+    argv: Vec<CString>,
+    envp: Vec<CString>,
 }
 
 type Step = fn(&mut Ctx) -> Result<()>;
@@ -41,9 +46,13 @@ type Step = fn(&mut Ctx) -> Result<()>;
 /// The init sequence. The order is runc's, and most of it is forced: mounts before
 /// pivot_root; sysctls and masks while the host's procfs can still reach the container's
 /// namespaces by fd; the executable looked up before privileges drop, so a missing
-/// binary fails `create`; no_new_privs before a seccomp filter that needs it; capabilities
-/// after the uid change (keep-caps bridges it).
+/// binary fails `create`; capabilities after the uid change (keep-caps bridges it).
+/// Everything gpurun needs for itself (the cwd check, closing fds, procfs writes) comes
+/// before a seccomp filter without no_new_privs, which must be loaded while init is
+/// still privileged; with no_new_privs the filter is loaded right before execve
+/// (`filter.rs`).
 const STEPS: &[(&str, Step)] = &[
+    ("session", step_session),
     ("session-keyring", step_keyring),
     ("rootfs-prepare", step_prepare),
     ("mounts", step_mounts),
@@ -62,30 +71,33 @@ const STEPS: &[(&str, Step)] = &[
     ("rlimits", step_rlimits),
     ("personality", step_personality),
     ("lookup-executable", step_lookup),
+    ("lsm-exec-label", step_lsm),
     ("no-new-privileges", step_nnp),
+    ("cwd", step_cwd),
+    ("close-setup-fds", step_close_fds),
     ("seccomp-privileged", step_seccomp_early),
     ("capabilities-bounding", step_bounding),
     ("user-ids", step_ids),
     ("capabilities", step_caps),
-    ("cwd", step_cwd),
-    ("lsm-exec-label", step_lsm),
-    ("seccomp", step_seccomp_late),
+    ("seccomp-check", step_seccomp_check),
 ];
 
 /// `exec`: the process joins a container that is already set up (runc's setns init).
 const EXEC_STEPS: &[(&str, Step)] = &[
+    ("session", step_session),
     ("console", step_console),
     ("rlimits", step_rlimits),
     ("umask", step_umask),
     ("lookup-executable", step_lookup),
+    ("lsm-exec-label", step_lsm),
     ("no-new-privileges", step_nnp),
+    ("cwd", step_cwd),
+    ("close-setup-fds", step_close_fds),
     ("seccomp-privileged", step_seccomp_early),
     ("capabilities-bounding", step_bounding),
     ("user-ids", step_ids),
     ("capabilities", step_caps),
-    ("cwd", step_cwd),
-    ("lsm-exec-label", step_lsm),
-    ("seccomp", step_seccomp_late),
+    ("seccomp-check", step_seccomp_check),
 ];
 
 fn report(ch: &Channel, step: &str, e: &Error) -> i32 {
@@ -131,7 +143,7 @@ pub fn stage1(plan: &Plan, ch: &Channel, fds: &InitFds) -> i32 {
     keep.push(ch.raw_fd());
     keep.extend(fds.start.as_ref().map(|c| c.as_raw_fd()));
     keep.extend(fds.console.as_ref().map(|c| c.as_raw_fd()));
-    if let Err(e) = close_inherited_fds(plan.preserve_fds, &keep) {
+    if let Err(e) = self::fds::close_all_but(3 + plan.preserve_fds, &keep) {
         return report(ch, "close-inherited-fds", &e);
     }
     match stage1_inner(plan, ch) {
@@ -227,6 +239,8 @@ fn run_init(plan: &Plan, ch: &Channel, fds: &InitFds) -> i32 {
         fds,
         root: None,
         exe: None,
+        argv: Vec::new(),
+        envp: Vec::new(),
     };
     let steps = if plan.exec_mode { EXEC_STEPS } else { STEPS };
     for (name, step) in steps {
@@ -234,18 +248,6 @@ fn run_init(plan: &Plan, ch: &Channel, fds: &InitFds) -> i32 {
         if let Err(e) = step(&mut ctx) {
             return report(ch, name, &e);
         }
-    }
-    if plan.seccomp.is_some() {
-        if let Err(e) = probe_post_seccomp_calls(fds.start.as_ref()) {
-            return report(ch, "seccomp", &e);
-        }
-    }
-    // Handles opened during setup (pathrs keeps a cached procfs fd) must not stay open
-    // while init waits in the container: close everything but the channel and the fifo.
-    let mut keep = vec![ch.raw_fd()];
-    keep.extend(fds.start.as_ref().map(|f| f.as_raw_fd()));
-    if let Err(e) = close_inherited_fds(plan.preserve_fds, &keep) {
-        return report(ch, "close-setup-fds", &e);
     }
     failpoint("ready");
     // Past this point the parent (create) exits; init must survive it.
@@ -255,19 +257,13 @@ fn run_init(plan: &Plan, ch: &Channel, fds: &InitFds) -> i32 {
     }
     let Some(start) = fds.start.as_ref() else {
         // exec: no start to wait for.
-        return exec(&ctx, ch);
+        return exec(&ctx);
     };
     if let Err(e) = wait_for_start(start) {
         return report(ch, "wait-for-start", &e);
     }
-    // Nothing of the host's may reach the startContainer hooks either.
-    if let Err(e) = close_range_from(3 + plan.preserve_fds, true) {
-        return report(
-            ch,
-            "close-fds",
-            &Error::sys("closing fds", "close_range", "", e),
-        );
-    }
+    // Nothing of the host's reaches the startContainer hooks: every fd was marked
+    // close-on-exec at close-setup-fds.
     if plan.has_hooks(Phase::StartContainer) {
         // The parent is gone (create returned long ago): the container's stderr is the
         // only place left to say why it will not start.
@@ -293,74 +289,48 @@ fn run_init(plan: &Plan, ch: &Channel, fds: &InitFds) -> i32 {
             return 1;
         }
     }
-    exec(&ctx, ch)
-}
-
-/// With the filter loaded, check the calls init still has to make (the start fifo read,
-/// closing fds, execve), so a profile that blocks them fails `create` with a clear
-/// error instead of leaving a container that can never start.
-fn probe_post_seccomp_calls(start: Option<&OwnedFd>) -> Result<()> {
-    let blocked = |call: &str, e: nix::errno::Errno| {
-        Error::Other(format!(
-            "the seccomp profile blocks {call} ({e}), which gpurun needs after loading it to start the container"
-        ))
-    };
-    if let Some(start) = start {
-        nix::unistd::read(start, &mut []).map_err(|e| blocked("read", e))?;
-    }
-    close_range(u32::MAX - 1, u32::MAX).map_err(|e| blocked("close_range", e))?;
-    match crate::linux::sys::proc::probe_execve() {
-        nix::errno::Errno::EFAULT => Ok(()),
-        e => Err(blocked("execve", e)),
-    }
+    exec(&ctx)
 }
 
 /// Block until `start` writes to the exec fifo. Init holds it read-write, so the read
 /// blocks until a byte arrives, and `start` can tell a dead init (no reader: ENXIO).
+/// A plain read(2) on the fd: without no_new_privs this runs under the container's
+/// filter, so it makes no other call (no dup).
 fn wait_for_start(start: &OwnedFd) -> Result<()> {
-    let mut f = std::fs::File::from(
-        start
-            .try_clone()
-            .map_err(|e| Error::io("waiting for start", "exec.fifo", e))?,
-    );
     let mut b = [0u8; 1];
     loop {
-        match f.read(&mut b) {
+        match nix::unistd::read(start, &mut b) {
             Ok(1) => return Ok(()),
             Ok(_) => return Err(Error::Other("exec fifo closed before start".into())),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::io("waiting for start on", "exec.fifo", e)),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(Error::sys("waiting for start", "read", "exec.fifo", e)),
         }
     }
 }
 
-fn exec(ctx: &Ctx, ch: &Channel) -> i32 {
+/// With a filter loaded early only execve follows here; otherwise init marks the fds
+/// once more (the startContainer hooks' pipes), unblocks signals and, with
+/// no_new_privs, loads the filter as its last act.
+fn exec(ctx: &Ctx) -> i32 {
     let plan = ctx.plan;
     let Some(exe) = ctx.exe.as_ref() else {
-        return report(ch, "exec", &Error::Other("no executable resolved".into()));
+        return failed_late(ctx, "exec", &Error::Other("no executable resolved".into()));
     };
-    let args = crate::plan::cstrings(&plan.args);
-    let env = crate::plan::cstrings(&env_with_defaults(plan));
-    // Every fd past stdio and the preserved ones is closed on exec: nothing of the host
-    // (state dir, rootfs, cgroup or namespace fds) reaches the container (CVE-2024-21626).
-    if let Err(e) = close_range_from(3 + plan.preserve_fds, true) {
-        return report(
-            ch,
-            "close-fds",
-            &Error::sys("closing fds", "close_range", "", e),
-        );
+    if !filter::loads_early(ctx) {
+        filter::unblock_signals();
+        if let Err(e) = fds::cloexec_from(3 + plan.preserve_fds) {
+            return failed_late(ctx, "close-fds", &e);
+        }
+        if let Err(e) = filter::load_late(ctx) {
+            return failed_late(ctx, "seccomp", &e);
+        }
     }
-    let _ = nix::sys::signal::sigprocmask(
-        nix::sys::signal::SigmaskHow::SIG_SETMASK,
-        Some(&nix::sys::signal::SigSet::empty()),
-        None,
-    );
-    let err = match nix::unistd::execve(exe, &args, &env) {
+    let err = match nix::unistd::execve(exe, &ctx.argv, &ctx.envp) {
         Err(e) => e,
         Ok(never) => match never {},
     };
-    report(
-        ch,
+    failed_late(
+        ctx,
         "exec",
         &Error::sys(
             "starting the container process",
@@ -369,6 +339,19 @@ fn exec(ctx: &Ctx, ch: &Channel) -> i32 {
             err,
         ),
     )
+}
+
+/// After `start` the caller of `create` is gone: the container's stderr is the only
+/// place left to say why it did not start. `exec` still has its caller on the channel.
+fn failed_late(ctx: &Ctx, step: &str, e: &Error) -> i32 {
+    if ctx.fds.start.is_none() {
+        return report(ctx.ch, step, e);
+    }
+    let _ = std::io::Write::write_all(
+        &mut std::io::stderr(),
+        format!("gpurun: container init failed at step {step}: {e}\n").as_bytes(),
+    );
+    1
 }
 
 fn root<'a>(ctx: &'a Ctx) -> Result<&'a Root> {
@@ -465,12 +448,16 @@ fn step_personality(ctx: &mut Ctx) -> Result<()> {
     Ok(())
 }
 
+/// The executable, argv and env (HOME from the container's /etc/passwd) are all read
+/// here, before a seccomp filter could stop init from opening files.
 fn step_lookup(ctx: &mut Ctx) -> Result<()> {
     let path = lookup_executable(&ctx.plan.args[0], &ctx.plan.env, &ctx.plan.cwd)?;
     ctx.exe = Some(
         CString::new(path.as_os_str().as_encoded_bytes())
             .map_err(|_| Error::Config("process.args[0] contains a NUL byte".into()))?,
     );
+    ctx.argv = crate::plan::cstrings(&ctx.plan.args);
+    ctx.envp = crate::plan::cstrings(&env_with_defaults(ctx.plan));
     Ok(())
 }
 
@@ -480,26 +467,6 @@ fn step_nnp(ctx: &mut Ctx) -> Result<()> {
             .map_err(|e| Error::sys("setting no_new_privs", "prctl", "PR_SET_NO_NEW_PRIVS", e))?;
     }
     Ok(())
-}
-
-/// Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it while init still
-/// has it.
-fn step_seccomp_early(ctx: &mut Ctx) -> Result<()> {
-    match &ctx.plan.seccomp {
-        Some(s) if !ctx.plan.no_new_privileges => crate::linux::seccomp::install(s)
-            .map_err(|e| Error::Other(format!("loading seccomp filter: {e}"))),
-        _ => Ok(()),
-    }
-}
-
-/// With no_new_privs, load as late as possible so the filter restricts the least of
-/// gpurun's own work.
-fn step_seccomp_late(ctx: &mut Ctx) -> Result<()> {
-    match &ctx.plan.seccomp {
-        Some(s) if ctx.plan.no_new_privileges => crate::linux::seccomp::install(s)
-            .map_err(|e| Error::Other(format!("loading seccomp filter: {e}"))),
-        _ => Ok(()),
-    }
 }
 
 fn step_bounding(ctx: &mut Ctx) -> Result<()> {
@@ -529,12 +496,18 @@ fn step_caps(ctx: &mut Ctx) -> Result<()> {
     caps::apply(&ctx.plan.caps)
 }
 
-/// chdir, then make sure the result is inside the container: a cwd such as
-/// `/proc/self/fd/N` pointing at a leaked host directory reads "(unreachable)"
-/// (CVE-2024-21626).
+/// chdir before any filter and before the uid change, as root; where root may not enter
+/// (a directory only the container's user or group can read: an unmapped owner in a
+/// user namespace, a root-squashed export) with the container's ids as filesystem ids.
+/// Then make sure the result is inside the container: a cwd such as `/proc/self/fd/N`
+/// that reaches a leaked host directory reads "(unreachable)" (CVE-2024-21626).
 fn step_cwd(ctx: &mut Ctx) -> Result<()> {
     let cwd = &ctx.plan.cwd;
-    nix::unistd::chdir(cwd).map_err(|e| Error::sys("entering process.cwd", "chdir", cwd, e))?;
+    match nix::unistd::chdir(cwd) {
+        Ok(()) => {}
+        Err(nix::errno::Errno::EACCES | nix::errno::Errno::EPERM) => chdir_as_user(ctx.plan)?,
+        Err(e) => return Err(Error::sys("entering process.cwd", "chdir", cwd, e)),
+    }
     let now =
         nix::unistd::getcwd().map_err(|e| Error::sys("checking process.cwd", "getcwd", cwd, e))?;
     if !now.is_absolute() || now.to_string_lossy().starts_with("(unreachable)") {
@@ -546,17 +519,48 @@ fn step_cwd(ctx: &mut Ctx) -> Result<()> {
     Ok(())
 }
 
-fn close_inherited_fds(preserve: u32, keep: &[i32]) -> Result<()> {
-    let mut keep: Vec<u32> = keep.iter().map(|k| *k as u32).collect();
-    keep.sort_unstable();
-    let mut first = 3 + preserve;
-    for k in keep {
-        if k > first {
-            close_range(first, k - 1)
-                .map_err(|e| Error::sys("closing inherited fds", "close_range", "", e))?;
-        }
-        first = first.max(k + 1);
+fn chdir_as_user(p: &Plan) -> Result<()> {
+    let gids: Vec<Gid> = p
+        .additional_gids
+        .iter()
+        .map(|g| Gid::from_raw(*g))
+        .collect();
+    nix::unistd::setgroups(&gids)
+        .map_err(|e| Error::sys("setting additional gids", "setgroups", "", e))?;
+    let gid = nix::unistd::setfsgid(Gid::from_raw(p.gid));
+    let uid = nix::unistd::setfsuid(Uid::from_raw(p.uid));
+    let r = nix::unistd::chdir(&p.cwd);
+    nix::unistd::setfsuid(uid);
+    nix::unistd::setfsgid(gid);
+    r.map_err(|e| {
+        Error::sys(
+            format!("entering process.cwd as uid {} gid {}", p.uid, p.gid),
+            "chdir",
+            &p.cwd,
+            e,
+        )
+    })
+}
+
+/// Before any filter: close what setup opened (pathrs keeps a cached procfs handle) and
+/// mark what is left close-on-exec, so nothing of the host reaches the container and no
+/// profile has to allow close_range.
+fn step_close_fds(ctx: &mut Ctx) -> Result<()> {
+    let first = 3 + ctx.plan.preserve_fds;
+    let mut keep = vec![ctx.ch.raw_fd()];
+    keep.extend(ctx.fds.start.as_ref().map(|f| f.as_raw_fd()));
+    fds::close_all_but(first, &keep)?;
+    fds::cloexec_from(first)
+}
+
+/// Without a terminal, init leaves the caller's session and process group, so a signal
+/// to that group (Ctrl-C in the shell, timeout(1), `kill 0` in a script) does not reach
+/// the container. With one, the console step makes the pty's session instead.
+fn step_session(ctx: &mut Ctx) -> Result<()> {
+    if ctx.fds.console.is_some() {
+        return Ok(());
     }
-    close_range(first, u32::MAX)
-        .map_err(|e| Error::sys("closing inherited fds", "close_range", "", e))
+    nix::unistd::setsid()
+        .map(drop)
+        .map_err(|e| Error::sys("leaving the caller's session", "setsid", "", e))
 }
