@@ -232,7 +232,7 @@ pub fn build(id: &str, b: &Bundle, opts: &Options) -> Result<Plan> {
             let c = crate::linux::seccomp::compile(s)
                 .map_err(|e| Error::Config(format!("linux.seccomp: {e}")))?;
             for skipped in c.skipped_architectures() {
-                crate::log::warn(&format!("linux.seccomp.architectures: {skipped}"));
+                crate::log::warn_caller(&format!("linux.seccomp.architectures: {skipped}"));
             }
             if !c.skipped_syscalls().is_empty() {
                 crate::log::debug(&format!(

@@ -396,12 +396,13 @@ fn wait_for_execve(fifo_writer: &std::fs::File, st: &State) {
     }
 }
 
-/// A phase whose failures are warnings logs each one and goes on; one that aborts fails.
+/// A phase whose failures are warnings reports each one (to `--log`, else stderr) and
+/// goes on; one that aborts fails.
 fn warn_failed_hooks(
     outcome: std::result::Result<Vec<crate::hooks::HookError>, crate::hooks::HookError>,
 ) -> Result<()> {
     for w in outcome.map_err(|e| Error::Other(e.to_string()))? {
-        crate::log::warn(&w.to_string());
+        crate::log::warn_caller(&w.to_string());
     }
     Ok(())
 }
