@@ -1,0 +1,246 @@
+//! Runtime CVE regressions that reach their guard directly: each case here fails when the
+//! check it names is taken out of gpurun (see the README's "Security regressions" table).
+//! Root tests skip with a message when not root, and fail instead under `CI=true`.
+
+mod common;
+use common::*;
+
+use std::process::{Command, Output, Stdio};
+
+fn gpurun_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_gpurun")
+}
+
+fn running(rt: &Runtime, b: &Bundle, name: &str) -> String {
+    let cid = id(name);
+    let out = rt.run_detached(b, &cid);
+    assert!(out.status.success(), "{}", stderr(&out));
+    cid
+}
+
+fn both(o: &Output) -> String {
+    format!("stdout: {}\nstderr: {}", stdout(o), stderr(o))
+}
+
+/// CVE-2024-21626: `exec --cwd /proc/self/fd/3` with fd 3 a preserved host directory.
+/// `chdir` succeeds (the magic link leads out of the container's root); only the
+/// `getcwd` check after it stops the process from running with a host working directory.
+#[test]
+fn exec_cwd_through_a_preserved_host_directory_fd_is_refused() {
+    if skip("exec_cwd_through_a_preserved_host_directory_fd_is_refused") {
+        return;
+    }
+    let rt = Runtime::new();
+    let cid = running(&rt, &Bundle::sh("sleep 60"), "execcwd");
+    let host = tempfile::tempdir().expect("host dir");
+    std::fs::write(host.path().join("host-sentinel"), "x").expect("sentinel");
+    // The shell opens the directory as fd 3 for gpurun; nothing else in the test process
+    // has to change its own fds.
+    let out = Command::new("sh")
+        .args([
+            "-c",
+            r#"exec "$0" --root "$1" exec --preserve-fds 1 --cwd /proc/self/fd/3 "$2" ls -a 3<"$3""#,
+            gpurun_bin(),
+        ])
+        .arg(rt.root.path())
+        .arg(&cid)
+        .arg(host.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("spawn sh");
+    assert!(
+        !stdout(&out).contains("host-sentinel"),
+        "the host directory was listed: {}",
+        both(&out)
+    );
+    assert_eq!(out.status.code(), Some(255), "{}", both(&out));
+    assert!(stderr(&out).contains("cwd"), "{}", stderr(&out));
+}
+
+/// CVE-2025-52881: a sysctl write must reach procfs even when a file is bound over its
+/// `/proc/sys` entry in the runtime's mount namespace (which the container's starts as a
+/// copy of). The container joins an IPC namespace held by the test, so the sysctl's
+/// real value can be read back there.
+#[test]
+fn a_sysctl_write_never_lands_in_a_file_bound_over_its_proc_entry() {
+    if skip("a_sysctl_write_never_lands_in_a_file_bound_over_its_proc_entry") {
+        return;
+    }
+    let holder = IpcHolder::new();
+    let rt = Runtime::new();
+    let cid = id("sysctlbind");
+    let mut b = Bundle::sh("true");
+    for ns in b.config["linux"]["namespaces"]
+        .as_array_mut()
+        .expect("namespaces")
+    {
+        if ns["type"] == "ipc" {
+            ns["path"] = holder.ns_path().into();
+        }
+    }
+    b.config["linux"]["sysctl"] = serde_json::json!({ "kernel.shmmni": "1234" });
+    b.write();
+    let decoy = b.path().join("decoy");
+    std::fs::write(&decoy, "decoy\n").expect("decoy");
+    rt.track(&cid);
+    // A private mount namespace that ends with gpurun: the bind never reaches the host.
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(r#"mount --bind "$3" /proc/sys/kernel/shmmni && exec "$0" --root "$1" run -b "$2" "$4""#)
+        .arg(gpurun_bin())
+        .arg(rt.root.path())
+        .arg(b.path())
+        .arg(&decoy)
+        .arg(&cid)
+        .stdin(Stdio::null())
+        .output()
+        .expect("spawn unshare");
+    assert_eq!(
+        std::fs::read_to_string(&decoy).expect("decoy"),
+        "decoy\n",
+        "the sysctl was written into the bind-mounted file: {}",
+        both(&out)
+    );
+    if out.status.success() {
+        assert_eq!(holder.shmmni(), "1234", "the write reached procfs");
+    } else {
+        assert_eq!(out.status.code(), Some(1), "{}", both(&out));
+    }
+}
+
+/// A process holding a new IPC namespace for the test's lifetime.
+struct IpcHolder {
+    child: std::process::Child,
+}
+
+impl IpcHolder {
+    fn new() -> IpcHolder {
+        let child = Command::new("unshare")
+            .args(["--ipc", "sleep", "600"])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn unshare --ipc");
+        let h = IpcHolder { child };
+        let mine = std::fs::read_link("/proc/self/ns/ipc").expect("own ipc ns");
+        // unshare execs sleep in place once the namespace exists: wait for that.
+        for _ in 0..1000 {
+            if std::fs::read_link(h.ns_path()).is_ok_and(|ns| ns != mine) {
+                return h;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        panic!("unshare --ipc never made its namespace");
+    }
+
+    fn ns_path(&self) -> String {
+        format!("/proc/{}/ns/ipc", self.child.id())
+    }
+
+    fn shmmni(&self) -> String {
+        let out = Command::new("nsenter")
+            .arg(format!("--ipc={}", self.ns_path()))
+            .args(["cat", "/proc/sys/kernel/shmmni"])
+            .output()
+            .expect("nsenter");
+        assert!(out.status.success(), "{}", both(&out));
+        stdout(&out).trim().to_string()
+    }
+}
+
+impl Drop for IpcHolder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// CVE-2016-9962: until its `execve`, init is gpurun's code and must not be open to
+/// the container's processes. A root process in the container with the same
+/// capabilities as init (so only dumpability decides) cannot read init's environment while the
+/// container is `created`.
+#[test]
+fn init_waiting_for_start_is_closed_to_the_containers_processes() {
+    if skip("init_waiting_for_start_is_closed_to_the_containers_processes") {
+        return;
+    }
+    let rt = Runtime::new();
+    let cid = id("nodump");
+    let out = rt.create(&Bundle::sh("true"), &cid, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = rt
+        .cmd()
+        .args(["exec", &cid, "sh", "-c", "cat /proc/1/environ >/dev/null"])
+        .output()
+        .expect("exec");
+    assert_ne!(out.status.code(), Some(0), "{}", both(&out));
+    assert!(stderr(&out).contains("Permission denied"), "{}", both(&out));
+    rt.ok(&["delete", "--force", &cid]);
+}
+
+/// CVE-2023-27561 / CVE-2023-28642 (the CVE-2019-19921 class regressed): sysfs, like
+/// proc, must land on an ordinary directory, never through a symlink.
+#[test]
+fn a_sys_symlink_in_the_image_fails_create() {
+    if skip("a_sys_symlink_in_the_image_fails_create") {
+        return;
+    }
+    let victim = tempfile::tempdir().expect("victim");
+    let b = Bundle::own_rootfs("true");
+    std::fs::remove_dir(b.rootfs().join("sys")).expect("rmdir");
+    std::os::unix::fs::symlink(victim.path(), b.rootfs().join("sys")).expect("symlink");
+    let rt = Runtime::new();
+    let out = rt.run(&b, &id("syssym"));
+    assert_eq!(out.status.code(), Some(1), "{}", both(&out));
+    assert!(
+        stderr(&out).contains("ordinary directory"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(std::fs::read_dir(victim.path()).expect("victim").count(), 0);
+}
+
+/// CVE-2019-16884: a volume over `/proc` would give the container a fake procfs (and
+/// fake LSM attribute files). Only a procfs may be mounted there, as runc requires.
+#[test]
+fn only_a_procfs_may_be_mounted_at_proc() {
+    if skip("only_a_procfs_may_be_mounted_at_proc") {
+        return;
+    }
+    let fake = tempfile::tempdir().expect("fake proc");
+    std::fs::create_dir_all(fake.path().join("self/attr")).expect("fake attr");
+    let rt = Runtime::new();
+    let cases = [
+        (
+            serde_json::json!({"destination": "/proc", "type": "bind",
+            "source": fake.path(), "options": ["rbind"]}),
+            false,
+        ),
+        (
+            serde_json::json!({"destination": "/proc/", "type": "tmpfs",
+            "source": "tmpfs", "options": ["size=1m"]}),
+            false,
+        ),
+        (
+            serde_json::json!({"destination": "/proc", "type": "bind",
+            "source": "/proc", "options": ["rbind"]}),
+            true,
+        ),
+    ];
+    for (n, (mount, allowed)) in cases.into_iter().enumerate() {
+        let mut b = Bundle::sh("test -e /proc/self/status && echo procfs");
+        let mounts = b.config["mounts"].as_array_mut().expect("mounts");
+        mounts.retain(|m| m["destination"] != "/proc");
+        mounts.insert(0, mount.clone());
+        let out = rt.run(&b, &id(&format!("fakeproc{n}")));
+        if allowed {
+            assert_eq!(stdout(&out), "procfs\n", "{mount}: {}", both(&out));
+            continue;
+        }
+        assert_eq!(out.status.code(), Some(1), "{mount}: {}", both(&out));
+        assert!(
+            stderr(&out).contains("only a procfs may be mounted at /proc"),
+            "{}",
+            stderr(&out)
+        );
+    }
+}
