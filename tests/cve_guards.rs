@@ -3,6 +3,7 @@
 //! Root tests skip with a message when not root, and fail instead under `CI=true`.
 
 mod common;
+mod gpu_node;
 use common::*;
 
 use std::process::{Command, Output, Stdio};
@@ -243,4 +244,173 @@ fn only_a_procfs_may_be_mounted_at_proc() {
             stderr(&out)
         );
     }
+}
+
+/// A directory on the host, outside every rootfs, with one file; `untouched` says
+/// whether it still holds only that file.
+struct HostDir(tempfile::TempDir);
+
+impl HostDir {
+    fn new() -> HostDir {
+        let d = tempfile::Builder::new()
+            .prefix("gpurun-cve-host-")
+            .tempdir()
+            .expect("host dir");
+        std::fs::write(d.path().join("keep"), "host").expect("keep");
+        HostDir(d)
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.0.path()
+    }
+
+    fn entries(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.path())
+            .expect("host dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+/// CVE-2024-0132 / CVE-2024-0133 / CVE-2024-0134 (NVIDIA Container Toolkit): an image
+/// whose GPU injection targets (the library directory, `/usr/bin`, `/lib/firmware`) are
+/// symlinks to host directories, absolute or climbing with `..`. The libraries still
+/// arrive, inside the rootfs, and nothing is created on the host.
+#[test]
+fn gpu_injection_targets_symlinked_to_host_directories_stay_in_the_rootfs() {
+    if skip("gpu_injection_targets_symlinked_to_host_directories_stay_in_the_rootfs") {
+        return;
+    }
+    let node = gpu_node::Node::new(false);
+    let rt = Runtime::new();
+    let lib = format!("/{}", gpurun::gpu::fake::LIB_DIR);
+    let mut b = gpu_node::bundle(&format!(
+        "test -e {lib}/libcuda.so.1 && echo injected; test -e /usr/bin/nvidia-smi && echo smi"
+    ));
+    let rootfs = b.rootfs();
+    let hosts: Vec<HostDir> = (0..3).map(|_| HostDir::new()).collect();
+    let links = [
+        (lib.as_str(), hosts[0].path().display().to_string()),
+        (
+            "/usr/bin",
+            format!("{}{}", "../".repeat(12), hosts[1].path().display()),
+        ),
+        ("/lib/firmware", hosts[2].path().display().to_string()),
+    ];
+    for ((link, target), host) in links.iter().zip(&hosts) {
+        let at = rootfs.join(&link[1..]);
+        let _ = std::fs::remove_dir(&at);
+        std::fs::create_dir_all(at.parent().expect("parent")).expect("parent");
+        std::os::unix::fs::symlink(target, &at).expect("symlink");
+        // The same path inside the rootfs, where an in-root resolution leads.
+        std::fs::create_dir_all(rootfs.join(host.path().strip_prefix("/").expect("abs")))
+            .expect("in-root twin");
+    }
+    gpu_node::set_env(&mut b, "NVIDIA_VISIBLE_DEVICES=0");
+    gpu_node::privileged(&mut b);
+    let out = node.run(&rt, &b, &id("gpusym"));
+    for h in &hosts {
+        assert_eq!(
+            h.entries(),
+            ["keep"],
+            "{} was written through the image's symlinks: {}",
+            h.path().display(),
+            both(&out)
+        );
+    }
+    assert_eq!(stdout(&out), "injected\nsmi\n", "{}", both(&out));
+}
+
+/// CVE-2023-25809: without a cgroup namespace the container's `/sys/fs/cgroup` shows the
+/// host's hierarchies; the spec's `ro` must hold on every one of them, so even a process
+/// that may write any file (CAP_DAC_OVERRIDE) gets EROFS there.
+#[test]
+fn cgroup_hierarchies_without_a_cgroup_namespace_are_read_only() {
+    if skip("cgroup_hierarchies_without_a_cgroup_namespace_are_read_only") {
+        return;
+    }
+    let mut b = Bundle::sh(
+        r#"for d in /sys/fs/cgroup/*/; do
+             if mkdir "${d}gpurun-cve-probe" 2>/dev/null; then
+               rmdir "${d}gpurun-cve-probe"; echo "writable $d"
+             else
+               mkdir "${d}gpurun-cve-probe" 2>&1 | grep -q 'Read-only' && echo ro || echo "other $d"
+             fi
+           done"#,
+    );
+    b.config["linux"]["namespaces"]
+        .as_array_mut()
+        .expect("namespaces")
+        .retain(|n| n["type"] != "cgroup");
+    for set in ["bounding", "effective", "permitted"] {
+        b.config["process"]["capabilities"][set]
+            .as_array_mut()
+            .expect("caps")
+            .push("CAP_DAC_OVERRIDE".into());
+    }
+    let rt = Runtime::new();
+    let out = rt.run(&b, &id("cgro"));
+    assert_eq!(out.status.code(), Some(0), "{}", both(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(!lines.is_empty(), "no cgroup hierarchy: {}", both(&out));
+    assert!(lines.iter().all(|l| *l == "ro"), "{}", both(&out));
+}
+
+/// CVE-2021-43784 (runc's netlink bootstrap parser) has no counterpart: the plan reaches
+/// init in the memory `clone` copies, and what crosses a process boundary is init's
+/// messages to the parent (one JSON value per `SOCK_SEQPACKET` packet, read into a fixed
+/// buffer) and the parent's one-byte acks. Hostile, truncated and oversized packets are
+/// errors, never a panic or a message read past its packet.
+#[test]
+fn the_init_channel_refuses_malformed_and_oversized_packets() {
+    use gpurun::process::sync::{pair, ChildMsg};
+    let (init, parent) = pair().expect("pair");
+    let send = |bytes: &[u8]| {
+        nix::sys::socket::send(init.raw_fd(), bytes, nix::sys::socket::MsgFlags::empty())
+            .expect("send");
+    };
+    let long = serde_json::to_vec(&ChildMsg::Failed {
+        step: "x".into(),
+        msg: "y".repeat(70 * 1024),
+    })
+    .expect("json");
+    let cases: Vec<Vec<u8>> = vec![
+        b"\xff\xfe\x00garbage".to_vec(),
+        br#"{"InitPid": 4294967296}"#.to_vec(),
+        br#"{"InitPid": -1"#.to_vec(),
+        br#"{"Failed": {"step": "x"}}"#.to_vec(),
+        br#""Ready" "Ready""#.to_vec(),
+        long,
+    ];
+    for c in &cases {
+        send(c);
+        assert!(
+            parent.recv_msg().is_err(),
+            "accepted {:?}",
+            String::from_utf8_lossy(&c[..c.len().min(40)])
+        );
+    }
+    // Deterministic noise (xorshift): every packet is an error or a whole message.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for _ in 0..2000 {
+        let len = (x % 96) as usize + 1;
+        let mut p = Vec::with_capacity(len);
+        for _ in 0..len {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            p.push(b"{}[]\":,0123456789-eRadyInitPdFl \x00\xff"[(x % 34) as usize]);
+        }
+        send(&p);
+        let _ = parent.recv_msg();
+    }
+    // The channel still carries a real message after all of that.
+    send(&serde_json::to_vec(&ChildMsg::InitPid(42)).expect("json"));
+    assert_eq!(
+        parent.recv_msg().expect("recv"),
+        Some(ChildMsg::InitPid(42))
+    );
 }
