@@ -3,6 +3,7 @@
 //! Root tests skip with a message when not root, and fail instead under `CI=true`.
 
 mod common;
+#[allow(clippy::unwrap_used)]
 mod gpu_node;
 use common::*;
 
