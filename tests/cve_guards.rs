@@ -61,8 +61,8 @@ fn exec_cwd_through_a_preserved_host_directory_fd_is_refused() {
 
 /// CVE-2025-52881: a sysctl write must reach procfs even when a file is bound over its
 /// `/proc/sys` entry in the runtime's mount namespace (which the container's starts as a
-/// copy of). The container joins an IPC namespace held by the test, so the sysctl's
-/// real value can be read back there.
+/// copy of). gpurun runs in, and the container joins, an IPC namespace held by the test,
+/// so the bound entry is the one the sysctl names and its real value can be read back.
 #[test]
 fn a_sysctl_write_never_lands_in_a_file_bound_over_its_proc_entry() {
     if skip("a_sysctl_write_never_lands_in_a_file_bound_over_its_proc_entry") {
@@ -85,9 +85,12 @@ fn a_sysctl_write_never_lands_in_a_file_bound_over_its_proc_entry() {
     let decoy = b.path().join("decoy");
     std::fs::write(&decoy, "decoy\n").expect("decoy");
     rt.track(&cid);
-    // A private mount namespace that ends with gpurun: the bind never reaches the host.
-    let out = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sh", "-c"])
+    // The bind is made from inside the IPC namespace: procfs shows each IPC namespace
+    // its own `kernel/shm*` entries, and a mount sits on one namespace's entry. Its
+    // private mount namespace ends with gpurun: the bind never reaches the host.
+    let out = Command::new("nsenter")
+        .arg(format!("--ipc={}", holder.ns_path()))
+        .args(["unshare", "--mount", "--propagation", "private", "sh", "-c"])
         .arg(r#"mount --bind "$3" /proc/sys/kernel/shmmni && exec "$0" --root "$1" run -b "$2" "$4""#)
         .arg(gpurun_bin())
         .arg(rt.root.path())
