@@ -418,3 +418,121 @@ fn the_init_channel_refuses_malformed_and_oversized_packets() {
         Some(ChildMsg::InitPid(42))
     );
 }
+
+/// CVE-2026-41579 (runc) / CVE-2026-47766 (crun): an image whose `/dev` is a symlink to a
+/// host directory, with no `/dev` mount in the bundle to cover it (the devices, their
+/// symlinks and `/dev/pts` are then made in the image's own `/dev`). Everything lands in
+/// the rootfs; nothing is created or removed on the host.
+#[test]
+fn a_dev_symlink_without_a_dev_mount_creates_nothing_on_the_host() {
+    if skip("a_dev_symlink_without_a_dev_mount_creates_nothing_on_the_host") {
+        return;
+    }
+    let host = HostDir::new();
+    let mut b = Bundle::own_rootfs("test -c /dev/null && echo devices");
+    b.config["mounts"]
+        .as_array_mut()
+        .expect("mounts")
+        .retain(|m| !m["destination"].as_str().unwrap_or("").starts_with("/dev"));
+    let rootfs = b.rootfs();
+    std::fs::remove_dir(rootfs.join("dev")).expect("rmdir dev");
+    std::os::unix::fs::symlink(host.path(), rootfs.join("dev")).expect("symlink");
+    let twin = rootfs.join(host.path().strip_prefix("/").expect("abs"));
+    std::fs::create_dir_all(&twin).expect("in-root twin");
+    let rt = Runtime::new();
+    let out = rt.run(&b, &id("devsym-nomount"));
+    assert_eq!(host.entries(), ["keep"], "{}", both(&out));
+    assert_eq!(stdout(&out), "devices\n", "{}", both(&out));
+    assert!(
+        twin.join("null").exists(),
+        "the devices were made in the rootfs"
+    );
+}
+
+/// CVE-2024-21626, the fds: a host directory the caller left open (not preserved) must be
+/// closed before init does anything, not only before it waits or execs. A createRuntime
+/// hook runs while init is half set up, and lists init's fds.
+#[test]
+fn init_holds_no_inherited_host_fd_while_it_is_set_up() {
+    if skip("init_holds_no_inherited_host_fd_while_it_is_set_up") {
+        return;
+    }
+    let host = HostDir::new();
+    let mut b = Bundle::sh("true");
+    let seen = b.path().join("init-fds");
+    let script = format!(
+        r#"pid=$(grep -o '"pid": *[0-9]*' | grep -o '[0-9]*$'); ls -l /proc/$pid/fd > {}"#,
+        seen.display()
+    );
+    b.config["hooks"] = serde_json::json!({
+        "createRuntime": [{"path": "/bin/sh", "args": ["sh", "-c", script]}]
+    });
+    b.write();
+    let rt = Runtime::new();
+    let cid = id("setupfds");
+    rt.track(&cid);
+    // fd 7 of gpurun: a host directory, inherited without --preserve-fds.
+    let out = Command::new("sh")
+        .args([
+            "-c",
+            r#"exec "$0" --root "$1" run -b "$2" "$3" 7<"$4""#,
+            gpurun_bin(),
+        ])
+        .arg(rt.root.path())
+        .arg(b.path())
+        .arg(&cid)
+        .arg(host.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("spawn sh");
+    assert!(out.status.success(), "{}", both(&out));
+    let fds = std::fs::read_to_string(&seen).expect("the hook listed init's fds");
+    assert!(fds.contains(" -> "), "{fds}");
+    let state_dir = rt.root.path().display().to_string();
+    for line in fds.lines() {
+        assert!(
+            !line.contains(&host.path().display().to_string()),
+            "init holds the caller's host directory: {fds}"
+        );
+        assert!(
+            !line.contains(&state_dir) || line.ends_with("/exec.fifo"),
+            "init holds a file of the state directory: {fds}"
+        );
+    }
+}
+
+/// The setup handles (the rootfs, procfs for the sysctls, the devices) are closed before
+/// init waits for `start`, as runc's final close before the exec fifo.
+#[test]
+fn init_holds_no_setup_handle_while_it_waits_for_start() {
+    if skip("init_holds_no_setup_handle_while_it_waits_for_start") {
+        return;
+    }
+    let mut b = Bundle::own_rootfs("true");
+    b.config["linux"]["sysctl"] = serde_json::json!({ "kernel.shmmni": "2048" });
+    let rt = Runtime::new();
+    let cid = id("setupheld");
+    let out = rt.create(&b, &cid, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let pid = rt.state(&cid)["pid"].as_i64().expect("pid");
+    let mut held = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd")).expect("fds") {
+        let entry = entry.expect("entry");
+        let n: u32 = entry
+            .file_name()
+            .to_string_lossy()
+            .parse()
+            .expect("fd number");
+        let target = std::fs::read_link(entry.path()).expect("link");
+        let target = target.display().to_string();
+        let ok = n <= 2
+            || target.starts_with("socket:")
+            || target.starts_with("pipe:")
+            || target.ends_with("/exec.fifo");
+        if !ok {
+            held.push(format!("{n} -> {target}"));
+        }
+    }
+    assert!(held.is_empty(), "init holds {held:?}");
+    rt.ok(&["delete", "--force", &cid]);
+}
