@@ -1,5 +1,6 @@
-//! Runtime CVE regressions that reach their guard directly: each case here fails when the
-//! check it names is taken out of gpurun (see the README's "Security regressions" table).
+//! Runtime and GPU-injection CVE regressions that reach their guard directly: each case
+//! here fails when the check it names is taken out of gpurun (see the README's "Security
+//! regressions" table).
 //! Root tests skip with a message when not root, and fail instead under `CI=true`.
 
 mod common;
