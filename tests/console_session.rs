@@ -194,3 +194,88 @@ fn console_is_bound_by_fd_and_never_through_a_symlink() {
         "untouched"
     );
 }
+
+/// Names the race swaps: `console` and a second regular file in the same directory.
+const RACE_TRIES: usize = 20_000;
+
+/// Detach every mount on `d/console` and `d/other`, in whichever order the racer left
+/// them (a few passes: it keeps swapping the two names meanwhile).
+fn unmount_both(d: &Path) {
+    for _ in 0..4 {
+        for name in ["console", "other"] {
+            while nix::mount::umount2(&d.join(name), nix::mount::MntFlags::MNT_DETACH).is_ok() {}
+        }
+    }
+}
+
+#[test]
+fn child_console_swap_race() {
+    let Some(result) = child_of("child_console_swap_race") else {
+        return;
+    };
+    let d = result.parent().map(|p| p.join("race")).unwrap_or_default();
+    let check = || -> Result<(), String> {
+        let pts = open_dir(Path::new("/dev/pts")).map_err(|e| e.to_string())?;
+        let pty = open_pty(pts.as_fd()).map_err(|e| e.to_string())?;
+        let dir = open_dir(&d).map_err(|e| e.to_string())?;
+        for n in 0..RACE_TRIES {
+            match mount_console(pty.slave.as_fd(), dir.as_fd()) {
+                Ok(()) => unmount_both(&d),
+                Err(ConsoleError::ConsoleMismatch(_)) => return Ok(()),
+                Err(e) => return Err(format!("try {n}: {e}")),
+            }
+        }
+        Err(format!(
+            "{RACE_TRIES} mounts while /dev/console was being swapped, and none reported that \
+             /dev/console was not the pty afterwards"
+        ))
+    };
+    finish(&result, check());
+}
+
+/// CVE-2025-52565: another process (in the real attack, a container sharing the volume)
+/// swaps `/dev/console` with another file while init binds the pty onto it. Whatever
+/// happens between the open and the mount, `mount_console` must not report success
+/// unless `/dev/console` is the pty afterwards: the race is reported, never ignored.
+#[test]
+fn a_console_swapped_while_it_is_mounted_is_reported() {
+    if !is_root() {
+        gpurun::skip::cannot_run(
+            "a_console_swapped_while_it_is_mounted_is_reported",
+            "needs root",
+        );
+        return;
+    }
+    let d = tempfile::tempdir().expect("tempdir");
+    let race = d.path().join("race");
+    fs::create_dir(&race).expect("mkdir race");
+    fs::write(race.join("console"), "").expect("console");
+    fs::write(race.join("other"), "").expect("other");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // The racer stays in the test's mount namespace, where the child's mounts do not
+    // exist, so the kernel lets it rename their mount points.
+    let racer = {
+        let stop = stop.clone();
+        let dir = fs::File::open(&race).expect("open race dir");
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                nix::fcntl::renameat2(
+                    &dir,
+                    "console",
+                    &dir,
+                    "other",
+                    nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+                )
+                .expect("renameat2");
+            }
+        })
+    };
+    let got = in_child(
+        "child_console_swap_race",
+        &["unshare", "--mount", "--propagation", "private"],
+        d.path(),
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    racer.join().expect("racer");
+    assert_eq!(got, "ok");
+}

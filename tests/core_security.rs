@@ -44,8 +44,10 @@ fn the_runtime_binary_cannot_be_reopened_for_writing_through_proc_exe() {
     );
 }
 
-/// CVE-2024-21626: a cwd pointing at a leaked fd must not give the container a host
-/// directory, and init must hold no host directory or file fds while it waits.
+/// CVE-2024-21626: `process.cwd` through `/proc/self/fd/N` fails `create`. Inside the
+/// rootfs these paths cannot be made as directories, so the `cwd-create` step refuses
+/// them before `chdir`; the check after `chdir` is reached by `exec --cwd` with a
+/// preserved host directory (tests/cve_guards.rs).
 #[test]
 fn a_cwd_through_proc_self_fd_is_refused() {
     if skip("a_cwd_through_proc_self_fd_is_refused") {

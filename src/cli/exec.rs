@@ -296,7 +296,18 @@ mod tests {
     fn user_is_parsed_strictly() {
         assert_eq!(parse_user("1000").ok(), Some((1000, None)));
         assert_eq!(parse_user("1000:1001").ok(), Some((1000, Some(1001))));
-        for bad in ["", "a", "1000:", ":1", "1000:1001:1", "-1", "1 0", "0x10"] {
+        for bad in [
+            "",
+            "a",
+            "1000:",
+            ":1",
+            "1000:1001:1",
+            "-1",
+            "1 0",
+            "0x10",
+            "+1000",
+            "1000:+5",
+        ] {
             assert!(parse_user(bad).is_err(), "{bad}");
         }
     }

@@ -444,3 +444,21 @@ pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> Result<(), Consol
         "",
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The devpts root directory passes the filesystem check: only the file-type check
+    /// keeps a devpts entry that is not a character device from being taken for a pty.
+    #[test]
+    fn a_devpts_entry_that_is_not_a_character_device_is_refused() {
+        let dir = open_dir(Path::new("/dev/pts")).expect("open /dev/pts");
+        let err = verify_devpts(dir.as_fd(), "pty peer", "/dev/pts", "pty")
+            .expect_err("a directory on devpts");
+        assert!(
+            matches!(err, ConsoleError::NotPty { .. }) && err.to_string().contains("directory"),
+            "{err}"
+        );
+    }
+}

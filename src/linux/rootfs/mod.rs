@@ -100,7 +100,33 @@ fn check_plain_dir(root: &Root, dest: &Path) -> Result<Option<OwnedFd>> {
     Ok(None)
 }
 
+/// Only a procfs may cover the container's `/proc`: a volume there would give the
+/// container (and anything that trusts its `/proc`) fake files (CVE-2019-16884). A bind
+/// source must itself be on procfs, as runc requires.
+fn check_proc_mount(op: &MountOp) -> Result<()> {
+    if crate::spec::lexical_clean(&op.dest) != Path::new("/proc") {
+        return Ok(());
+    }
+    let procfs = if op.bind {
+        let src = op.source.as_deref().unwrap_or(Path::new(""));
+        let fs = nix::sys::statfs::statfs(src)
+            .map_err(|e| Error::sys("checking the source of the /proc mount", "statfs", src, e))?;
+        fs.filesystem_type() == nix::sys::statfs::PROC_SUPER_MAGIC
+    } else {
+        op.typ == "proc"
+    };
+    if procfs {
+        return Ok(());
+    }
+    Err(Error::Other(format!(
+        "mount at /proc of {} ({}) refused: only a procfs may be mounted at /proc",
+        op.source.as_deref().unwrap_or(Path::new("")).display(),
+        op.typ
+    )))
+}
+
 pub fn mount_one(root: &Root, op: &MountOp) -> Result<()> {
+    check_proc_mount(op)?;
     let checked = if op.typ == "proc" || op.typ == "sysfs" {
         check_plain_dir(root, &op.dest)?
     } else {
