@@ -34,7 +34,10 @@ pub struct Plan {
     pub mounts: Vec<MountOp>,
     pub make_devices: bool,
     pub devices: Vec<Device>,
-    pub bind_devices: bool,
+    pub device_nodes: devices::NodeSource,
+    /// The container has a mount namespace of its own (new or joined). Without one it
+    /// shares the runtime's mount table, and init makes no mount at all.
+    pub mount_ns: bool,
     pub masked: Vec<String>,
     pub readonly: Vec<String>,
     pub root_readonly: bool,
@@ -192,7 +195,14 @@ pub fn build(id: &str, b: &Bundle, opts: &Options) -> Result<Plan> {
         devs.retain(|x| x.path != d.path);
         devs.push(d);
     }
-    let in_user = spec::has_namespace(spec, LinuxNamespaceType::User);
+    let mount_ns = spec::has_namespace(spec, LinuxNamespaceType::Mount);
+    let device_nodes = if !mount_ns {
+        devices::NodeSource::MknodOnly
+    } else if spec::has_namespace(spec, LinuxNamespaceType::User) {
+        devices::NodeSource::BindFromHost
+    } else {
+        devices::NodeSource::MknodOrBind
+    };
 
     let user = process.user();
     let mut env: Vec<String> = process.env().clone().unwrap_or_default();
@@ -252,7 +262,8 @@ pub fn build(id: &str, b: &Bundle, opts: &Options) -> Result<Plan> {
         mounts,
         make_devices: !dev_is_bind,
         devices: devs,
-        bind_devices: in_user,
+        device_nodes,
+        mount_ns,
         masked: linux.masked_paths().clone().unwrap_or_default(),
         readonly: linux.readonly_paths().clone().unwrap_or_default(),
         root_readonly: spec

@@ -398,6 +398,15 @@ pub fn move_root(rootfs: &Path) -> Result<()> {
     chroot_here(rootfs)
 }
 
+/// Without a mount namespace of its own the container shares the host's mount table:
+/// pivot_root would swap the host's root, so only the process' root changes (chroot),
+/// as runc does, and no mount is made.
+pub fn chroot_only(rootfs: &Path) -> Result<()> {
+    let dir = std::fs::File::open(rootfs).map_err(|e| Error::io("opening rootfs", rootfs, e))?;
+    nix::unistd::fchdir(&dir).map_err(|e| Error::sys("entering rootfs", "fchdir", rootfs, e))?;
+    chroot_here(rootfs)
+}
+
 fn chroot_here(rootfs: &Path) -> Result<()> {
     nix::unistd::chroot(".").map_err(|e| Error::sys("entering rootfs", "chroot", rootfs, e))?;
     nix::unistd::chdir("/").map_err(|e| Error::sys("entering new root", "chdir", "/", e))

@@ -375,7 +375,11 @@ fn root<'a>(ctx: &'a Ctx) -> Result<&'a Root> {
 
 fn step_prepare(ctx: &mut Ctx) -> Result<()> {
     let p = ctx.plan;
-    ctx.root = Some(rootfs::prepare(&p.rootfs, p.rootfs_propagation.as_deref())?);
+    ctx.root = Some(if p.mount_ns {
+        rootfs::prepare(&p.rootfs, p.rootfs_propagation.as_deref())?
+    } else {
+        Root::open(&p.rootfs)?
+    });
     Ok(())
 }
 
@@ -391,7 +395,7 @@ fn step_devices(ctx: &mut Ctx) -> Result<()> {
     if !ctx.plan.make_devices {
         return Ok(());
     }
-    devices::create_all(root(ctx)?, &ctx.plan.devices, ctx.plan.bind_devices)
+    devices::create_all(root(ctx)?, &ctx.plan.devices, ctx.plan.device_nodes)
 }
 
 fn step_dev_symlinks(ctx: &mut Ctx) -> Result<()> {
@@ -416,6 +420,9 @@ fn step_cwd_create(ctx: &mut Ctx) -> Result<()> {
 fn step_pivot(ctx: &mut Ctx) -> Result<()> {
     // The rootfs handle refers to the old view; after the switch "/" is the root.
     ctx.root = None;
+    if !ctx.plan.mount_ns {
+        return rootfs::chroot_only(&ctx.plan.rootfs);
+    }
     if ctx.plan.no_pivot {
         rootfs::move_root(&ctx.plan.rootfs)?;
     } else {
