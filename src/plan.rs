@@ -77,6 +77,10 @@ pub struct Plan {
     /// `exec` into a running container: join its namespaces, set up the process, execve
     /// at once (no rootfs work, no start fifo).
     pub exec_mode: bool,
+    /// `exec` into a container without a mount namespace of its own: its init's root
+    /// (`/proc/<pid>/root`), which the process enters with chroot, as joining the mount
+    /// namespace does for the others.
+    pub exec_root: Option<std::os::fd::OwnedFd>,
 }
 
 impl Plan {
@@ -312,6 +316,7 @@ pub fn build(id: &str, b: &Bundle, opts: &Options) -> Result<Plan> {
         oci_version: spec.version().clone(),
         annotations: spec.annotations().clone().unwrap_or_default(),
         exec_mode: false,
+        exec_root: None,
     })
 }
 
@@ -431,11 +436,24 @@ pub fn build_exec(
     };
     crate::spec::validate_process(&b.spec)?;
     let mut plan = build(id, &b, opts)?;
+    if !crate::spec::has_namespace(container_spec, LinuxNamespaceType::Mount) {
+        plan.exec_root = Some(open_init_root(init_pid)?);
+    }
     plan.exec_mode = true;
     plan.make_devices = false;
     plan.session_keyring = None;
     plan.root_readonly = false;
     Ok(plan)
+}
+
+fn open_init_root(pid: i32) -> Result<std::os::fd::OwnedFd> {
+    let path = PathBuf::from(format!("/proc/{pid}/root"));
+    nix::fcntl::open(
+        &path,
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| Error::sys("opening the container's root", "open", &path, e))
 }
 
 fn proc_ns_name(t: LinuxNamespaceType) -> &'static str {

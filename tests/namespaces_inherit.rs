@@ -214,3 +214,38 @@ fn without_a_mount_namespace_each_field_that_needs_a_mount_is_refused() {
         stderr(&out)
     );
 }
+
+/// `exec` into a container without a mount namespace enters the container's root, as
+/// its init did, not the runtime's.
+#[test]
+fn exec_into_a_container_without_a_mount_namespace_runs_in_its_root() {
+    if skip("exec_into_a_container_without_a_mount_namespace_runs_in_its_root") {
+        return;
+    }
+    let rt = Runtime::new();
+    let script = r#"
+cat /proc/self/mountinfo > "$D/before"
+$G run -d -b "$B" "$ID" > /dev/null 2>&1
+$G exec "$ID" cat /marker
+$G delete --force "$ID"
+cat /proc/self/mountinfo > "$D/after"
+"#;
+    let mut b = Bundle::own_rootfs("sleep 60");
+    std::fs::write(b.rootfs().join("marker"), "in the container's root\n").unwrap();
+    b.config["linux"]["namespaces"] = serde_json::json!([{"type": "pid"}]);
+    b.config["mounts"] = serde_json::json!([]);
+    for f in ["maskedPaths", "readonlyPaths"] {
+        b.config["linux"].as_object_mut().unwrap().remove(f);
+    }
+    b.config.as_object_mut().unwrap().remove("hostname");
+    let id = id("nons-exec");
+    rt.track(&id);
+    let out = run_script(&rt, &b, script, &[("ID", &id)]);
+    assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
+    assert_eq!(stdout(&out), "in the container's root\n");
+    let (appeared, gone) = mountinfo_diff(b.path(), "before", "after");
+    assert!(
+        appeared.is_empty() && gone.is_empty(),
+        "{appeared:?} {gone:?}"
+    );
+}

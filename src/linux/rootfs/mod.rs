@@ -407,6 +407,14 @@ pub fn chroot_only(rootfs: &Path) -> Result<()> {
     chroot_here(rootfs)
 }
 
+/// chroot into the directory `dir` refers to (`exec` into a container without a mount
+/// namespace of its own: its init's root).
+pub fn chroot_fd(dir: BorrowedFd<'_>) -> Result<()> {
+    nix::unistd::fchdir(dir)
+        .map_err(|e| Error::sys("entering the container's root", "fchdir", fd_path(dir), e))?;
+    chroot_here(&fd_path(dir))
+}
+
 fn chroot_here(rootfs: &Path) -> Result<()> {
     nix::unistd::chroot(".").map_err(|e| Error::sys("entering rootfs", "chroot", rootfs, e))?;
     nix::unistd::chdir("/").map_err(|e| Error::sys("entering new root", "chdir", "/", e))

@@ -3,7 +3,7 @@
 
 use std::ffi::CString;
 use std::io::Read;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use crate::linux::inroot::Root;
 use nix::sched::{unshare, CloneFlags};
@@ -75,6 +75,7 @@ const STEPS: &[(&str, Step)] = &[
 /// `exec`: the process joins a container that is already set up (runc's setns init).
 const EXEC_STEPS: &[(&str, Step)] = &[
     ("console", step_console),
+    ("enter-root", step_enter_root),
     ("rlimits", step_rlimits),
     ("umask", step_umask),
     ("lookup-executable", step_lookup),
@@ -128,6 +129,7 @@ pub fn stage1(plan: &Plan, ch: &Channel, fds: &InitFds) -> i32 {
     // them). Only stdio, the preserved fds, the channel and the start fifo stay: no host
     // directory may be reachable while init works (CVE-2024-21626).
     let mut keep: Vec<i32> = plan.joins.iter().map(|j| j.fd.as_raw_fd()).collect();
+    keep.extend(plan.exec_root.as_ref().map(|r| r.as_raw_fd()));
     keep.push(ch.raw_fd());
     keep.extend(fds.start.as_ref().map(|c| c.as_raw_fd()));
     keep.extend(fds.console.as_ref().map(|c| c.as_raw_fd()));
@@ -429,6 +431,16 @@ fn step_pivot(ctx: &mut Ctx) -> Result<()> {
         rootfs::pivot(&ctx.plan.rootfs)?;
     }
     rootfs::root_propagation(ctx.plan.rootfs_propagation.as_deref())
+}
+
+/// `exec` into a container that shares the host's mount table: its root is not a
+/// namespace to join, so enter it the way its init did. After the console, which such a
+/// container takes from the host's devpts.
+fn step_enter_root(ctx: &mut Ctx) -> Result<()> {
+    match &ctx.plan.exec_root {
+        Some(root) => rootfs::chroot_fd(root.as_fd()),
+        None => Ok(()),
+    }
 }
 
 fn step_readonly_root(ctx: &mut Ctx) -> Result<()> {
