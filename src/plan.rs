@@ -153,6 +153,14 @@ pub fn build(id: &str, b: &Bundle, opts: &Options) -> Result<Plan> {
         }
     }
     joins.sort_by_key(|j| namespaces::join_order(j.typ));
+    // Joining the runtime's own mount namespace by path is not having one of its own.
+    let own_mount = joins
+        .iter()
+        .position(|j| j.typ == LinuxNamespaceType::Mount && namespaces::is_own(j));
+    if let Some(i) = own_mount {
+        spec::validate_without_mount_namespace(spec, linux)?;
+        joins.remove(i);
+    }
     let new_user = created.contains(CloneFlags::CLONE_NEWUSER);
     let new_time = created.contains(namespaces::flag(LinuxNamespaceType::Time));
     let joins_child_only = joins.iter().any(|j| {
@@ -199,7 +207,7 @@ pub fn build(id: &str, b: &Bundle, opts: &Options) -> Result<Plan> {
         devs.retain(|x| x.path != d.path);
         devs.push(d);
     }
-    let mount_ns = spec::has_namespace(spec, LinuxNamespaceType::Mount);
+    let mount_ns = own_mount.is_none() && spec::has_namespace(spec, LinuxNamespaceType::Mount);
     let device_nodes = if !mount_ns {
         devices::NodeSource::MknodOnly
     } else if spec::has_namespace(spec, LinuxNamespaceType::User) {
@@ -407,7 +415,7 @@ pub fn build_exec(
     let mut linux = spec.linux().clone().unwrap_or_default();
     let mut joins = Vec::new();
     for ns in crate::spec::namespaces(container_spec) {
-        let name = proc_ns_name(ns.typ());
+        let name = namespaces::proc_name(ns.typ());
         let theirs = PathBuf::from(format!("/proc/{init_pid}/ns/{name}"));
         let ours = PathBuf::from(format!("/proc/self/ns/{name}"));
         // A namespace the container shares with us is not joined (setns into one's own
@@ -436,7 +444,8 @@ pub fn build_exec(
     };
     crate::spec::validate_process(&b.spec)?;
     let mut plan = build(id, &b, opts)?;
-    if !crate::spec::has_namespace(container_spec, LinuxNamespaceType::Mount) {
+    let mnt = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok();
+    if mnt(&init_pid.to_string()) == mnt("self") {
         plan.exec_root = Some(open_init_root(init_pid)?);
     }
     plan.exec_mode = true;
@@ -454,17 +463,4 @@ fn open_init_root(pid: i32) -> Result<std::os::fd::OwnedFd> {
         nix::sys::stat::Mode::empty(),
     )
     .map_err(|e| Error::sys("opening the container's root", "open", &path, e))
-}
-
-fn proc_ns_name(t: LinuxNamespaceType) -> &'static str {
-    match t {
-        LinuxNamespaceType::Mount => "mnt",
-        LinuxNamespaceType::Network => "net",
-        LinuxNamespaceType::Cgroup => "cgroup",
-        LinuxNamespaceType::Uts => "uts",
-        LinuxNamespaceType::Ipc => "ipc",
-        LinuxNamespaceType::User => "user",
-        LinuxNamespaceType::Pid => "pid",
-        LinuxNamespaceType::Time => "time",
-    }
 }

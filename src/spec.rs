@@ -361,7 +361,10 @@ fn validate_mount(m: &oci_spec::runtime::Mount) -> Result<()> {
 /// so shares the host's mount table, which gpurun never changes: what would need a mount
 /// is refused by name. What is left runs as runc runs it: device nodes made with mknod
 /// in the rootfs, then chroot into it.
-fn validate_without_mount_namespace(spec: &Spec, linux: &oci_spec::runtime::Linux) -> Result<()> {
+pub fn validate_without_mount_namespace(
+    spec: &Spec,
+    linux: &oci_spec::runtime::Linux,
+) -> Result<()> {
     let refuse = |what: String| {
         Err(cfg_err(format!(
             "{what} needs a mount namespace: without \"mount\" in linux.namespaces the \

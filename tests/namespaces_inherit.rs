@@ -215,6 +215,42 @@ fn without_a_mount_namespace_each_field_that_needs_a_mount_is_refused() {
     );
 }
 
+/// Run detached, read `/marker` through `exec`, delete; mountinfo saved around it.
+const EXEC_MARKER: &str = r#"
+cat /proc/self/mountinfo > "$D/before"
+$G run -d -b "$B" "$ID" > /dev/null 2>&1
+$G exec "$ID" cat /marker
+$G delete --force "$ID"
+cat /proc/self/mountinfo > "$D/after"
+"#;
+
+/// A long-running container with `namespaces`, a `/marker` in its own rootfs, and
+/// nothing that needs a mount.
+fn nothing_to_mount(namespaces: serde_json::Value) -> Bundle {
+    let mut b = Bundle::own_rootfs("sleep 60");
+    std::fs::write(b.rootfs().join("marker"), "in the container's root\n").unwrap();
+    b.config["linux"]["namespaces"] = namespaces;
+    b.config["mounts"] = serde_json::json!([]);
+    for f in ["maskedPaths", "readonlyPaths"] {
+        b.config["linux"].as_object_mut().unwrap().remove(f);
+    }
+    b.config.as_object_mut().unwrap().remove("hostname");
+    b
+}
+
+/// `exec` reads the container's `/marker`, and the mountinfo of the namespace it all
+/// ran in did not change.
+fn assert_exec_reads_the_marker(rt: &Runtime, b: &Bundle, name: &str) {
+    let id = id(name);
+    rt.track(&id);
+    let out = run_script(rt, b, EXEC_MARKER, &[("ID", &id)]);
+    assert_eq!(out.status.code(), Some(0), "{name}: {}", explain(&out));
+    assert_eq!(stdout(&out), "in the container's root\n", "{name}");
+    let (appeared, gone) = mountinfo_diff(b.path(), "before", "after");
+    assert!(appeared.is_empty(), "{name}: mounts made: {appeared:?}");
+    assert!(gone.is_empty(), "{name}: mounts changed: {gone:?}");
+}
+
 /// `exec` into a container without a mount namespace enters the container's root, as
 /// its init did, not the runtime's.
 #[test]
@@ -223,29 +259,29 @@ fn exec_into_a_container_without_a_mount_namespace_runs_in_its_root() {
         return;
     }
     let rt = Runtime::new();
-    let script = r#"
-cat /proc/self/mountinfo > "$D/before"
-$G run -d -b "$B" "$ID" > /dev/null 2>&1
-$G exec "$ID" cat /marker
-$G delete --force "$ID"
-cat /proc/self/mountinfo > "$D/after"
-"#;
-    let mut b = Bundle::own_rootfs("sleep 60");
-    std::fs::write(b.rootfs().join("marker"), "in the container's root\n").unwrap();
-    b.config["linux"]["namespaces"] = serde_json::json!([{"type": "pid"}]);
-    b.config["mounts"] = serde_json::json!([]);
-    for f in ["maskedPaths", "readonlyPaths"] {
-        b.config["linux"].as_object_mut().unwrap().remove(f);
+    let b = nothing_to_mount(serde_json::json!([{"type": "pid"}]));
+    assert_exec_reads_the_marker(&rt, &b, "nons-exec");
+}
+
+/// `{"type": "mount", "path": <the runtime's own>}` is the same as no mount namespace:
+/// nothing is mounted, and a config with mounts is refused.
+#[test]
+fn joining_the_runtimes_own_mount_namespace_is_having_none() {
+    if skip("joining_the_runtimes_own_mount_namespace_is_having_none") {
+        return;
     }
+    let rt = Runtime::new();
+    let own = serde_json::json!([{"type": "mount", "path": "/proc/self/ns/mnt"}, {"type": "pid"}]);
+    assert_exec_reads_the_marker(&rt, &nothing_to_mount(own.clone()), "ownmnt");
+
+    let mut b = Bundle::own_rootfs("true");
+    b.config["linux"]["namespaces"] = own;
     b.config.as_object_mut().unwrap().remove("hostname");
-    let id = id("nons-exec");
-    rt.track(&id);
-    let out = run_script(&rt, &b, script, &[("ID", &id)]);
-    assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
-    assert_eq!(stdout(&out), "in the container's root\n");
-    let (appeared, gone) = mountinfo_diff(b.path(), "before", "after");
+    let out = rt.run(&b, &id("ownmnt-mounts"));
+    assert_ne!(out.status.code(), Some(0));
+    let err = stderr(&out);
     assert!(
-        appeared.is_empty() && gone.is_empty(),
-        "{appeared:?} {gone:?}"
+        err.contains("mounts: /proc needs a mount namespace"),
+        "{err}"
     );
 }
