@@ -180,13 +180,15 @@ fn bidirectional_volume_sends_container_mounts_to_the_host_and_nothing_else() {
     }
 }
 
+/// With the root `rslave` (the default), or `slave` or `private` (not recursive: the
+/// volume's source keeps its peer group until the bind).
 #[test]
 fn host_to_container_volume_receives_host_mounts_and_sends_nothing() {
     if skip("host_to_container_volume_receives_host_mounts_and_sends_nothing") {
         return;
     }
     let rt = Runtime::new();
-    for (i, root) in ["rslave", ""].into_iter().enumerate() {
+    for (i, root) in ["rslave", "", "slave", "private"].into_iter().enumerate() {
         let case = Case {
             root,
             volume: "rslave",

@@ -44,6 +44,11 @@ pub(super) fn prepare(rootfs: &Path, requested: Option<MsFlags>) -> Result<()> {
         "setting root mount propagation".into(),
         Path::new("/"),
     ))?;
+    // After a recursive slave or private change no mount is shared any more (the
+    // default path): nothing to walk.
+    if root.contains(MsFlags::MS_REC) && root.intersects(MsFlags::MS_SLAVE | MsFlags::MS_PRIVATE) {
+        return Ok(());
+    }
     // A slave keeps receiving the host's mounts, as the rest of `/` does.
     let parent = if root.contains(MsFlags::MS_SLAVE) {
         MsFlags::MS_SLAVE
