@@ -34,7 +34,10 @@ pub struct Plan {
     pub mounts: Vec<MountOp>,
     pub make_devices: bool,
     pub devices: Vec<Device>,
-    pub bind_devices: bool,
+    pub device_nodes: devices::NodeSource,
+    /// The container has a mount namespace of its own (new or joined). Without one it
+    /// shares the runtime's mount table, and init makes no mount at all.
+    pub mount_ns: bool,
     pub masked: Vec<String>,
     pub readonly: Vec<String>,
     pub root_readonly: bool,
@@ -77,6 +80,10 @@ pub struct Plan {
     /// `exec` into a running container: join its namespaces, set up the process, execve
     /// at once (no rootfs work, no start fifo).
     pub exec_mode: bool,
+    /// `exec` into a container without a mount namespace of its own: its init's root
+    /// (`/proc/<pid>/root`), which the process enters with chroot, as joining the mount
+    /// namespace does for the others.
+    pub exec_root: Option<std::os::fd::OwnedFd>,
 }
 
 impl Plan {
@@ -149,6 +156,14 @@ pub fn build(id: &str, b: &Bundle, opts: &Options) -> Result<Plan> {
         }
     }
     joins.sort_by_key(|j| namespaces::join_order(j.typ));
+    // Joining the runtime's own mount namespace by path is not having one of its own.
+    let own_mount = joins
+        .iter()
+        .position(|j| j.typ == LinuxNamespaceType::Mount && namespaces::is_own(j));
+    if let Some(i) = own_mount {
+        spec::validate_without_mount_namespace(spec, linux)?;
+        joins.remove(i);
+    }
     let new_user = created.contains(CloneFlags::CLONE_NEWUSER);
     let new_time = created.contains(namespaces::flag(LinuxNamespaceType::Time));
     let joins_child_only = joins.iter().any(|j| {
@@ -195,7 +210,14 @@ pub fn build(id: &str, b: &Bundle, opts: &Options) -> Result<Plan> {
         devs.retain(|x| x.path != d.path);
         devs.push(d);
     }
-    let in_user = spec::has_namespace(spec, LinuxNamespaceType::User);
+    let mount_ns = own_mount.is_none() && spec::has_namespace(spec, LinuxNamespaceType::Mount);
+    let device_nodes = if !mount_ns {
+        devices::NodeSource::MknodOnly
+    } else if spec::has_namespace(spec, LinuxNamespaceType::User) {
+        devices::NodeSource::BindFromHost
+    } else {
+        devices::NodeSource::MknodOrBind
+    };
 
     let user = process.user();
     let mut env: Vec<String> = process.env().clone().unwrap_or_default();
@@ -259,7 +281,8 @@ pub fn build(id: &str, b: &Bundle, opts: &Options) -> Result<Plan> {
         mounts,
         make_devices: !dev_is_bind,
         devices: devs,
-        bind_devices: in_user,
+        device_nodes,
+        mount_ns,
         masked: linux.masked_paths().clone().unwrap_or_default(),
         readonly: linux.readonly_paths().clone().unwrap_or_default(),
         root_readonly: spec
@@ -309,6 +332,7 @@ pub fn build(id: &str, b: &Bundle, opts: &Options) -> Result<Plan> {
         oci_version: spec.version().clone(),
         annotations: spec.annotations().clone().unwrap_or_default(),
         exec_mode: false,
+        exec_root: None,
     })
 }
 
@@ -399,7 +423,7 @@ pub fn build_exec(
     let mut linux = spec.linux().clone().unwrap_or_default();
     let mut joins = Vec::new();
     for ns in crate::spec::namespaces(container_spec) {
-        let name = proc_ns_name(ns.typ());
+        let name = namespaces::proc_name(ns.typ());
         let theirs = PathBuf::from(format!("/proc/{init_pid}/ns/{name}"));
         let ours = PathBuf::from(format!("/proc/self/ns/{name}"));
         // A namespace the container shares with us is not joined (setns into one's own
@@ -428,6 +452,10 @@ pub fn build_exec(
     };
     crate::spec::validate_process(&b.spec)?;
     let mut plan = build(id, &b, opts)?;
+    let mnt = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok();
+    if mnt(&init_pid.to_string()) == mnt("self") {
+        plan.exec_root = Some(open_init_root(init_pid)?);
+    }
     plan.exec_mode = true;
     plan.make_devices = false;
     plan.session_keyring = None;
@@ -435,15 +463,12 @@ pub fn build_exec(
     Ok(plan)
 }
 
-fn proc_ns_name(t: LinuxNamespaceType) -> &'static str {
-    match t {
-        LinuxNamespaceType::Mount => "mnt",
-        LinuxNamespaceType::Network => "net",
-        LinuxNamespaceType::Cgroup => "cgroup",
-        LinuxNamespaceType::Uts => "uts",
-        LinuxNamespaceType::Ipc => "ipc",
-        LinuxNamespaceType::User => "user",
-        LinuxNamespaceType::Pid => "pid",
-        LinuxNamespaceType::Time => "time",
-    }
+fn open_init_root(pid: i32) -> Result<std::os::fd::OwnedFd> {
+    let path = PathBuf::from(format!("/proc/{pid}/root"));
+    nix::fcntl::open(
+        &path,
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| Error::sys("opening the container's root", "open", &path, e))
 }

@@ -322,11 +322,8 @@ fn validate_linux(spec: &Spec) -> Result<()> {
             "domainname: unable to set domainname without a private UTS namespace",
         ));
     }
-    let mnt = has(LinuxNamespaceType::Mount);
-    if !mnt {
-        return Err(cfg_err(
-            "linux.namespaces: gpurun needs a mount namespace (type \"mount\")",
-        ));
+    if !has(LinuxNamespaceType::Mount) {
+        validate_without_mount_namespace(spec, linux)?;
     }
     if linux.time_offsets().is_some() && !creates_namespace(spec, LinuxNamespaceType::Time) {
         return Err(cfg_err("linux.timeOffsets: needs a new time namespace"));
@@ -408,6 +405,52 @@ fn validate_mount(m: &oci_spec::runtime::Mount) -> Result<()> {
             "mounts: {} uses idmapped mounts, which gpurun does not support",
             dest.display()
         )));
+    }
+    Ok(())
+}
+
+/// A container without a mount namespace inherits the runtime's, as the spec says, and
+/// so shares the host's mount table, which gpurun never changes: what would need a mount
+/// is refused by name. What is left runs as runc runs it: device nodes made with mknod
+/// in the rootfs, then chroot into it.
+pub fn validate_without_mount_namespace(
+    spec: &Spec,
+    linux: &oci_spec::runtime::Linux,
+) -> Result<()> {
+    let refuse = |what: String| {
+        Err(cfg_err(format!(
+            "{what} needs a mount namespace: without \"mount\" in linux.namespaces the \
+             container shares the host's mount table, which gpurun never changes"
+        )))
+    };
+    if let Some(m) = spec.mounts().as_deref().and_then(|m| m.first()) {
+        return refuse(format!("mounts: {}", m.destination().display()));
+    }
+    if linux.masked_paths().as_ref().is_some_and(|p| !p.is_empty()) {
+        return refuse("linux.maskedPaths".into());
+    }
+    if linux
+        .readonly_paths()
+        .as_ref()
+        .is_some_and(|p| !p.is_empty())
+    {
+        return refuse("linux.readonlyPaths".into());
+    }
+    if let Some(p) = linux
+        .rootfs_propagation()
+        .as_ref()
+        .filter(|p| !p.is_empty())
+    {
+        return refuse(format!("linux.rootfsPropagation {p:?}"));
+    }
+    if spec.root().as_ref().and_then(|r| r.readonly()) == Some(true) {
+        return refuse("root.readonly".into());
+    }
+    if spec.process().as_ref().and_then(|p| p.terminal()) == Some(true) {
+        return refuse("process.terminal (the console is mounted on /dev/console)".into());
+    }
+    if has_namespace(spec, LinuxNamespaceType::User) {
+        return refuse("a user namespace (its device nodes are bind-mounted from the host)".into());
     }
     Ok(())
 }
@@ -555,6 +598,66 @@ mod tests {
         let mut v = base();
         v["mounts"] = serde_json::json!([{"destination": "/proc/../proc/kcore", "type": "bind", "source": "/tmp/p"}]);
         assert!(err_of(v).contains("refused"));
+    }
+
+    #[test]
+    fn without_a_mount_namespace_what_needs_a_mount_is_refused_by_name() {
+        let bare = || {
+            let mut v = base();
+            v["linux"]["namespaces"] = serde_json::json!([{"type": "pid"}]);
+            v
+        };
+        validate(&spec_from(bare())).expect("nothing to mount: runs");
+        let cases: [(&str, serde_json::Value, &str); 7] = [
+            (
+                "/mounts",
+                serde_json::json!([{"destination": "/proc", "type": "proc"}]),
+                "mounts: /proc",
+            ),
+            (
+                "/linux/maskedPaths",
+                serde_json::json!(["/proc/kcore"]),
+                "linux.maskedPaths",
+            ),
+            (
+                "/linux/readonlyPaths",
+                serde_json::json!(["/proc/sys"]),
+                "linux.readonlyPaths",
+            ),
+            (
+                "/linux/rootfsPropagation",
+                "rshared".into(),
+                "linux.rootfsPropagation \"rshared\"",
+            ),
+            ("/root/readonly", true.into(), "root.readonly"),
+            ("/process/terminal", true.into(), "process.terminal"),
+            (
+                "/linux/namespaces",
+                serde_json::json!([{"type": "user"}]),
+                "a user namespace",
+            ),
+        ];
+        for (field, value, named) in cases {
+            let mut v = bare();
+            let (parent, key) = field.rsplit_once('/').expect("a JSON pointer");
+            v.pointer_mut(parent)
+                .and_then(|o| o.as_object_mut())
+                .expect("an object")
+                .insert(key.into(), value);
+            if field == "/linux/namespaces" {
+                v["linux"]["uidMappings"] =
+                    serde_json::json!([{"containerID": 0, "hostID": 1000, "size": 1}]);
+                v["linux"]["gidMappings"] =
+                    serde_json::json!([{"containerID": 0, "hostID": 1000, "size": 1}]);
+            }
+            let err = err_of(v);
+            assert!(err.contains(named), "{field}: {err}");
+            assert!(err.contains("needs a mount namespace"), "{field}: {err}");
+        }
+        let mut v = bare();
+        v["linux"]["rootfsPropagation"] = "".into();
+        v["mounts"] = serde_json::json!([]);
+        validate(&spec_from(v)).expect("an empty propagation and no mounts need nothing");
     }
 
     #[test]

@@ -231,3 +231,96 @@ fn cri_handler_from_the_drop_in_gpurun_install_writes() {
         let _ = std::fs::remove_dir("/run/containerd/runc");
     }
 }
+
+/// A tmpfs the test mounts on a directory of its own in the host's mount namespace (where
+/// containerd runs) and makes shared, as the kubelet's pod volumes are; unmounted with
+/// everything below it when dropped.
+struct SharedMount(tempfile::TempDir);
+
+impl SharedMount {
+    fn new() -> SharedMount {
+        use nix::mount::{mount, MsFlags};
+        let dir = tempfile::Builder::new()
+            .prefix("gpurun-it-bidir-")
+            .tempdir()
+            .unwrap();
+        mount(
+            Some("gpurun-it-bidir"),
+            dir.path(),
+            Some("tmpfs"),
+            MsFlags::empty(),
+            None::<&str>,
+        )
+        .unwrap();
+        mount(
+            None::<&str>,
+            dir.path(),
+            None::<&str>,
+            MsFlags::MS_SHARED,
+            None::<&str>,
+        )
+        .unwrap();
+        SharedMount(dir)
+    }
+}
+
+impl Drop for SharedMount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(self.0.path(), nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// Kubernetes' `mountPropagation: Bidirectional` (what CSI node plugins use): a mount the
+/// container makes under the volume appears on the host, one the host makes appears in
+/// the container, and nothing of the container's own (`/proc`, `/dev`, ...) reaches the
+/// host.
+#[test]
+fn cri_bidirectional_volume_shares_mounts_both_ways() {
+    let _g = serial();
+    let Some(e) = setup("") else { return };
+    let src = SharedMount::new();
+    let host = src.0.path();
+    std::fs::create_dir(host.join("h")).unwrap();
+    let pod_cfg = e.pod_config("bidir");
+    let pod = e.run_pod(&pod_cfg);
+    let mut cfg = cri::container_config("csi", &pod_cfg, LOOP);
+    cfg.mounts = vec![v1::Mount {
+        container_path: "/vol".into(),
+        host_path: host.display().to_string(),
+        propagation: v1::MountPropagation::PropagationBidirectional as i32,
+        ..Default::default()
+    }];
+    cri::security(&mut cfg).capabilities = Some(v1::Capability {
+        add_capabilities: vec!["SYS_ADMIN".into()],
+        ..Default::default()
+    });
+    let id = e.start_container(&pod, &pod_cfg, &cfg);
+
+    e.sh(
+        &id,
+        "mkdir /vol/in && mount -t tmpfs ctr /vol/in && echo from-container > /vol/in/f",
+    );
+    assert_eq!(
+        std::fs::read_to_string(host.join("in/f")).unwrap(),
+        "from-container\n"
+    );
+    nix::mount::mount(
+        Some("gpurun-it-host"),
+        &host.join("h"),
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .unwrap();
+    std::fs::write(host.join("h/marker"), "from-host").unwrap();
+    assert_eq!(e.sh(&id, "cat /vol/h/marker"), "from-host");
+
+    let inside_a_rootfs: Vec<_> = leftovers::mounts_under(e.c.dir())
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("/rootfs/"))
+        .collect();
+    assert!(inside_a_rootfs.is_empty(), "{inside_a_rootfs:?}");
+
+    e.remove_container(&id);
+    e.remove_pod(&pod);
+}

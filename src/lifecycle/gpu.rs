@@ -72,6 +72,14 @@ pub(super) fn inject_gpus(
     let Some(inj) = injected.map_err(gpu_err)? else {
         return Ok(None);
     };
+    if !spec::has_namespace(&bundle.spec, oci_spec::runtime::LinuxNamespaceType::Mount) {
+        return Err(Error::Config(
+            "a GPU grant needs a mount namespace: the driver files, device nodes and \
+             /proc/driver/nvidia are mounted into the container, and without \"mount\" in \
+             linux.namespaces it shares the host's mount table, which gpurun never changes"
+                .into(),
+        ));
+    }
     // No NVIDIA module in this kernel (a fake driver tree): the container's procfs has
     // no driver/nvidia to mount over.
     if !Path::new("/proc/driver/nvidia").is_dir() {

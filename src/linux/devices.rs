@@ -1,6 +1,8 @@
 //! Device nodes in the container's `/dev`: the runtime spec's default devices, then
 //! `linux.devices`, then the standard symlinks. Inside a user namespace (where mknod is
-//! not allowed) the host's node is bind-mounted instead, as runc does.
+//! not allowed) the host's node is bind-mounted instead, as runc does; never without a
+//! mount namespace of the container's own, where that bind would land in the host's
+//! mount table.
 
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -78,21 +80,32 @@ pub fn from_spec(d: &LinuxDevice) -> Result<Device> {
     })
 }
 
-pub fn create_all(root: &Root, devices: &[Device], bind_from_host: bool) -> Result<()> {
+/// How a device node comes into the container's `/dev`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeSource {
+    /// mknod, and where that is refused (EPERM) a bind of the host's node.
+    MknodOrBind,
+    /// A bind of the host's node (a user namespace cannot mknod).
+    BindFromHost,
+    /// mknod only: the container shares the host's mount table.
+    MknodOnly,
+}
+
+pub fn create_all(root: &Root, devices: &[Device], how: NodeSource) -> Result<()> {
     for d in devices {
-        create(root, d, bind_from_host)?;
+        create(root, d, how)?;
     }
     Ok(())
 }
 
-fn create(root: &Root, d: &Device, bind_from_host: bool) -> Result<()> {
+fn create(root: &Root, d: &Device, how: NodeSource) -> Result<()> {
     let name = d
         .path
         .file_name()
         .ok_or_else(|| Error::Config(format!("linux.devices: bad path {}", d.path.display())))?;
     let parent = d.path.parent().unwrap_or(Path::new("/dev"));
     let dir = root.mkdir_all(parent, 0o755)?;
-    if bind_from_host {
+    if how == NodeSource::BindFromHost {
         return bind_host_node(root, d);
     }
     let kind = match d.kind {
@@ -109,7 +122,9 @@ fn create(root: &Root, d: &Device, bind_from_host: bool) -> Result<()> {
     ) {
         Ok(()) => {}
         Err(nix::errno::Errno::EEXIST) => return Ok(()),
-        Err(nix::errno::Errno::EPERM) => return bind_host_node(root, d),
+        Err(nix::errno::Errno::EPERM) if how == NodeSource::MknodOrBind => {
+            return bind_host_node(root, d)
+        }
         Err(e) => return Err(Error::sys("creating device node", "mknodat", &d.path, e)),
     }
     // mknod applies the umask; set the exact mode and owner the spec asked for.

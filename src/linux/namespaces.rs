@@ -59,6 +59,32 @@ pub fn open_join(typ: LinuxNamespaceType, path: &Path) -> Result<Join> {
     })
 }
 
+/// The namespace to join is the one this process is in already.
+pub fn is_own(j: &Join) -> bool {
+    let own = format!("/proc/self/ns/{}", proc_name(j.typ));
+    match (
+        nix::sys::stat::fstat(&j.fd),
+        nix::sys::stat::stat(own.as_str()),
+    ) {
+        (Ok(a), Ok(b)) => (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino),
+        _ => false,
+    }
+}
+
+/// The namespace's name under `/proc/<pid>/ns/`.
+pub fn proc_name(t: LinuxNamespaceType) -> &'static str {
+    match t {
+        LinuxNamespaceType::Mount => "mnt",
+        LinuxNamespaceType::Network => "net",
+        LinuxNamespaceType::Cgroup => "cgroup",
+        LinuxNamespaceType::Uts => "uts",
+        LinuxNamespaceType::Ipc => "ipc",
+        LinuxNamespaceType::User => "user",
+        LinuxNamespaceType::Pid => "pid",
+        LinuxNamespaceType::Time => "time",
+    }
+}
+
 /// The order namespaces are joined in: the user namespace first, so that the others
 /// (owned by it) can be entered with its capabilities; the mount namespace last among
 /// the rest because joining it changes which paths the others' fds were opened from

@@ -22,12 +22,12 @@ mod attach;
 mod cgroupfs;
 mod masks;
 mod options;
+mod propagation;
 
 use cgroupfs::mount_cgroup;
 pub use cgroupfs::{
     parse_cgroup_mounts, parse_proc_cgroup, self_mountinfo, CgroupHost, CgroupMount,
 };
-use options::propagation_option;
 pub use options::{known_options, parse_mount, MountOp};
 
 pub fn fd_path(fd: BorrowedFd<'_>) -> PathBuf {
@@ -38,26 +38,10 @@ fn mount_err(what: String, path: &Path) -> impl FnOnce(nix::errno::Errno) -> Err
     move |errno| Error::sys(what, "mount", path, errno)
 }
 
-/// Make our mount namespace's view private to us (slave by default, so host mounts still
-/// propagate in but nothing propagates out), then bind the rootfs onto itself so it is
-/// a mount point `pivot_root` accepts.
+/// Set the namespace's propagation (see `propagation`), then bind the rootfs onto
+/// itself so it is a mount point `pivot_root` accepts.
 pub fn prepare(rootfs: &Path, propagation: Option<&str>) -> Result<Root> {
-    let flags = match propagation.unwrap_or("") {
-        "" => MsFlags::MS_SLAVE | MsFlags::MS_REC,
-        p => propagation_option(p)
-            .ok_or_else(|| Error::Config(format!("linux.rootfsPropagation {p:?}")))?,
-    };
-    // Shared and unbindable are applied to the new root after pivot_root; the host's
-    // "/" must never become shared with the container.
-    let host = if flags.contains(MsFlags::MS_SHARED) || flags.contains(MsFlags::MS_UNBINDABLE) {
-        MsFlags::MS_SLAVE | MsFlags::MS_REC
-    } else {
-        flags
-    };
-    mount(None::<&str>, "/", None::<&str>, host, None::<&str>).map_err(mount_err(
-        "setting root mount propagation".into(),
-        Path::new("/"),
-    ))?;
+    propagation::prepare(rootfs, propagation::requested(propagation)?)?;
     mount(
         Some(rootfs),
         rootfs,
@@ -382,10 +366,20 @@ pub fn readonly_paths(root: &Root, paths: &[String]) -> Result<()> {
 
 /// `pivot_root(".", ".")` in the new root, then detach the old root stacked on top.
 pub fn pivot(rootfs: &Path) -> Result<()> {
+    let old = nix::fcntl::open(
+        "/",
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| Error::sys("opening the old root", "open", "/", e))?;
     let dir = std::fs::File::open(rootfs).map_err(|e| Error::io("opening rootfs", rootfs, e))?;
     nix::unistd::fchdir(&dir).map_err(|e| Error::sys("entering rootfs", "fchdir", rootfs, e))?;
     nix::unistd::pivot_root(".", ".")
         .map_err(|e| Error::sys("switching root", "pivot_root", rootfs, e))?;
+    // The old root is stacked on the new one here. Enter it by fd, so the recursive
+    // change below names it and never the new root, where it would reach every mount of
+    // the container and undo the propagation they asked for.
+    nix::unistd::fchdir(&old).map_err(|e| Error::sys("entering the old root", "fchdir", "/", e))?;
     // The old root must not propagate its unmount back to the host.
     mount(
         None::<&str>,
@@ -406,6 +400,19 @@ pub fn pivot(rootfs: &Path) -> Result<()> {
 /// `--no-pivot`: move the rootfs over `/` and chroot into it.
 pub fn move_root(rootfs: &Path) -> Result<()> {
     nix::unistd::chdir(rootfs).map_err(|e| Error::sys("entering rootfs", "chdir", rootfs, e))?;
+    // Attaching onto a shared `/` (rootfsPropagation shared) would put the rootfs over
+    // the host's `/` too; a slave `/` sends nothing back.
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_SLAVE,
+        None::<&str>,
+    )
+    .map_err(mount_err(
+        "making / a slave before the move".into(),
+        Path::new("/"),
+    ))?;
     mount(
         Some(rootfs),
         "/",
@@ -414,21 +421,34 @@ pub fn move_root(rootfs: &Path) -> Result<()> {
         None::<&str>,
     )
     .map_err(mount_err("moving rootfs to /".into(), rootfs))?;
+    chroot_here(rootfs)
+}
+
+/// Without a mount namespace of its own the container shares the host's mount table:
+/// pivot_root would swap the host's root, so only the process' root changes (chroot),
+/// as runc does, and no mount is made.
+pub fn chroot_only(rootfs: &Path) -> Result<()> {
+    let dir = std::fs::File::open(rootfs).map_err(|e| Error::io("opening rootfs", rootfs, e))?;
+    nix::unistd::fchdir(&dir).map_err(|e| Error::sys("entering rootfs", "fchdir", rootfs, e))?;
+    chroot_here(rootfs)
+}
+
+/// chroot into the directory `dir` refers to (`exec` into a container without a mount
+/// namespace of its own: its init's root).
+pub fn chroot_fd(dir: BorrowedFd<'_>) -> Result<()> {
+    nix::unistd::fchdir(dir)
+        .map_err(|e| Error::sys("entering the container's root", "fchdir", fd_path(dir), e))?;
+    chroot_here(&fd_path(dir))
+}
+
+fn chroot_here(rootfs: &Path) -> Result<()> {
     nix::unistd::chroot(".").map_err(|e| Error::sys("entering rootfs", "chroot", rootfs, e))?;
     nix::unistd::chdir("/").map_err(|e| Error::sys("entering new root", "chdir", "/", e))
 }
 
 /// Applied after pivot_root: `rootfsPropagation` shared/unbindable.
 pub fn root_propagation(propagation: Option<&str>) -> Result<()> {
-    if let Some(f) = propagation.and_then(propagation_option) {
-        if f.intersects(MsFlags::MS_SHARED | MsFlags::MS_UNBINDABLE) {
-            mount(None::<&str>, "/", None::<&str>, f, None::<&str>).map_err(mount_err(
-                "setting rootfs propagation".into(),
-                Path::new("/"),
-            ))?;
-        }
-    }
-    Ok(())
+    propagation::on_new_root(propagation::requested(propagation)?)
 }
 
 pub fn readonly_root() -> Result<()> {

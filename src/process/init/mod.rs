@@ -2,7 +2,7 @@
 //! sends its name and error to the parent, which reports one clear message.
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use crate::linux::inroot::Root;
 use nix::sched::{unshare, CloneFlags};
@@ -86,6 +86,7 @@ const STEPS: &[(&str, Step)] = &[
 const EXEC_STEPS: &[(&str, Step)] = &[
     ("session", step_session),
     ("console", step_console),
+    ("enter-root", step_enter_root),
     ("rlimits", step_rlimits),
     ("umask", step_umask),
     ("lookup-executable", step_lookup),
@@ -140,6 +141,7 @@ pub fn stage1(plan: &Plan, ch: &Channel, fds: &InitFds) -> i32 {
     // them). Only stdio, the preserved fds, the channel and the start fifo stay: no host
     // directory may be reachable while init works (CVE-2024-21626).
     let mut keep: Vec<i32> = plan.joins.iter().map(|j| j.fd.as_raw_fd()).collect();
+    keep.extend(plan.exec_root.as_ref().map(|r| r.as_raw_fd()));
     keep.push(ch.raw_fd());
     keep.extend(fds.start.as_ref().map(|c| c.as_raw_fd()));
     keep.extend(fds.console.as_ref().map(|c| c.as_raw_fd()));
@@ -362,7 +364,11 @@ fn root<'a>(ctx: &'a Ctx) -> Result<&'a Root> {
 
 fn step_prepare(ctx: &mut Ctx) -> Result<()> {
     let p = ctx.plan;
-    ctx.root = Some(rootfs::prepare(&p.rootfs, p.rootfs_propagation.as_deref())?);
+    ctx.root = Some(if p.mount_ns {
+        rootfs::prepare(&p.rootfs, p.rootfs_propagation.as_deref())?
+    } else {
+        Root::open(&p.rootfs)?
+    });
     Ok(())
 }
 
@@ -378,7 +384,7 @@ fn step_devices(ctx: &mut Ctx) -> Result<()> {
     if !ctx.plan.make_devices {
         return Ok(());
     }
-    devices::create_all(root(ctx)?, &ctx.plan.devices, ctx.plan.bind_devices)
+    devices::create_all(root(ctx)?, &ctx.plan.devices, ctx.plan.device_nodes)
 }
 
 fn step_dev_symlinks(ctx: &mut Ctx) -> Result<()> {
@@ -403,12 +409,25 @@ fn step_cwd_create(ctx: &mut Ctx) -> Result<()> {
 fn step_pivot(ctx: &mut Ctx) -> Result<()> {
     // The rootfs handle refers to the old view; after the switch "/" is the root.
     ctx.root = None;
+    if !ctx.plan.mount_ns {
+        return rootfs::chroot_only(&ctx.plan.rootfs);
+    }
     if ctx.plan.no_pivot {
         rootfs::move_root(&ctx.plan.rootfs)?;
     } else {
         rootfs::pivot(&ctx.plan.rootfs)?;
     }
     rootfs::root_propagation(ctx.plan.rootfs_propagation.as_deref())
+}
+
+/// `exec` into a container that shares the host's mount table: its root is not a
+/// namespace to join, so enter it the way its init did. After the console, which such a
+/// container takes from the host's devpts.
+fn step_enter_root(ctx: &mut Ctx) -> Result<()> {
+    match &ctx.plan.exec_root {
+        Some(root) => rootfs::chroot_fd(root.as_fd()),
+        None => Ok(()),
+    }
 }
 
 fn step_readonly_root(ctx: &mut Ctx) -> Result<()> {
