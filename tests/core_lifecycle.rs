@@ -321,12 +321,30 @@ fn features_and_version_answer() {
     let git = std::process::Command::new("git")
         .args(["-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "HEAD"])
         .output();
-    if let Some(git) = git.ok().filter(|g| g.status.success()) {
-        // Built from a git checkout: the commit it was built from, `-dirty` or not.
-        let head = String::from_utf8_lossy(&git.stdout).trim().to_string();
+    if git.is_ok_and(|g| g.status.success()) {
+        // Built from a git checkout: the commit it was built from (`-dirty` or not), which
+        // is HEAD or, when a commit landed since the build, an ancestor of it.
         let line = version.lines().find(|l| l.starts_with("commit: "));
         let commit = line.and_then(|l| l.strip_prefix("commit: ")).unwrap_or("");
-        assert_eq!(commit.trim_end_matches("-dirty"), head, "{version}");
+        let commit = commit.trim_end_matches("-dirty");
+        assert!(
+            commit.len() == 40 && commit.chars().all(|c| c.is_ascii_hexdigit()),
+            "{version}"
+        );
+        let ancestor = std::process::Command::new("git")
+            .args([
+                "-C",
+                env!("CARGO_MANIFEST_DIR"),
+                "merge-base",
+                "--is-ancestor",
+            ])
+            .args([commit, "HEAD"])
+            .status()
+            .expect("git merge-base");
+        assert!(
+            ancestor.success(),
+            "{commit} is not in this checkout's history"
+        );
     }
     let c = std::process::Command::new(env!("CARGO_BIN_EXE_gpurun"))
         .args(["checkpoint", "x"])
