@@ -70,6 +70,16 @@ fn exit_code_under(rt: &Runtime, b: &Bundle, name: &str) -> Option<i32> {
 
 const X86_ALL: [&str; 3] = ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"];
 
+/// Everything allowed but `mkdir`/`mkdirat`, which fail with EACCES, on `archs`.
+fn mkdir_denied(archs: &[&str]) -> serde_json::Value {
+    serde_json::json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": archs,
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO",
+                      "errnoRet": libc::EACCES}]
+    })
+}
+
 #[test]
 fn an_i386_program_follows_the_rules_when_the_profile_lists_x86() {
     let test = "an_i386_program_follows_the_rules_when_the_profile_lists_x86";
@@ -80,21 +90,13 @@ fn an_i386_program_follows_the_rules_when_the_profile_lists_x86() {
     let Some(program) = i386_program(test, dir.path()) else {
         return;
     };
-    let profile = |archs: &[&str]| {
-        serde_json::json!({
-            "defaultAction": "SCMP_ACT_ALLOW",
-            "architectures": archs,
-            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO",
-                          "errnoRet": libc::EACCES}]
-        })
-    };
     let no_rule = serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW", "architectures": X86_ALL});
     assert_eq!(exit_code(&bundle(&program, no_rule), "i386-free"), Some(0));
     // i386's mkdir (39) is denied by the rule on mkdir, though 39 is getpid on x86_64.
-    let listed = bundle(&program, profile(&X86_ALL));
+    let listed = bundle(&program, mkdir_denied(&X86_ALL));
     assert_eq!(exit_code(&listed, "i386-listed"), Some(libc::EACCES));
     // Not listed: any i386 call kills the process.
-    let unlisted = bundle(&program, profile(&["SCMP_ARCH_X86_64"]));
+    let unlisted = bundle(&program, mkdir_denied(&["SCMP_ARCH_X86_64"]));
     assert_eq!(
         exit_code(&unlisted, "i386-unlisted"),
         Some(128 + libc::SIGSYS)
@@ -114,19 +116,11 @@ fn runc_gives_the_i386_program_the_same_results() {
     let Some(program) = i386_program(test, dir.path()) else {
         return;
     };
-    let profile = |archs: &[&str]| {
-        serde_json::json!({
-            "defaultAction": "SCMP_ACT_ALLOW",
-            "architectures": archs,
-            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO",
-                          "errnoRet": libc::EACCES}]
-        })
-    };
     for (archs, want) in [
         (&X86_ALL[..], Some(libc::EACCES)),
         (&["SCMP_ARCH_X86_64"][..], Some(128 + libc::SIGSYS)),
     ] {
-        let b = bundle(&program, profile(archs));
+        let b = bundle(&program, mkdir_denied(archs));
         assert_eq!(
             exit_code_under(&runc, &b, "runc-i386"),
             want,

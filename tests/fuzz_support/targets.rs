@@ -16,7 +16,7 @@ use gpurun::gpu::procfs::{self, PciAddr};
 use gpurun::gpu::request::{self, DeviceId, Parsed};
 use gpurun::gpu::require::{self, Facts};
 use gpurun::gpu::{ldcache, Capabilities, Inventory, Roots};
-use oci_spec::runtime::{LinuxNamespaceType, LinuxSeccomp, Spec};
+use oci_spec::runtime::{LinuxSeccomp, Spec};
 
 /// Separates the parts of a multi-file input (`discover`).
 pub const PART_SEPARATOR: u8 = 0x1e;
@@ -82,16 +82,7 @@ fn without_namespace_paths(mut spec: Spec) -> Spec {
         if let Some(nss) = linux.namespaces_mut() {
             for ns in nss.iter_mut() {
                 if ns.path().is_some() {
-                    let name = match ns.typ() {
-                        LinuxNamespaceType::Mount => "mnt",
-                        LinuxNamespaceType::Network => "net",
-                        LinuxNamespaceType::Cgroup => "cgroup",
-                        LinuxNamespaceType::Uts => "uts",
-                        LinuxNamespaceType::Ipc => "ipc",
-                        LinuxNamespaceType::User => "user",
-                        LinuxNamespaceType::Pid => "pid",
-                        LinuxNamespaceType::Time => "time",
-                    };
+                    let name = gpurun::linux::namespaces::proc_name(ns.typ());
                     ns.set_path(Some(PathBuf::from(format!("/proc/self/ns/{name}"))));
                 }
             }

@@ -495,13 +495,7 @@ fn step_bounding(ctx: &mut Ctx) -> Result<()> {
 fn step_ids(ctx: &mut Ctx) -> Result<()> {
     let p = ctx.plan;
     caps::set_keep_caps(true)?;
-    let gids: Vec<Gid> = p
-        .additional_gids
-        .iter()
-        .map(|g| Gid::from_raw(*g))
-        .collect();
-    nix::unistd::setgroups(&gids)
-        .map_err(|e| Error::sys("setting additional gids", "setgroups", "", e))?;
+    set_additional_gids(p)?;
     let g = Gid::from_raw(p.gid);
     setresgid(g, g, g)
         .map_err(|e| Error::sys(format!("setting gid {}", p.gid), "setresgid", "", e))?;
@@ -509,6 +503,17 @@ fn step_ids(ctx: &mut Ctx) -> Result<()> {
     setresuid(u, u, u)
         .map_err(|e| Error::sys(format!("setting uid {}", p.uid), "setresuid", "", e))?;
     caps::set_keep_caps(false)
+}
+
+fn set_additional_gids(p: &Plan) -> Result<()> {
+    let gids: Vec<Gid> = p
+        .additional_gids
+        .iter()
+        .map(|g| Gid::from_raw(*g))
+        .collect();
+    nix::unistd::setgroups(&gids)
+        .map_err(|e| Error::sys("setting additional gids", "setgroups", "", e))?;
+    Ok(())
 }
 
 fn step_caps(ctx: &mut Ctx) -> Result<()> {
@@ -539,13 +544,7 @@ fn step_cwd(ctx: &mut Ctx) -> Result<()> {
 }
 
 fn chdir_as_user(p: &Plan) -> Result<()> {
-    let gids: Vec<Gid> = p
-        .additional_gids
-        .iter()
-        .map(|g| Gid::from_raw(*g))
-        .collect();
-    nix::unistd::setgroups(&gids)
-        .map_err(|e| Error::sys("setting additional gids", "setgroups", "", e))?;
+    set_additional_gids(p)?;
     let gid = nix::unistd::setfsgid(Gid::from_raw(p.gid));
     let uid = nix::unistd::setfsuid(Uid::from_raw(p.uid));
     let r = nix::unistd::chdir(&p.cwd);
