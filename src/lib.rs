@@ -10,12 +10,12 @@ pub mod error;
 pub mod features;
 pub mod gpu;
 pub mod hooks;
-pub mod lifecycle;
 pub mod linux;
 pub mod log;
 pub mod notify;
 pub mod plan;
 pub mod process;
+pub mod runtime;
 #[doc(hidden)]
 pub mod skip;
 pub mod spec;
