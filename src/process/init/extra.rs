@@ -48,6 +48,9 @@ pub(super) fn step_runtime_hooks(ctx: &mut Ctx) -> Result<()> {
 /// image could have prepared (CVE-2025-23266).
 pub(super) fn step_create_container_hooks(ctx: &mut Ctx) -> Result<()> {
     let p = ctx.plan;
+    if !p.has_hooks(Phase::CreateContainer) {
+        return Ok(());
+    }
     let pid = nix::unistd::getpid().as_raw();
     crate::hooks::dispatch(
         Phase::CreateContainer,
