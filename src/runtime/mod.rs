@@ -5,9 +5,9 @@
 //!
 //! The CLI parses and prints; everything that changes a container happens here. Inside
 //! this folder the imports go one way: `foreground` uses `create`, `start` and `delete`;
-//! `exec` uses `foreground` and `console`; `delete` uses `kill`; every verb may use the
-//! small helpers (`console`, `files`, `hook_dispatch`, `rollback`) and this file, and
-//! those helpers use none of the verbs.
+//! `exec` uses `foreground`; `delete` uses `kill`; `create` uses `gpu`, which uses
+//! `rollback`. Any of them may use the helpers (`console`, `files`, `hook_dispatch`,
+//! `rollback`) and this file; the helpers use none of the verbs.
 
 use std::path::{Path, PathBuf};
 
