@@ -21,7 +21,11 @@ fn names_cli(text: &str) -> bool {
         .map(|l| l.split("//").next().unwrap_or(""))
         .any(|l| {
             let l: String = l.split_whitespace().collect();
-            l.contains("crate::cli") || (l.contains("crate::{") && l.contains("cli"))
+            let grouped = l.split_once("crate::{").is_some_and(|(_, rest)| {
+                rest.split([',', '{', '}'])
+                    .any(|item| item == "cli" || item.starts_with("cli::"))
+            });
+            l.contains("crate::cli::") || l.contains("crate::cli;") || grouped
         })
 }
 
@@ -44,5 +48,7 @@ fn the_check_sees_an_import_of_the_cli() {
     assert!(names_cli("        .arg(crate::cli::REFRESH_GPUS)"));
     assert!(names_cli("use crate::{cli, spec};"));
     assert!(!names_cli("// crate::cli is the top layer"));
+    assert!(names_cli("use crate::{error::Error, cli::Cli};"));
     assert!(!names_cli("use crate::runtime::Globals;"));
+    assert!(!names_cli("use crate::{client, spec};"));
 }
