@@ -1,7 +1,10 @@
 //! gpurun: a small, fast OCI container runtime for GPU jobs.
 //!
-//! The data flow is `cli` → `spec` (load, validate) → `gpu` (spec edits) → `plan`
-//! (resolved facts) → `process` (clone, init steps, execve). See docs in `runtime-spec/`.
+//! `cli` parses and prints; `runtime` owns the container lifecycle (create, start, kill,
+//! delete, exec, `run` in the foreground, hooks, rollback). A create's data flow is
+//! `spec` (load, validate) → `gpu` (spec edits) → `plan` (resolved facts) → `process`
+//! (clone, init steps, execve), with `state` (the container's directory), `cgroup` and
+//! `hooks` beside it. See docs in `runtime-spec/`.
 
 pub mod cgroup;
 pub mod cli;
@@ -10,12 +13,12 @@ pub mod error;
 pub mod features;
 pub mod gpu;
 pub mod hooks;
-pub mod lifecycle;
 pub mod linux;
 pub mod log;
 pub mod notify;
 pub mod plan;
 pub mod process;
+pub mod runtime;
 #[doc(hidden)]
 pub mod skip;
 pub mod spec;

@@ -1,15 +1,13 @@
-//! `gpurun exec`: run another process in a running container, as runc does: every
-//! namespace of init joined, the container's cgroup, the process's user, capabilities,
-//! seccomp profile and labels. Exit status 255 when exec itself fails.
+//! `gpurun exec`'s flags, and the process they describe: the container's own process
+//! with the flags applied, or a `--process` file. The runtime runs it (exit status 255
+//! when exec itself fails).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use oci_spec::runtime::Process;
 
 use crate::error::{Error, Result};
-use crate::lifecycle::{self, CreateOpts, Globals};
-use crate::state::Status;
+use crate::runtime::{self, ExecOpts, Globals};
 
 #[derive(clap::Args, Debug)]
 pub struct ExecArgs {
@@ -121,32 +119,40 @@ fn process_from_flags(base: &Process, a: &ExecArgs) -> Result<Process> {
         p.set_apparmor_profile(Some(l.clone()));
     }
     if !a.cap.is_empty() {
-        let mut caps = p.capabilities().clone().unwrap_or_default();
-        for name in &a.cap {
-            let c: oci_spec::runtime::Capability =
-                serde_json::from_value(serde_json::Value::String(name.clone()))
-                    .map_err(|_| Error::Config(format!("--cap: unknown capability {name:?}")))?;
-            // Never the inheritable (or ambient) set: CVE-2022-29162.
-            for set in [
-                caps.bounding().clone(),
-                caps.effective().clone(),
-                caps.permitted().clone(),
-            ]
-            .iter()
-            .enumerate()
-            {
-                let mut v = set.1.clone().unwrap_or_default();
-                v.insert(c);
-                match set.0 {
-                    0 => caps.set_bounding(Some(v)),
-                    1 => caps.set_effective(Some(v)),
-                    _ => caps.set_permitted(Some(v)),
-                };
-            }
-        }
-        p.set_capabilities(Some(caps));
+        p.set_capabilities(Some(add_caps(p.capabilities().clone(), &a.cap)?));
     }
     Ok(p)
+}
+
+/// `--cap`: each named capability added to the bounding, effective and permitted sets.
+fn add_caps(
+    caps: Option<oci_spec::runtime::LinuxCapabilities>,
+    names: &[String],
+) -> Result<oci_spec::runtime::LinuxCapabilities> {
+    let mut caps = caps.unwrap_or_default();
+    for name in names {
+        let c: oci_spec::runtime::Capability =
+            serde_json::from_value(serde_json::Value::String(name.clone()))
+                .map_err(|_| Error::Config(format!("--cap: unknown capability {name:?}")))?;
+        // Never the inheritable (or ambient) set: CVE-2022-29162.
+        for set in [
+            caps.bounding().clone(),
+            caps.effective().clone(),
+            caps.permitted().clone(),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let mut v = set.1.clone().unwrap_or_default();
+            v.insert(c);
+            match set.0 {
+                0 => caps.set_bounding(Some(v)),
+                1 => caps.set_effective(Some(v)),
+                _ => caps.set_permitted(Some(v)),
+            };
+        }
+    }
+    Ok(caps)
 }
 
 pub fn exec(g: &Globals, a: &ExecArgs) -> Result<i32> {
@@ -160,132 +166,36 @@ pub fn exec(g: &Globals, a: &ExecArgs) -> Result<i32> {
             "exec --cgroup is not supported by gpurun".into(),
         ));
     }
-    let c = g.root.open(&a.id)?;
-    let st = c.load()?;
-    match lifecycle::status_of(&c.dir, &st) {
-        Status::Stopped => return Err(Error::State("cannot exec in a stopped container".into())),
-        Status::Creating => {
-            return Err(Error::State(
-                "cannot exec in a container that is being created".into(),
-            ))
-        }
-        Status::Paused if !a.ignore_paused => {
-            return Err(Error::State(
-                "cannot exec in a paused container (use --ignore-paused to override)".into(),
-            ))
-        }
-        _ => {}
-    }
-    let spec: oci_spec::runtime::Spec = st
-        .spec
-        .clone()
-        .ok_or_else(|| Error::State(format!("container {} has no stored spec", a.id)))
-        .and_then(|v| {
-            serde_json::from_value(v).map_err(|e| Error::State(format!("stored spec: {e}")))
-        })?;
-    let process = match &a.process {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| Error::io("reading --process", path, e))?;
-            let parse_err =
-                |e: serde_json::Error| Error::Config(format!("--process {}: {e}", path.display()));
-            let mut v: serde_json::Value = serde_json::from_str(&text).map_err(parse_err)?;
-            for w in crate::spec::drop_unknown_capabilities(&mut v) {
-                crate::log::warn_caller(&format!("--process: {w}"));
-            }
-            serde_json::from_value::<Process>(v).map_err(parse_err)?
-        }
-        None => {
-            let base = spec.process().clone().unwrap_or_default();
-            process_from_flags(&base, a)?
-        }
+    let process = |base: Process| match &a.process {
+        Some(path) => process_from_file(path),
+        None => process_from_flags(&base, a),
     };
-    let terminal = process.terminal().unwrap_or(false);
-    crate::plan::check_preserved_fds(a.preserve_fds)?;
-    let plan = crate::plan::build_exec(
-        &a.id,
-        &spec,
-        process,
-        st.pid,
-        &st.bundle,
-        &st.rootfs,
-        &crate::plan::Options {
-            no_pivot: false,
+    runtime::exec(
+        g,
+        &ExecOpts {
+            id: a.id.clone(),
+            process: &process,
+            detach: a.detach,
+            pid_file: a.pid_file.clone(),
+            console_socket: a.console_socket.clone(),
             preserve_fds: a.preserve_fds,
-            no_new_keyring: true,
+            ignore_paused: a.ignore_paused,
         },
-    )?;
-    for w in &plan.warnings {
-        crate::log::warn_caller(w);
-    }
-    // The namespaces were opened by pid: make sure that pid is still init.
-    if !st.init_alive() {
-        return Err(Error::NotRunning(a.id.clone()));
-    }
-    let copts = CreateOpts {
-        foreground: !a.detach,
-        id: a.id.clone(),
-        bundle: st.bundle.clone(),
-        pid_file: None,
-        console_socket: a.console_socket.clone(),
-        no_pivot: false,
-        no_new_keyring: true,
-        preserve_fds: a.preserve_fds,
-    };
-    let (console, console_peer) = lifecycle::console_fds(terminal, &copts)?;
-    let cg = crate::cgroup::from_state(&st);
-    drop(c);
-
-    let mut mask = SigSet::all();
-    mask.remove(Signal::SIGKILL);
-    mask.remove(Signal::SIGSTOP);
-    if !a.detach {
-        nix::sys::prctl::set_child_subreaper(true).map_err(|e| {
-            Error::sys("becoming a subreaper", "prctl", "PR_SET_CHILD_SUBREAPER", e)
-        })?;
-        nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)
-            .map_err(|e| Error::sys("blocking signals", "sigprocmask", "", e))?;
-    }
-    let mut place = |pid: nix::unistd::Pid| match &cg {
-        Some(h) => h.add_task(pid.as_raw()),
-        None => Ok(()),
-    };
-    let mut no_hooks = |_| Ok(());
-    let spawned = crate::process::spawn::spawn(
-        &plan,
-        crate::process::spawn::InitFds {
-            start: None,
-            console,
-        },
-        crate::process::spawn::ParentSide {
-            place: &mut place,
-            runtime_hooks: &mut no_hooks,
-        },
-    )?;
-    // Written in both modes, as runc does: conmon and scripts read it while a foreground
-    // exec runs.
-    if let Some(p) = &a.pid_file {
-        write_pid_file_or_kill(p, spawned.pid)?;
-    }
-    if a.detach {
-        return Ok(0);
-    }
-    let mut proxy = match console_peer {
-        Some(peer) => Some(super::run::terminal_proxy(&peer)?),
-        None => None,
-    };
-    let code = super::run::forward_and_wait(spawned.pid, &mask, proxy.as_mut())?;
-    drop(proxy);
-    Ok(code)
+    )
 }
 
-/// A process whose pid could not be handed over is one the caller cannot find: it is
-/// killed rather than left running unseen.
-fn write_pid_file_or_kill(path: &std::path::Path, pid: nix::unistd::Pid) -> Result<()> {
-    lifecycle::write_pid_file(path, pid.as_raw()).inspect_err(|_| {
-        let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
-        let _ = nix::sys::wait::waitpid(pid, None);
-    })
+/// `--process`: a full `process` object; capabilities this kernel does not know are
+/// dropped with a warning, as in config.json.
+fn process_from_file(path: &Path) -> Result<Process> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| Error::io("reading --process", path, e))?;
+    let parse_err =
+        |e: serde_json::Error| Error::Config(format!("--process {}: {e}", path.display()));
+    let mut v: serde_json::Value = serde_json::from_str(&text).map_err(parse_err)?;
+    for w in crate::spec::drop_unknown_capabilities(&mut v) {
+        crate::log::warn_caller(&format!("--process: {w}"));
+    }
+    serde_json::from_value::<Process>(v).map_err(parse_err)
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::error::{Error, Result};
-use crate::lifecycle::{self, CreateOpts, Globals};
+use crate::runtime::{self, CreateOpts, Globals};
 use crate::state::Root;
 
 #[derive(Parser, Debug)]
@@ -72,9 +72,6 @@ pub struct CreateArgs {
     #[arg(long, default_value_t = 0)]
     pub preserve_fds: u32,
 }
-
-/// The hidden subcommand a create starts to enrich the GPU discovery cache.
-pub const REFRESH_GPUS: &str = "refresh-gpus";
 
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
@@ -172,7 +169,7 @@ pub enum Cmd {
     Cdi(gpu::CdiArgs),
     /// Enrich the GPU discovery cache with nvidia-smi's answers (started in the background
     /// by a create that found no cache; not for people).
-    #[command(name = "refresh-gpus", hide = true)]
+    #[command(name = runtime::REFRESH_GPUS, hide = true)]
     RefreshGpus,
     /// Write the containerd or podman drop-in that names this gpurun.
     Install(install::InstallArgs),
@@ -345,10 +342,10 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Cmd::Create { c, id } => {
             crate::process::sealed::ensure()?;
             let opts = create_opts(&c, id, false)?;
-            lifecycle::create(&g, &opts)?;
+            runtime::create(&g, &opts)?;
             Ok(0)
         }
-        Cmd::Start { id } => lifecycle::start(&g, &id).map(|()| 0),
+        Cmd::Start { id } => runtime::start(&g, &id).map(|()| 0),
         Cmd::Run {
             c,
             detach,
@@ -361,10 +358,15 @@ fn dispatch(cli: Cli) -> Result<i32> {
             let mut c = c;
             c.bundle = Some(bundle);
             let opts = create_opts(&c, id, !detach)?;
-            run::run(&g, &opts, detach, keep, no_subreaper)
+            let run = runtime::RunOpts {
+                detach,
+                keep,
+                no_subreaper,
+            };
+            runtime::run(&g, &opts, &run)
         }
         Cmd::State { id } => {
-            let st = lifecycle::load_public(&g, &id)?;
+            let st = runtime::load_public(&g, &id)?;
             println!(
                 "{}",
                 serde_json::to_string_pretty(&st).map_err(|e| Error::Other(e.to_string()))?
@@ -372,10 +374,10 @@ fn dispatch(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Cmd::Kill { all, id, signal } => {
-            let sig = lifecycle::parse_signal(&signal)?;
-            lifecycle::kill(&g, &id, sig, all).map(|()| 0)
+            let sig = runtime::parse_signal(&signal)?;
+            runtime::kill(&g, &id, sig, all).map(|()| 0)
         }
-        Cmd::Delete { force, id } => lifecycle::delete(&g, &id, force).map(|()| 0),
+        Cmd::Delete { force, id } => runtime::delete(&g, &id, force).map(|()| 0),
         Cmd::List { format, quiet } => output::list(&g, &format, quiet).map(|()| 0),
         Cmd::Ps {
             format,
@@ -398,8 +400,8 @@ fn dispatch(cli: Cli) -> Result<i32> {
                 }
             }
         }
-        Cmd::Pause { id } => lifecycle::pause(&g, &id).map(|()| 0),
-        Cmd::Resume { id } => lifecycle::resume(&g, &id).map(|()| 0),
+        Cmd::Pause { id } => runtime::pause(&g, &id).map(|()| 0),
+        Cmd::Resume { id } => runtime::resume(&g, &id).map(|()| 0),
         Cmd::Update(a) => resources::update(&g, &a).map(|()| 0),
         Cmd::Events {
             stats,
@@ -481,15 +483,6 @@ mod tests {
         assert!(matches!(cli.cmd, Some(Cmd::Kill { all: true, ref signal, .. }) if signal == "9"));
         let cli = parse(&["gpurun", "ps", "c1", "-ef"]);
         assert!(matches!(cli.cmd, Some(Cmd::Ps { ref ps_args, .. }) if ps_args == &["-ef"]));
-    }
-
-    #[test]
-    fn signals_parse_by_name_and_number() {
-        use nix::sys::signal::Signal;
-        assert_eq!(lifecycle::parse_signal("9").ok(), Some(Signal::SIGKILL));
-        assert_eq!(lifecycle::parse_signal("term").ok(), Some(Signal::SIGTERM));
-        assert_eq!(lifecycle::parse_signal("SIGHUP").ok(), Some(Signal::SIGHUP));
-        assert!(lifecycle::parse_signal("NOPE").is_err());
     }
 
     #[test]

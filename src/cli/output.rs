@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
-use crate::lifecycle::{self, Globals};
+use crate::runtime::{self, Globals};
 
 pub fn version() -> String {
     format!(
@@ -21,7 +21,7 @@ fn json<T: serde::Serialize>(v: &T) -> Result<String> {
 pub fn list(g: &Globals, format: &str, quiet: bool) -> Result<()> {
     let mut rows = Vec::new();
     for id in g.root.ids()? {
-        match lifecycle::load_public(g, &id) {
+        match runtime::load_public(g, &id) {
             Ok(st) => rows.push(st),
             Err(e) => crate::log::warn(&format!("listing {id}: {e}")),
         }
@@ -92,7 +92,7 @@ pub(super) fn print_table<const N: usize>(head: &[&str; N], rows: &[[String; N]]
 }
 
 pub fn ps(g: &Globals, id: &str, format: &str, args: &[String]) -> Result<()> {
-    let pids = lifecycle::pids(g, id)?;
+    let pids = runtime::pids(g, id)?;
     if format == "json" {
         println!("{}", json(&pids)?);
         return Ok(());

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use crate::error::{Error, Result};
-use crate::lifecycle::{self, Globals};
+use crate::runtime::{self, Globals};
 
 #[derive(clap::Args, Debug)]
 pub struct UpdateArgs {
@@ -114,7 +114,7 @@ pub fn update(g: &Globals, a: &UpdateArgs) -> Result<()> {
     }
     let r: oci_spec::runtime::LinuxResources =
         serde_json::from_value(v).map_err(|e| Error::Config(format!("resources: {e}")))?;
-    lifecycle::update(g, &a.id, r)
+    runtime::update(g, &a.id, r)
 }
 
 /// `5s`, `100ms`, `1m` or plain seconds.
@@ -143,22 +143,22 @@ pub fn parse_interval(s: &str) -> Result<Duration> {
 pub fn events(g: &Globals, id: &str, stats: bool, interval: &str) -> Result<()> {
     let print = |v: &serde_json::Value| println!("{v}");
     if stats {
-        print(&lifecycle::stats_event(g, id)?);
+        print(&runtime::stats_event(g, id)?);
         return Ok(());
     }
     let every = parse_interval(interval)?;
-    let mut ooms = lifecycle::oom_count(g, id)?;
+    let mut ooms = runtime::oom_count(g, id)?;
     // Without a watch (no memory controller), OOMs are noticed at each interval.
-    let watch = lifecycle::oom_watch(g, id).ok();
+    let watch = runtime::oom_watch(g, id).ok();
     let mut next = Instant::now();
     loop {
         if Instant::now() >= next {
-            let ev = match lifecycle::stats_event(g, id) {
+            let ev = match runtime::stats_event(g, id) {
                 Ok(ev) => ev,
                 Err(Error::NotRunning(_)) | Err(Error::NotExist(_)) => return Ok(()),
                 Err(e) => return Err(e),
             };
-            let now = lifecycle::oom_count(g, id).unwrap_or(ooms);
+            let now = runtime::oom_count(g, id).unwrap_or(ooms);
             if now > ooms {
                 print(&serde_json::json!({"type": "oom", "id": id}));
                 ooms = now;
@@ -177,7 +177,7 @@ pub fn events(g: &Globals, id: &str, stats: bool, interval: &str) -> Result<()> 
             continue;
         }
         let notified = w.drain().is_some_and(|n| n > 0);
-        let count = lifecycle::oom_count(g, id);
+        let count = runtime::oom_count(g, id);
         let now = *count.as_ref().unwrap_or(&ooms);
         if notified || now > ooms {
             ooms = ooms.max(now);

@@ -29,7 +29,7 @@ use nix::sys::signal::Signal;
 use oci_spec::runtime::{Hook, Hooks};
 use serde::Serialize;
 
-use crate::process::child::{self, Keep, Outcome};
+use crate::linux::child::{self, Keep, Outcome};
 
 /// What init leaves in the start fifo when a startContainer hook failed, for `start` to
 /// report (longer than the one byte `start` itself writes).
@@ -219,6 +219,27 @@ pub fn run_phase(
             run_all(phase, hooks, state, cwd).map(|()| Vec::new())
         }
     }
+}
+
+/// Run the hooks a spec's `hooks` object lists for `phase`, under the phase's
+/// [`failure_policy`]: each failure that only warns is handed to `warn`, and one that
+/// aborts is the error. Every lifecycle call site runs its hooks through here, so the
+/// policy table is the one place that decides what a failing hook does.
+pub fn dispatch(
+    phase: Phase,
+    hooks: Option<&Hooks>,
+    state: &HookState,
+    cwd: &Path,
+    warn: &mut dyn FnMut(HookError),
+) -> Result<(), HookError> {
+    let list = hooks.map(|h| phase.hooks_in(h)).unwrap_or_default();
+    if list.is_empty() {
+        return Ok(());
+    }
+    run_phase(phase, list, state, cwd)?
+        .into_iter()
+        .for_each(warn);
+    Ok(())
 }
 
 /// Run every hook of one phase in order; stops at the first failure and returns its

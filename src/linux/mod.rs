@@ -2,6 +2,7 @@
 
 pub mod caps;
 pub mod cgroups;
+pub mod child;
 pub mod console;
 pub mod dbus;
 pub mod devices;

@@ -2,7 +2,6 @@
 //! what only the parent can (id maps, time offsets), and wait until init is ready or
 //! reports the step that failed.
 
-use std::os::fd::OwnedFd;
 use std::path::Path;
 
 use nix::sys::wait::{waitpid, WaitStatus};
@@ -13,17 +12,11 @@ use crate::linux::sys::proc::{clone_fork, exit_now};
 use crate::plan::Plan;
 use crate::process::init;
 use crate::process::sync::{self, ChildMsg};
+use crate::process::InitFds;
 
 pub struct Spawned {
     /// Host pid of the container's init.
     pub pid: Pid,
-}
-
-/// The fds init inherits: the start fifo, and the console socket when it has a terminal.
-pub struct InitFds {
-    /// The exec fifo init waits on (none for `exec`, which runs at once).
-    pub start: Option<OwnedFd>,
-    pub console: Option<OwnedFd>,
 }
 
 /// What only the parent does for init: put a pid in the container's cgroup (before the

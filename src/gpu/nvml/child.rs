@@ -2,7 +2,7 @@
 //! `LD_PRELOAD` or `LD_LIBRARY_PATH` of whoever ran gpurun reaches it), stdin from
 //! `/dev/null`, working directory `/`, its own process group, and a hard timeout after
 //! which the group (whose id is the child's pid) is killed and the child reaped — through
-//! the runtime's thread-free runner, `process::child`, as hooks run.
+//! the runtime's thread-free runner, `linux::child`, as hooks run.
 
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::Duration;
 
-use crate::process::child::{self as runner, Keep, Outcome};
+use crate::linux::child::{self as runner, Keep, Outcome};
 
 /// stderr is only quoted in messages.
 const MAX_STDERR: usize = 64 * 1024;

@@ -48,19 +48,16 @@ pub(super) fn step_runtime_hooks(ctx: &mut Ctx) -> Result<()> {
 /// image could have prepared (CVE-2025-23266).
 pub(super) fn step_create_container_hooks(ctx: &mut Ctx) -> Result<()> {
     let p = ctx.plan;
-    let Some(hooks) = p.hooks.as_ref() else {
-        return Ok(());
-    };
-    let list = Phase::CreateContainer.hooks_in(hooks);
-    if list.is_empty() {
+    if !p.has_hooks(Phase::CreateContainer) {
         return Ok(());
     }
     let pid = nix::unistd::getpid().as_raw();
-    crate::hooks::run_all(
+    crate::hooks::dispatch(
         Phase::CreateContainer,
-        list,
+        p.hooks.as_ref(),
         &p.hook_state("creating", pid),
         &p.bundle,
+        &mut super::say_on_stderr,
     )
     .map_err(|e| Error::Other(e.to_string()))
 }

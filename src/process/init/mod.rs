@@ -13,8 +13,8 @@ use crate::hooks::Phase;
 use crate::linux::sys::proc::clone_fork;
 use crate::linux::{caps, devices, namespaces, rlimits, rootfs};
 use crate::plan::Plan;
-use crate::process::spawn::InitFds;
 use crate::process::sync::{Channel, ChildMsg};
+use crate::process::InitFds;
 
 mod executable;
 use executable::env_with_defaults;
@@ -265,33 +265,36 @@ fn run_init(plan: &Plan, ch: &Channel, fds: &InitFds) -> i32 {
         return report(ch, "wait-for-start", &e);
     }
     // Nothing of the host's reaches the startContainer hooks: every fd was marked
-    // close-on-exec at close-setup-fds.
-    if plan.has_hooks(Phase::StartContainer) {
-        // The parent is gone (create returned long ago): the container's stderr is the
-        // only place left to say why it will not start.
-        let hooks = plan
-            .hooks
-            .as_ref()
-            .map(|h| Phase::StartContainer.hooks_in(h))
-            .unwrap_or(&[]);
-        if let Err(e) = crate::hooks::run_all(
-            Phase::StartContainer,
-            hooks,
-            // The pid as the container sees it: 1 in a new pid namespace, the host's
-            // pid where the container shares the runtime's.
-            &plan.hook_state("created", nix::unistd::getpid().as_raw()),
-            &plan.cwd,
-        ) {
-            let _ = std::io::Write::write_all(
-                &mut std::io::stderr(),
-                format!("gpurun: {e}\n").as_bytes(),
-            );
-            // `start` waits on the fifo's other end and reports the failure.
-            let _ = nix::unistd::write(start, crate::hooks::START_CONTAINER_FAILED);
-            return 1;
-        }
+    // close-on-exec at close-setup-fds. Checked first: without no_new_privs the
+    // container's seccomp filter is in force, and a container without these hooks must
+    // not need getpid allowed.
+    if plan.has_hooks(Phase::StartContainer) && !start_container_hooks(plan) {
+        // `start` waits on the fifo's other end and reports the failure.
+        let _ = nix::unistd::write(start, crate::hooks::START_CONTAINER_FAILED);
+        return 1;
     }
     exec(&ctx)
+}
+
+/// Whether the startContainer hooks let the container's process run.
+fn start_container_hooks(plan: &Plan) -> bool {
+    crate::hooks::dispatch(
+        Phase::StartContainer,
+        plan.hooks.as_ref(),
+        // The pid as the container sees it: 1 in a new pid namespace, the host's pid
+        // where the container shares the runtime's.
+        &plan.hook_state("created", nix::unistd::getpid().as_raw()),
+        &plan.cwd,
+        &mut say_on_stderr,
+    )
+    .map_err(say_on_stderr)
+    .is_ok()
+}
+
+/// The parent is gone (create returned long ago): what a hook run inside the container
+/// has to say, a warning or why the container will not start, goes to its stderr.
+fn say_on_stderr(e: crate::hooks::HookError) {
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), format!("gpurun: {e}\n").as_bytes());
 }
 
 /// Block until `start` writes to the exec fifo. Init holds it read-write, so the read

@@ -115,7 +115,7 @@ fn spawn_refresh() -> std::io::Result<()> {
     use std::os::unix::process::CommandExt;
     use std::process::Stdio;
     std::process::Command::new("/proc/self/exe")
-        .arg(crate::cli::REFRESH_GPUS)
+        .arg(crate::runtime::REFRESH_GPUS)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -1,0 +1,63 @@
+//! Undoing a create that failed part way: whatever it made is taken down again, in the
+//! reverse order of making it.
+
+use std::path::PathBuf;
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
+use crate::state::Container;
+
+/// A container being created: undone entirely if anything fails before `commit`.
+pub(super) struct Creating {
+    pub(super) container: Option<Container>,
+    pub(super) cgroup: Option<crate::cgroup::Handle>,
+    pub(super) init: Option<Pid>,
+    pub(super) lease: Option<(crate::gpu::lease::Leases, String, PathBuf)>,
+}
+
+impl Creating {
+    pub(super) fn new(container: Container) -> Self {
+        Creating {
+            container: Some(container),
+            cgroup: None,
+            init: None,
+            lease: None,
+        }
+    }
+
+    pub(super) fn container(&self) -> &Container {
+        self.container
+            .as_ref()
+            .expect("the container is set until commit")
+    }
+
+    pub(super) fn commit(mut self) -> Container {
+        self.cgroup = None;
+        self.init = None;
+        self.lease = None;
+        self.container
+            .take()
+            .expect("commit is called once, with the container set")
+    }
+}
+
+impl Drop for Creating {
+    fn drop(&mut self) {
+        if let Some(pid) = self.init.take() {
+            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(pid, None);
+        }
+        if let Some(cg) = self.cgroup.take() {
+            if let Err(e) = cg.destroy() {
+                crate::log::warn(&format!("removing the cgroup of a failed create: {e}"));
+            }
+        }
+        if let Some((leases, id, root)) = self.lease.take() {
+            let _ = leases.release(&id, &root);
+        }
+        if let Some(c) = self.container.take() {
+            let _ = c.remove();
+        }
+    }
+}
