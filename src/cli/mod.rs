@@ -74,7 +74,7 @@ pub struct CreateArgs {
 }
 
 /// The hidden subcommand a create starts to enrich the GPU discovery cache.
-pub const REFRESH_GPUS: &str = "refresh-gpus";
+pub const REFRESH_GPUS: &str = crate::gpu::REFRESH_VERB;
 
 #[derive(Subcommand, Debug)]
 pub enum Cmd {

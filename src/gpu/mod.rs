@@ -1,17 +1,10 @@
 //! NVIDIA GPU injection as plain spec edits: discover, request, edits, CDI, leases.
 //!
-//! The runtime calls, between spec loading and plan building:
-//!
-//! ```text
-//! if gpu::wants_gpus(&spec, &cfg) {
-//!     let inv = gpu::discover_cached(&cfg)?;
-//!     if let Some(injection) = gpu::inject(&mut spec, rootfs, id, gen_dir, &cfg, &inv)? {
-//!         // log injection.warnings / injection.log; take a lease on injection.grant.gpus
-//!     }
-//! } else {
-//!     // log gpu::request::policy_warnings(&spec, &cfg)
-//! }
-//! ```
+//! The runtime enters it once per create, through [`prepare`] (see [`prepare`]'s module
+//! for the grant's lifecycle). Inside, imports go one way: `prepare` → `edits` →
+//! `cdi` → `editor`; `edits`/`request` → `inventory`, `require`; `cache` → `discover`
+//! → `nvml` → `inventory`; everything → `config`, `paths`, `procfs`, `capabilities`;
+//! `lease` → `config` only; nothing imports `prepare`.
 //!
 //! Everything here is a pure function over injected roots (driver, dev, proc) and the
 //! spec: nothing is mounted or created in the rootfs. The one thing ever executed is the
@@ -21,8 +14,10 @@
 mod cache;
 pub mod capabilities;
 pub mod cdi;
+pub mod config;
 mod discover;
 mod driverfiles;
+mod editor;
 pub mod edits;
 pub mod elf;
 #[doc(hidden)]
@@ -32,6 +27,7 @@ pub mod ldcache;
 pub mod lease;
 pub mod nvml;
 pub mod paths;
+mod prepare;
 pub mod procdir;
 pub mod procfs;
 pub mod request;
@@ -48,6 +44,7 @@ pub use cache::{
 pub use capabilities::{Capabilities, Capability};
 pub use discover::{discover, discover_with};
 pub use inventory::Inventory;
+pub use prepare::{prepare, Container, GpuGrant, REFRESH_VERB};
 pub use request::{wants_gpus, Grant, RequestSource};
 
 /// The host roots every discovery read goes through (all `/` on a plain host).
@@ -112,6 +109,8 @@ pub enum GpuError {
     },
     #[error("lease: {0}")]
     Lease(String),
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
 }
 
 impl GpuError {
@@ -137,9 +136,9 @@ pub struct Injection {
     pub undecided: bool,
 }
 
-/// Applies everything for one container: parse requests, check REQUIRE, edit the spec.
-/// Returns `None` when nothing was requested. A request refused by policy (the env var
-/// from an unprivileged container) returns `Some` with source
+/// Applies everything for one container: parse requests, check REQUIRE, edit the spec
+/// (all or nothing). Returns `None` when nothing was requested. A request refused by
+/// policy (the env var from an unprivileged container) returns `Some` with source
 /// [`RequestSource::EnvIgnored`], the warning, and no edit but
 /// `NVIDIA_VISIBLE_DEVICES=void`.
 ///
@@ -151,8 +150,20 @@ pub fn inject(
     rootfs: &Path,
     container_id: &str,
     gen_dir: &Path,
-    cfg: &crate::config::Config,
+    cfg: &config::Config,
     inv: &Inventory,
 ) -> Result<Option<Injection>, GpuError> {
-    edits::inject(spec, rootfs, container_id, gen_dir, cfg, inv)
+    let req = match request::parse(spec, cfg)? {
+        request::Parsed::Nothing => return Ok(None),
+        request::Parsed::Ignored(w) => return Ok(Some(edits::refuse(spec, w, cfg.gpus.sharing))),
+        request::Parsed::Request(r) => r,
+    };
+    let target = edits::Target {
+        rootfs,
+        container_id,
+        gen_dir,
+    };
+    let edited = edits::inject(spec, &req, &target, cfg, inv)?;
+    *spec = edited.spec;
+    Ok(Some(edited.injection))
 }

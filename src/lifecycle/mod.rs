@@ -18,12 +18,10 @@ use crate::state::{self, Container, Root, State, Status};
 
 mod cgroup_verbs;
 mod files;
-mod gpu;
 
 pub use cgroup_verbs::{oom_count, oom_watch, pause, resume, stats_event, update};
 use files::owner;
 pub use files::write_pid_file;
-use gpu::{inject_gpus, lease_holder};
 
 /// What every verb gets from the global flags.
 pub struct Globals {
@@ -49,14 +47,16 @@ struct Creating {
     container: Option<Container>,
     cgroup: Option<crate::cgroup::Handle>,
     init: Option<Pid>,
-    lease: Option<(crate::gpu::lease::Leases, String, PathBuf)>,
+    gpu: Option<crate::gpu::GpuGrant>,
 }
 
 impl Creating {
     fn commit(mut self) -> Container {
         self.cgroup = None;
         self.init = None;
-        self.lease = None;
+        if let Some(gpu) = self.gpu.take() {
+            gpu.keep();
+        }
         self.container
             .take()
             .expect("commit is called once, with the container set")
@@ -74,9 +74,8 @@ impl Drop for Creating {
                 crate::log::warn(&format!("removing the cgroup of a failed create: {e}"));
             }
         }
-        if let Some((leases, id, root)) = self.lease.take() {
-            let _ = leases.release(&id, &root);
-        }
+        // Releases the lease, if it was written.
+        drop(self.gpu.take());
         if let Some(c) = self.container.take() {
             let _ = c.remove();
         }
@@ -95,17 +94,24 @@ pub fn create(g: &Globals, o: &CreateOpts) -> Result<Created> {
         .unwrap_or(false);
     let (console, console_peer) = console_fds(terminal, o)?;
     plan::check_preserved_fds(o.preserve_fds)?;
-    let gpu_cfg = crate::config::Config::load().map_err(|e| Error::Config(e.to_string()))?;
 
     let container = g.root.create(&o.id)?;
     let mut guard = Creating {
         container: Some(container),
         cgroup: None,
         init: None,
-        lease: None,
+        gpu: None,
     };
     let dir = guard.container.as_ref().expect("set above").dir.clone();
-    let gpus = inject_gpus(g, o, &mut bundle, &gpu_cfg, &mut guard)?;
+    guard.gpu = crate::gpu::prepare(
+        &mut bundle.spec,
+        &crate::gpu::Container {
+            id: &o.id,
+            root: &g.root.path,
+            rootfs: &bundle.rootfs,
+        },
+    )
+    .map_err(gpu_error)?;
     let notify_socket = crate::notify::caller_socket();
     if notify_socket.is_some() {
         crate::notify::setup_spec(&mut bundle.spec, &dir)?;
@@ -146,8 +152,12 @@ pub fn create(g: &Globals, o: &CreateOpts) -> Result<Created> {
         ),
         cgroup: None,
         hooks: bundle.spec.hooks().clone(),
-        gpus: gpus.as_ref().map(|(g, _)| g.clone()).unwrap_or_default(),
-        gpu_state_dir: gpus.as_ref().map(|_| gpu_cfg.gpus.state_dir.clone()),
+        gpus: guard
+            .gpu
+            .as_ref()
+            .map(|g| g.gpus.clone())
+            .unwrap_or_default(),
+        gpu_state_dir: guard.gpu.as_ref().map(|g| g.state_dir.clone()),
         spec: serde_json::to_value(&bundle.spec).ok(),
         notify_socket,
     };
@@ -212,12 +222,9 @@ pub fn create(g: &Globals, o: &CreateOpts) -> Result<Created> {
     st.pid = spawned.pid.as_raw();
     st.init_start_time = state::process_start_time(st.pid)
         .ok_or_else(|| Error::Other("container init died right after it was ready".into()))?;
-    if let Some((gpus, sharing)) = &gpus {
-        // The lease now follows init: it is live exactly as long as the container is.
-        let holder = lease_holder(g, &o.id, st.pid, st.init_start_time);
-        crate::gpu::lease::Leases::new(&gpu_cfg.gpus.state_dir)
-            .acquire(&holder, gpus, *sharing)
-            .map_err(|e| Error::Other(e.to_string()))?;
+    if let Some(gpu) = guard.gpu.as_mut() {
+        // The lease follows init: it is live exactly as long as the container is.
+        gpu.bind(st.pid, st.init_start_time).map_err(gpu_error)?;
     }
     st.status = Status::Created;
     let c = guard.container.as_ref().expect("set above");
@@ -230,6 +237,14 @@ pub fn create(g: &Globals, o: &CreateOpts) -> Result<Created> {
         container: guard.commit(),
         console_peer,
     })
+}
+
+/// A broken node configuration keeps its own wording (it names the file and line).
+fn gpu_error(e: crate::gpu::GpuError) -> Error {
+    match e {
+        crate::gpu::GpuError::Config(c) => Error::Config(c.to_string()),
+        e => Error::Other(e.to_string()),
+    }
 }
 
 pub struct Created {
