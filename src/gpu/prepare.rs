@@ -83,10 +83,11 @@ pub fn prepare(spec: &mut Spec, c: &Container<'_>) -> Result<Option<GpuGrant>, G
 }
 
 /// A container that asks for no GPU does not need the node configuration: a broken file
-/// is worth a warning, not a failed create.
+/// is worth a warning (on stderr without `--log`, where the person at the shell sees it),
+/// not a failed create.
 fn warn_if_config_broken() {
     if let Err(e) = Config::load() {
-        crate::log::warn(&format!("{e}; ignored: this container asks for no GPU"));
+        crate::log::warn_caller(&format!("{e}; ignored: this container asks for no GPU"));
     }
 }
 
