@@ -45,7 +45,7 @@ pub use capabilities::{Capabilities, Capability};
 pub use discover::{discover, discover_with};
 pub use inventory::Inventory;
 pub use prepare::{prepare, Container, GpuGrant, REFRESH_VERB};
-pub use request::{wants_gpus, Grant, RequestSource};
+pub use request::{Grant, RequestSource};
 
 /// The host roots every discovery read goes through (all `/` on a plain host).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

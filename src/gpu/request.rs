@@ -434,24 +434,6 @@ pub fn parse_visible_devices(value: &str) -> Result<Vec<DeviceId>, GpuError> {
     Ok(out)
 }
 
-/// True when the spec holds a request that policy honours: the runtime runs discovery
-/// only then (a GPU-less host never needs a driver for a CUDA image that merely sets
-/// `NVIDIA_VISIBLE_DEVICES=all` unprivileged).
-pub fn wants_gpus(spec: &Spec, cfg: &Config) -> bool {
-    !matches!(
-        parse(spec, cfg),
-        Ok(Parsed::Nothing) | Ok(Parsed::Ignored(_))
-    )
-}
-
-/// Requests refused by policy, for the runtime to log when [`wants_gpus`] is false.
-pub fn policy_warnings(spec: &Spec, cfg: &Config) -> Vec<String> {
-    match parse(spec, cfg) {
-        Ok(Parsed::Ignored(w)) => vec![w],
-        _ => Vec::new(),
-    }
-}
-
 /// GPUs and MIG devices named by a request (CDI names are resolved elsewhere).
 #[derive(Debug, Default)]
 pub struct Selection<'a> {
