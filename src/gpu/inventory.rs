@@ -106,7 +106,7 @@ pub struct Gpu {
     /// Host path of `/proc/driver/nvidia/gpus/<bus>` (under the proc root).
     pub proc_dir: PathBuf,
     pub node: DeviceNode,
-    /// From NVML enrichment ([`super::nvml`]): the compute capability (`8.0`), for
+    /// From NVML enrichment (the `nvml` module): the compute capability (`8.0`), for
     /// `arch` requirements.
     #[serde(default)]
     pub compute_capability: Option<String>,

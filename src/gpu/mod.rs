@@ -1,12 +1,18 @@
 //! NVIDIA GPU injection as plain spec edits: discover, request, edits, CDI, leases.
 //!
-//! The runtime enters it once per create, through [`prepare`] (see [`prepare`]'s module
-//! for the grant's lifecycle). Inside, imports go one way: `prepare` → `edits` →
-//! `cdi` → `editor`; `edits`/`request` → `inventory`, `require`; `cache` → `discover`
-//! → `nvml` → `inventory`; everything → `config`, `paths`, `procfs`, `capabilities`;
-//! `lease` → `config` only; nothing imports `prepare`.
+//! The runtime enters it once per create, through [`prepare`] (its module describes the
+//! grant's lifecycle). Imports between the children go one way, top to bottom:
 //!
-//! Everything here is a pure function over injected roots (driver, dev, proc) and the
+//! ```text
+//! prepare  → cache, edits, lease, request, config        (nothing imports prepare)
+//! edits    → cdi → editor → paths;  edits → request, require, procdir, inventory, config
+//! cache    → discover → nvml, driverfiles → inventory → capabilities, paths, procfs
+//! request  → inventory, config;  lease → config;  config → capabilities
+//! leaves:    paths, procfs, procdir, elf, ldcache, capabilities
+//! ```
+//!
+//! Below `prepare` (which reads the node configuration) and `lease` (the host-wide lease
+//! table), everything is a pure function over injected roots (driver, dev, proc) and the
 //! spec: nothing is mounted or created in the rootfs. The one thing ever executed is the
 //! driver root's own `nvidia-smi`, by discovery on a cache miss ([`nvml`]) and by
 //! `gpurun gpus`: never during injection, never on a start whose discovery cache is valid.
