@@ -244,6 +244,60 @@ mod tests {
         check_state_dir(&Config::default(), Path::new("/run/gpurun")).unwrap();
     }
 
+    fn grant_in(state: &Path, id: &str) -> GpuGrant {
+        try_grant_in(state, id).unwrap()
+    }
+
+    fn try_grant_in(state: &Path, id: &str) -> Result<GpuGrant, GpuError> {
+        let mut cfg = Config::default();
+        cfg.gpus.state_dir = state.to_path_buf();
+        let c = Container {
+            id,
+            root: Path::new("/run/test-root"),
+            rootfs: Path::new("/nonexistent"),
+        };
+        GpuGrant::reserve(&cfg, &c, vec!["GPU-0".into()], Sharing::Exclusive)
+    }
+
+    fn lease_pids(state: &Path) -> Vec<i64> {
+        let mut pids: Vec<i64> = std::fs::read_dir(state.join("leases"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .map(|e| {
+                let v: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(e.path()).unwrap()).unwrap();
+                v["holder"]["pid"].as_i64().unwrap()
+            })
+            .collect();
+        pids.sort_unstable();
+        pids
+    }
+
+    #[test]
+    fn a_grant_writes_its_lease_once_in_inits_name_and_releases_it_unless_kept() {
+        let t = tempfile::tempdir().unwrap();
+        let me = std::process::id() as i32;
+        let start = super::super::lease::process_start_time(Path::new("/proc"), me).unwrap();
+
+        let mut g = grant_in(t.path(), "c1");
+        assert!(lease_pids(t.path()).is_empty(), "reserving writes nothing");
+        let e = g.bind(0, start).unwrap_err().to_string();
+        assert!(e.contains("no init pid"), "{e}");
+        assert!(lease_pids(t.path()).is_empty(), "no lease in pid 0's name");
+        g.bind(me, start).unwrap();
+        assert_eq!(lease_pids(t.path()), [i64::from(me)]);
+        let e = try_grant_in(t.path(), "c2").unwrap_err();
+        assert!(e.to_string().contains("c1"), "refused before anything: {e}");
+        drop(g);
+        assert!(lease_pids(t.path()).is_empty(), "a dropped grant releases");
+
+        let mut g = grant_in(t.path(), "c3");
+        g.bind(me, start).unwrap();
+        g.keep();
+        assert_eq!(lease_pids(t.path()), [i64::from(me)], "a kept grant stays");
+    }
+
     #[test]
     fn every_name_kept_in_the_state_dir_is_refused_as_a_container_id() {
         for name in [
