@@ -13,6 +13,8 @@ pub enum Error {
     AlreadyExists(String),
     #[error("invalid container ID format: {0:?}")]
     InvalidId(String),
+    #[error("invalid container ID {0:?}: gpurun keeps host-wide GPU state under that name")]
+    ReservedId(String),
     #[error("container not running: {0}")]
     NotRunning(String),
     #[error("{0}")]

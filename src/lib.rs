@@ -8,11 +8,13 @@
 
 pub mod cgroup;
 pub mod cli;
-pub mod config;
 pub mod error;
 pub mod features;
 pub mod gpu;
+/// The node configuration, kept by the GPU layer it configures.
+pub use gpu::config;
 pub mod hooks;
+pub mod id;
 pub mod linux;
 pub mod log;
 pub mod notify;

@@ -102,15 +102,13 @@ pub struct PublicState {
     pub annotations: HashMap<String, String>,
 }
 
-/// runc's rule: `[A-Za-z0-9_+.-]+`, and not `.` or `..`.
+/// The one id rule of every verb ([`crate::id`]).
 pub fn validate_id(id: &str) -> Result<()> {
-    let ok_chars = id
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"_+.-".contains(&b));
-    if id.is_empty() || !ok_chars || id == "." || id == ".." || id.len() > 1024 {
-        return Err(Error::InvalidId(id.to_string()));
+    match crate::id::check(id) {
+        Ok(()) => Ok(()),
+        Err(crate::id::Refusal::Format) => Err(Error::InvalidId(id.to_string())),
+        Err(crate::id::Refusal::Reserved) => Err(Error::ReservedId(id.to_string())),
     }
-    Ok(())
 }
 
 /// The directory holding every container's state for one `--root`.

@@ -140,13 +140,17 @@ fn release_frees_the_gpu() {
 fn hostile_ids_and_lease_files() {
     let t = tempfile::tempdir().unwrap();
     let l = Leases::new(t.path());
-    for id in ["../x", "a/b", "", ".hidden"] {
+    for id in ["../x", "a/b", "", "leases", "proc-driver-nvidia"] {
         assert!(
             l.acquire(&me(id, "/r"), &[G0.into()], Sharing::Shared)
                 .is_err(),
             "{id:?}"
         );
     }
+    // The one id rule of every verb (runc's): a hidden name is a valid container id.
+    l.acquire(&me(".hidden", "/r"), &[G0.into()], Sharing::Shared)
+        .unwrap();
+    l.release(".hidden", Path::new("/r")).unwrap();
     std::fs::write(t.path().join("leases/garbage.json"), "{").unwrap();
     assert!(l.list().unwrap().is_empty());
     assert!(!t.path().join("leases/garbage.json").exists());
@@ -184,4 +188,58 @@ fn listing_a_table_never_written_creates_nothing() {
     let state = t.path().join("state");
     assert!(Leases::new(&state).list().unwrap().is_empty());
     assert!(!state.exists(), "list made {}", state.display());
+}
+
+/// Containers created before the GPU state had its own directory hold their leases in the
+/// old one: the new table still sees them, refuses what they exclude, and writes nothing
+/// there.
+#[test]
+fn a_lease_at_the_old_location_is_honoured() {
+    let t = tempfile::tempdir().unwrap();
+    let (old, new) = (t.path().join("old"), t.path().join("new"));
+    Leases::new(&old)
+        .acquire(
+            &me("before", "/run/gpurun"),
+            &[G0.into()],
+            Sharing::Exclusive,
+        )
+        .unwrap();
+    let l = Leases::new(&new).with_legacy(&old);
+
+    let listed = l.list().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].holder.container_id, "before");
+    let e = l
+        .acquire(&me("after", "/r"), &[G0.into()], Sharing::Shared)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("before") && e.contains(G0), "{e}");
+    let e = l
+        .check("after", Path::new("/r"), &[G0.into()], Sharing::Shared)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("before"), "{e}");
+
+    l.acquire(&me("after", "/r"), &[G1.into()], Sharing::Shared)
+        .unwrap();
+    let old_files = std::fs::read_dir(old.join("leases")).unwrap().count();
+    assert_eq!(old_files, 2, "the old table's lock and its one lease");
+    assert!(new.join("leases").read_dir().unwrap().count() == 2);
+
+    // Its delete, by the new binary, releases it.
+    l.release("before", Path::new("/run/gpurun")).unwrap();
+    l.acquire(&me("after", "/r"), &[G0.into()], Sharing::Exclusive)
+        .unwrap();
+}
+
+#[test]
+fn the_node_table_reads_the_old_location_only_with_the_default_state_dir() {
+    let mut cfg = gpurun::config::Config::default();
+    assert_eq!(
+        cfg.gpus.state_dir,
+        Path::new(gpurun::config::DEFAULT_STATE_DIR)
+    );
+    assert!(format!("{:?}", Leases::for_node(&cfg)).contains(gpurun::gpu::lease::LEGACY_STATE_DIR));
+    cfg.gpus.state_dir = PathBuf::from("/srv/gpu-state");
+    assert!(!format!("{:?}", Leases::for_node(&cfg)).contains("/run/gpurun"));
 }

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
-use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::gpu::config::Config;
 use crate::gpu::lease::{Lease, Leases};
 use crate::gpu::nvml::{self, Live};
 use crate::gpu::{Capabilities, Inventory};
@@ -65,7 +65,7 @@ struct HolderView {
     id: String,
     root: PathBuf,
     pid: i32,
-    sharing: crate::config::Sharing,
+    sharing: crate::gpu::config::Sharing,
 }
 
 /// A process using a GPU, from nvidia-smi.
@@ -179,8 +179,8 @@ fn holders_cell(h: &[HolderView]) -> String {
     h.iter()
         .map(|h| {
             let excl = match h.sharing {
-                crate::config::Sharing::Exclusive => ", exclusive",
-                crate::config::Sharing::Shared => "",
+                crate::gpu::config::Sharing::Exclusive => ", exclusive",
+                crate::gpu::config::Sharing::Shared => "",
             };
             format!("{} (pid {}, root {}{excl})", h.id, h.pid, h.root.display())
         })
@@ -220,7 +220,7 @@ pub fn gpus(a: &GpusArgs) -> Result<()> {
     if a.refresh || inv.enrichment.failed || inv.enrichment.pending {
         inv = crate::gpu::rediscover(&cfg).map_err(gpu_err)?;
     }
-    let leases = Leases::new(&cfg.gpus.state_dir).list().map_err(gpu_err)?;
+    let leases = Leases::for_node(&cfg).list().map_err(gpu_err)?;
     let live = match nvml::live(&inv, nvml::LIVE_TIMEOUT) {
         Ok(l) => Some(l),
         Err(e) => {

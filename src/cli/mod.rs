@@ -169,7 +169,7 @@ pub enum Cmd {
     Cdi(gpu::CdiArgs),
     /// Enrich the GPU discovery cache with nvidia-smi's answers (started in the background
     /// by a create that found no cache; not for people).
-    #[command(name = runtime::REFRESH_GPUS, hide = true)]
+    #[command(name = crate::gpu::REFRESH_VERB, hide = true)]
     RefreshGpus,
     /// Write the containerd or podman drop-in that names this gpurun.
     Install(install::InstallArgs),

@@ -16,7 +16,7 @@ use super::discover::{discover, numbered_dirs, read_gpus, scan};
 use super::inventory::Inventory;
 use super::procfs;
 use super::{GpuError, Roots};
-use crate::config::Config;
+use crate::gpu::config::Config;
 
 /// The cache file's name under the state directory.
 pub const CACHE_FILE: &str = "discovery.json";

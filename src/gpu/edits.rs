@@ -2,29 +2,21 @@
 //! bind mounts and env. Nothing here touches the rootfs except a read-only probe of which
 //! library directory the image's loader searches.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use oci_spec::runtime::{
-    LinuxBuilder, LinuxDevice, LinuxDeviceCgroup, LinuxDeviceType, LinuxResources, Mount, Spec,
-};
+use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, Mount, Spec};
 
 use super::capabilities::{Capabilities, Capability};
 use super::cdi;
 use super::inventory::{DeviceNode, Gpu, Inventory, MigDevice, DEV_LINKED};
 use super::paths::{container_dest, normalize, rootfs_has_dir};
 use super::procfs;
-use super::request::{self, Grant, Parsed, RequestSource, Selection};
+use super::request::{self, Grant, Request, RequestSource, Selection};
 use super::require::{self, Facts};
 use super::{GpuError, Injection};
-use crate::config::Config;
+use crate::gpu::config::{Config, Sharing};
 
-/// Options of every injected file mount (libraries, binaries, firmware, generated files).
-pub const FILE_OPTIONS: &[&str] = &["ro", "nosuid", "nodev", "rbind", "rprivate"];
-/// IPC sockets: connecting needs write access, so no `ro`; nothing there is executable.
-pub const IPC_OPTIONS: &[&str] = &["nosuid", "nodev", "noexec", "rbind", "rprivate"];
-/// `/proc/driver/nvidia` replacements.
-pub const PROC_OPTIONS: &[&str] = &["ro", "nosuid", "nodev", "noexec", "rbind", "rprivate"];
+pub use super::editor::{Editor, FILE_OPTIONS, IPC_OPTIONS, PROC_OPTIONS};
 
 const PROC_DRIVER: &str = "/proc/driver";
 const PROC_DRIVER_NVIDIA: &str = "/proc/driver/nvidia";
@@ -64,108 +56,6 @@ pub fn library_dirs(rootfs: &Path) -> LibraryDirs {
     LibraryDirs {
         lib64: if musl_only { "/usr/lib" } else { "/usr/lib64" },
         lib32: "/usr/lib",
-    }
-}
-
-/// Accumulates edits on a spec, skipping what is already there.
-pub struct Editor<'a> {
-    spec: &'a mut Spec,
-    destinations: BTreeSet<PathBuf>,
-    pub log: Vec<String>,
-}
-
-impl<'a> Editor<'a> {
-    pub fn new(spec: &'a mut Spec) -> Editor<'a> {
-        let destinations = spec
-            .mounts()
-            .iter()
-            .flatten()
-            .map(|m| normalize(m.destination()))
-            .collect();
-        Editor {
-            spec,
-            destinations,
-            log: Vec::new(),
-        }
-    }
-
-    pub fn spec(&mut self) -> &mut Spec {
-        self.spec
-    }
-
-    /// Adds a bind mount unless something is already mounted at `dest`.
-    pub fn bind(&mut self, source: &Path, dest: &Path, options: &[&str]) {
-        self.mount(
-            source,
-            dest,
-            Some("bind"),
-            options.iter().map(|s| s.to_string()).collect(),
-        );
-    }
-
-    /// Adds a mount unless something is already mounted at `dest`.
-    pub fn mount(&mut self, source: &Path, dest: &Path, typ: Option<&str>, options: Vec<String>) {
-        let key = normalize(dest);
-        if !self.destinations.insert(key) {
-            self.log.push(format!(
-                "{} already has a mount; not adding another",
-                dest.display()
-            ));
-            return;
-        }
-        let mut m = Mount::default();
-        m.set_destination(dest.to_path_buf());
-        m.set_source(Some(source.to_path_buf()));
-        m.set_typ(typ.map(str::to_string));
-        m.set_options(Some(options));
-        self.spec.mounts_mut().get_or_insert_with(Vec::new).push(m);
-    }
-
-    /// Adds a device node (unless one is already at its path) and its allow rule.
-    pub fn device(&mut self, dev: LinuxDevice, access: &str) {
-        if self.spec.linux().is_none() {
-            self.spec.set_linux(LinuxBuilder::default().build().ok());
-        }
-        let Some(linux) = self.spec.linux_mut().as_mut() else {
-            return;
-        };
-        let devices = linux.devices_mut().get_or_insert_with(Vec::new);
-        if devices
-            .iter()
-            .any(|d| normalize(d.path()) == normalize(dev.path()))
-        {
-            self.log.push(format!(
-                "{} is already in linux.devices; not adding another",
-                dev.path().display()
-            ));
-        } else {
-            devices.push(dev.clone());
-        }
-        let mut rule = LinuxDeviceCgroup::default();
-        rule.set_allow(true);
-        rule.set_typ(Some(dev.typ()));
-        rule.set_major(Some(dev.major()));
-        rule.set_minor(Some(dev.minor()));
-        rule.set_access(Some(access.to_string()));
-        let resources = linux
-            .resources_mut()
-            .get_or_insert_with(LinuxResources::default);
-        let rules = resources.devices_mut().get_or_insert_with(Vec::new);
-        if !rules.contains(&rule) {
-            rules.push(rule);
-        }
-    }
-
-    /// Sets an env variable, replacing every earlier definition.
-    pub fn set_env(&mut self, key: &str, value: &str) {
-        let Some(process) = self.spec.process_mut().as_mut() else {
-            return;
-        };
-        let mut env = process.env().clone().unwrap_or_default();
-        let prefix = format!("{key}=");
-        env.retain(|kv| !kv.starts_with(&prefix));
-        env.push(format!("{key}={value}"));
-        process.set_env(Some(env));
     }
 }
 
@@ -351,122 +241,160 @@ fn facts(inv: &Inventory, gpus: &[&Gpu]) -> Facts {
     }
 }
 
-/// See [`super::inject`].
+/// A grant applied to a copy of the spec: the caller takes `spec` or drops it whole.
+#[derive(Debug)]
+pub struct Edited {
+    pub spec: Spec,
+    pub injection: Injection,
+}
+
+/// A request refused by policy: the variable is neutralised so nothing downstream (a
+/// nested or hook-based NVIDIA runtime) acts on it. The one place that does this.
+pub fn refuse(spec: &mut Spec, warning: String, sharing: Sharing) -> Injection {
+    Editor::new(spec).set_env("NVIDIA_VISIBLE_DEVICES", "void");
+    Injection {
+        grant: Grant {
+            source: RequestSource::EnvIgnored,
+            gpus: Vec::new(),
+            mig_devices: Vec::new(),
+            cdi_devices: Vec::new(),
+            capabilities: Capabilities::NONE,
+            sharing,
+        },
+        warnings: vec![warning],
+        log: Vec::new(),
+        undecided: false,
+    }
+}
+
+/// Where a container's edits come from and go: its rootfs (only probed) and the host-wide
+/// store of generated `/proc/driver/nvidia` directories.
+pub struct Target<'a> {
+    pub rootfs: &'a Path,
+    pub container_id: &'a str,
+    pub gen_dir: &'a Path,
+}
+
+/// Applies an honoured request to a copy of `spec`: CDI devices, the REQUIRE check, then
+/// the native nodes, driver files and procfs view. `spec` itself is not changed, so a
+/// caller may try again with a fresher inventory.
 pub fn inject(
-    spec: &mut Spec,
-    rootfs: &Path,
-    container_id: &str,
-    gen_dir: &Path,
+    spec: &Spec,
+    req: &Request,
+    t: &Target<'_>,
     cfg: &Config,
     inv: &Inventory,
-) -> Result<Option<Injection>, GpuError> {
-    let req = match request::parse(spec, cfg)? {
-        Parsed::Nothing => return Ok(None),
-        Parsed::Ignored(warning) => {
-            // Neutralise the variable so nothing downstream (a nested or hook-based NVIDIA
-            // runtime) acts on a request gpurun refused.
-            Editor::new(spec).set_env("NVIDIA_VISIBLE_DEVICES", "void");
-            return Ok(Some(Injection {
-                grant: Grant {
-                    source: RequestSource::EnvIgnored,
-                    gpus: Vec::new(),
-                    mig_devices: Vec::new(),
-                    cdi_devices: Vec::new(),
-                    capabilities: Capabilities::NONE,
-                    sharing: cfg.gpus.sharing,
-                },
-                warnings: vec![warning],
-                log: Vec::new(),
-                undecided: false,
-            }));
-        }
-        Parsed::Request(r) => r,
-    };
+) -> Result<Edited, GpuError> {
     let sel = request::resolve(&req.devices, inv)?;
-    let mut warnings = Vec::new();
-    // Edit a copy: on any error (a failed requirement after CDI edits, say) the caller's
-    // spec is left as it was.
     let mut work = spec.clone();
     let mut ed = Editor::new(&mut work);
-
-    // CDI devices first: their edits identify GPUs by /dev/nvidia<minor>.
-    let mut cdi_gpus: Vec<&Gpu> = Vec::new();
-    let mut cdi_wants_params = false;
-    if !sel.cdi.is_empty() {
-        let registry = cdi::Registry::load(&cfg.nvidia.cdi_spec_dirs);
-        let applied = cdi::apply(&mut ed, &registry, &sel.cdi)?;
-        for minor in applied.gpu_minors {
-            if let Some(g) = inv.gpu_by_minor(minor) {
-                if !cdi_gpus.iter().any(|x| x.minor == g.minor) {
-                    cdi_gpus.push(g);
-                }
-            }
-        }
-        cdi_wants_params = applied.disable_device_node_modification;
-        ed.log.extend(applied.log);
-    }
+    let cdi = apply_cdi(&mut ed, &sel, cfg, inv)?;
     let mut gpus: Vec<&Gpu> = sel.gpus.clone();
-    for g in &cdi_gpus {
+    for g in cdi.gpus {
         if !gpus.iter().any(|x| x.minor == g.minor) {
             gpus.push(g);
         }
     }
-
-    let undecided = require::check(&req.requirements, &facts(inv, &gpus))?;
-    let unknown_facts = !undecided.is_empty();
-    warnings.extend(undecided);
-
+    let warnings = require::check(&req.requirements, &facts(inv, &gpus))?;
     let native = !sel.gpus.is_empty() || !sel.mig.is_empty() || req.devices.is_empty();
     if native {
         for n in device_nodes(inv, &sel, req.capabilities) {
             ed.device(linux_device(&n), "rwm");
         }
-        let dirs = library_dirs(rootfs);
-        driver_file_mounts(&mut ed, inv, req.capabilities, &dirs)?;
+        driver_file_mounts(&mut ed, inv, req.capabilities, &library_dirs(t.rootfs))?;
     }
-    if native || cdi_wants_params {
-        proc_driver_mounts(&mut ed, inv, &gpus, &sel.mig, gen_dir)?;
+    if native || cdi.wants_params {
+        proc_driver_mounts(&mut ed, inv, &gpus, &sel.mig, t.gen_dir)?;
     }
-    // The device plugin's "look at the mounts" marker becomes the list it stands for, so
-    // tools in the container that read the variable see what was granted.
-    let env = request::env_map(ed.spec());
-    if req.source == RequestSource::DevicePluginMounts
-        && env
-            .get("NVIDIA_VISIBLE_DEVICES")
-            .is_some_and(|v| normalize(Path::new(v.trim())) == Path::new(request::DEVICE_LIST_DIR))
-    {
-        let list: Vec<&str> = gpus.iter().map(|g| g.uuid.as_str()).collect();
-        let value = if list.is_empty() {
-            "void".to_string()
-        } else {
-            list.join(",")
-        };
-        ed.set_env("NVIDIA_VISIBLE_DEVICES", &value);
+    if req.source == RequestSource::DevicePluginMounts {
+        expand_device_list_marker(&mut ed, &gpus);
     }
     let mut log = std::mem::take(&mut ed.log);
     log.push(format!(
-        "container {container_id}: {} GPU(s), capabilities {}",
+        "container {}: {} GPU(s), capabilities {}",
+        t.container_id,
         gpus.len(),
         req.capabilities
     ));
-    *spec = work;
-    Ok(Some(Injection {
-        grant: Grant {
-            source: req.source,
-            gpus: gpus.iter().map(|g| g.uuid.clone()).collect(),
-            mig_devices: sel
-                .mig
-                .iter()
-                .map(|m| format!("gpu{}/gi{}/ci{}", m.parent_minor, m.gi, m.ci))
-                .collect(),
-            cdi_devices: sel.cdi.clone(),
-            capabilities: req.capabilities,
-            sharing: req.sharing,
-        },
+    let injection = Injection {
+        grant: grant(req, &gpus, &sel),
+        undecided: !warnings.is_empty(),
         warnings,
         log,
-        undecided: unknown_facts,
-    }))
+    };
+    Ok(Edited {
+        spec: work,
+        injection,
+    })
+}
+
+/// What CDI devices added: the GPUs their nodes name, and whether they ask for the
+/// driver's params file.
+struct CdiOutcome<'i> {
+    gpus: Vec<&'i Gpu>,
+    wants_params: bool,
+}
+
+/// CDI devices first: their edits identify GPUs by `/dev/nvidia<minor>`.
+fn apply_cdi<'i>(
+    ed: &mut Editor<'_>,
+    sel: &Selection<'_>,
+    cfg: &Config,
+    inv: &'i Inventory,
+) -> Result<CdiOutcome<'i>, GpuError> {
+    let mut out = CdiOutcome {
+        gpus: Vec::new(),
+        wants_params: false,
+    };
+    if sel.cdi.is_empty() {
+        return Ok(out);
+    }
+    let registry = cdi::Registry::load(&cfg.nvidia.cdi_spec_dirs);
+    let applied = cdi::apply(ed, &registry, &sel.cdi)?;
+    for minor in applied.gpu_minors {
+        if let Some(g) = inv.gpu_by_minor(minor) {
+            if !out.gpus.iter().any(|x| x.minor == g.minor) {
+                out.gpus.push(g);
+            }
+        }
+    }
+    out.wants_params = applied.disable_device_node_modification;
+    ed.log.extend(applied.log);
+    Ok(out)
+}
+
+/// The device plugin's "look at the mounts" marker becomes the list it stands for, so
+/// tools in the container that read the variable see what was granted.
+fn expand_device_list_marker(ed: &mut Editor<'_>, gpus: &[&Gpu]) {
+    let env = request::env_map(ed.spec());
+    let marked = env
+        .get("NVIDIA_VISIBLE_DEVICES")
+        .is_some_and(|v| normalize(Path::new(v.trim())) == Path::new(request::DEVICE_LIST_DIR));
+    if !marked {
+        return;
+    }
+    let list: Vec<&str> = gpus.iter().map(|g| g.uuid.as_str()).collect();
+    let value = if list.is_empty() {
+        "void".to_string()
+    } else {
+        list.join(",")
+    };
+    ed.set_env("NVIDIA_VISIBLE_DEVICES", &value);
+}
+
+fn grant(req: &Request, gpus: &[&Gpu], sel: &Selection<'_>) -> Grant {
+    Grant {
+        source: req.source,
+        gpus: gpus.iter().map(|g| g.uuid.clone()).collect(),
+        mig_devices: sel
+            .mig
+            .iter()
+            .map(|m| format!("gpu{}/gi{}/ci{}", m.parent_minor, m.gi, m.ci))
+            .collect(),
+        cdi_devices: sel.cdi.clone(),
+        capabilities: req.capabilities,
+        sharing: req.sharing,
+    }
 }
 
 #[cfg(test)]

@@ -6,8 +6,6 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::capabilities::{Capabilities, Capability};
-use super::nvml::parse::{is_device_uuid, is_label, is_version};
-pub use super::nvml::Enrichment;
 use super::paths::is_clean_absolute;
 use super::procfs::PciAddr;
 use super::Roots;
@@ -108,7 +106,7 @@ pub struct Gpu {
     /// Host path of `/proc/driver/nvidia/gpus/<bus>` (under the proc root).
     pub proc_dir: PathBuf,
     pub node: DeviceNode,
-    /// From NVML enrichment ([`super::nvml`]): the compute capability (`8.0`), for
+    /// From NVML enrichment (the `nvml` module): the compute capability (`8.0`), for
     /// `arch` requirements.
     #[serde(default)]
     pub compute_capability: Option<String>,
@@ -303,4 +301,61 @@ fn fact_ok(v: Option<&str>, ok: fn(&str) -> bool) -> Result<(), String> {
 /// A single file-name component: no `/`, not `.` or `..`, not empty.
 pub fn is_plain_name(s: &str) -> bool {
     !s.is_empty() && s != "." && s != ".." && !s.contains('/') && !s.contains('\0')
+}
+
+/// How enrichment went, recorded in the inventory (and so in the cache).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Enrichment {
+    /// The nvidia-smi that was run (a host path under the driver root); `None` when the
+    /// driver root has none.
+    pub smi: Option<PathBuf>,
+    /// nvidia-smi failed, hung or answered nonsense: facts are missing that a healthy
+    /// driver would give. `gpurun gpus` tries again.
+    pub failed: bool,
+    /// What is unknown, and why.
+    pub notes: Vec<String>,
+    /// Not run yet: discovery on a container's start path left it to a background refresh
+    /// (`gpu::discover_for_start`).
+    #[serde(default)]
+    pub pending: bool,
+}
+
+impl Enrichment {
+    /// One line for the log, or `None` when everything was learnt.
+    pub fn warning(&self) -> Option<String> {
+        if self.notes.is_empty() {
+            return None;
+        }
+        let via = match &self.smi {
+            Some(p) => format!(" through {}", p.display()),
+            None => String::new(),
+        };
+        Some(format!(
+            "NVML enrichment{via}: {} (NVIDIA_REQUIRE_* terms over these facts are not \
+             checked; MIG devices without a UUID cannot be requested)",
+            self.notes.join("; ")
+        ))
+    }
+}
+
+/// `12.4`, `8.0`, `580.65.06`: one to four dot-separated decimal parts.
+pub fn is_version(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('.').collect();
+    (1..=4).contains(&parts.len())
+        && parts
+            .iter()
+            .all(|p| (1..=9).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// A UUID-like name (`GPU-…`, `MIG-…`, `MIG-GPU-…/1/0`): printable ASCII, no spaces.
+pub fn is_device_uuid(s: &str) -> bool {
+    (s.starts_with("GPU-") || s.starts_with("MIG-"))
+        && s.len() <= 128
+        && s.bytes().all(|b| b.is_ascii_graphic() && b != b',')
+}
+
+/// Text safe to keep and print: short, no control characters.
+pub fn is_label(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 128 && !s.chars().any(char::is_control)
 }

@@ -1,6 +1,10 @@
 //! Which container holds which GPU: one JSON file per holder in `<state-dir>/leases/`,
 //! serialised by an exclusive `flock` on `<state-dir>/leases/.lock`.
 //!
+//! Leases taken by a gpurun that kept its state under the old default directory
+//! ([`LEGACY_STATE_DIR`]) are read there as well, as long as their containers live: they
+//! refuse an exclusive request like any other; nothing new is written there.
+//!
 //! A holder is a container id, the runtime root it was created under (containerd, podman
 //! and a shell each use their own `--root`), and its init pid with that process's start
 //! time. A lease whose pid is gone, or whose pid now belongs to another process (a
@@ -13,14 +17,16 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
+use super::config::{Config, Sharing, DEFAULT_STATE_DIR};
 use super::GpuError;
-use crate::config::Sharing;
 
 /// Format version of a lease file. A lease of another version is reported, never trusted
 /// and never removed: it may protect a GPU in a way this gpurun does not understand.
 pub const LEASE_FORMAT: u32 = 1;
 
 const LEASES: &str = "leases";
+/// Where the host-wide GPU state was kept by default before it had its own directory.
+pub const LEGACY_STATE_DIR: &str = "/run/gpurun";
 const LOCK: &str = ".lock";
 
 /// The container a lease belongs to.
@@ -49,6 +55,9 @@ pub struct Lease {
 #[derive(Clone, Debug)]
 pub struct Leases {
     dir: PathBuf,
+    /// The table at the old default location, read (and cleaned of stale leases) but
+    /// never written.
+    legacy: Option<PathBuf>,
     /// Where pids are checked (`/proc` on a real host).
     proc: PathBuf,
 }
@@ -70,6 +79,7 @@ impl Leases {
     pub fn new(state_dir: &Path) -> Leases {
         Leases {
             dir: state_dir.join(LEASES),
+            legacy: None,
             proc: PathBuf::from("/proc"),
         }
     }
@@ -80,48 +90,54 @@ impl Leases {
         self
     }
 
-    fn lock(&self) -> Result<Flock<File>, GpuError> {
+    /// Also reads the table of `old_state_dir` (see [`LEGACY_STATE_DIR`]); the same
+    /// directory as this table's is ignored.
+    pub fn with_legacy(mut self, old_state_dir: &Path) -> Leases {
+        let dir = old_state_dir.join(LEASES);
+        self.legacy = (dir != self.dir).then_some(dir);
+        self
+    }
+
+    /// Locks this table (made if absent) and then the legacy one if it exists, always in
+    /// that order; a gpurun of the old layout locks the legacy table alone, so both agree.
+    fn lock(&self) -> Result<Vec<Flock<File>>, GpuError> {
         std::fs::create_dir_all(&self.dir).map_err(io("creating", &self.dir))?;
-        let path = self.dir.join(LOCK);
-        let f = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io("opening", &path))?;
-        Flock::lock(f, FlockArg::LockExclusive)
-            .map_err(|(_, errno)| GpuError::io("flock", &path, errno.into()))
+        let mut locks = vec![lock_table(&self.dir)?];
+        if let Some(old) = self.legacy.as_deref().filter(|d| d.is_dir()) {
+            locks.push(lock_table(old)?);
+        }
+        Ok(locks)
+    }
+
+    fn tables(&self) -> impl Iterator<Item = &Path> {
+        std::iter::once(self.dir.as_path()).chain(self.legacy.as_deref())
     }
 
     fn file_for(&self, holder: &Holder) -> Result<PathBuf, GpuError> {
-        let id = &holder.container_id;
-        let ok = !id.is_empty()
-            && !id.starts_with('.')
-            && id.len() <= 1024
-            && id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"_.+-".contains(&b));
-        if !ok {
-            return Err(GpuError::Lease(format!(
-                "container id {id:?} is not a valid file name"
-            )));
-        }
-        Ok(self.dir.join(format!(
-            "{id}@{:016x}.json",
-            fnv1a(holder.root.as_os_str().as_encoded_bytes())
-        )))
+        Ok(self
+            .dir
+            .join(file_name(&holder.container_id, &holder.root)?))
     }
 
     fn is_live(&self, h: &Holder) -> bool {
         process_start_time(&self.proc, h.pid) == Some(h.start_time)
     }
 
-    /// Reads every lease; stale ones are removed (the caller holds the lock).
+    /// Reads every lease of both tables; stale ones are removed (the caller holds the
+    /// locks).
     fn read_all(&self) -> Result<Vec<(PathBuf, Lease)>, GpuError> {
-        let entries = match std::fs::read_dir(&self.dir) {
+        let mut out = Vec::new();
+        for dir in self.tables() {
+            out.extend(self.read_table(dir)?);
+        }
+        Ok(out)
+    }
+
+    fn read_table(&self, dir: &Path) -> Result<Vec<(PathBuf, Lease)>, GpuError> {
+        let entries = match std::fs::read_dir(dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(GpuError::io("listing", &self.dir, e)),
+            Err(e) => return Err(GpuError::io("listing", dir, e)),
         };
         let mut out = Vec::new();
         for e in entries.filter_map(Result::ok) {
@@ -155,6 +171,31 @@ impl Leases {
         Ok(out)
     }
 
+    /// The lease table of the node: its state directory's, plus the old default
+    /// location's while the state directory is the default one (containers created before
+    /// the move still hold leases there).
+    pub fn for_node(cfg: &Config) -> Leases {
+        let dir = &cfg.gpus.state_dir;
+        let leases = Leases::new(dir);
+        if dir == Path::new(DEFAULT_STATE_DIR) {
+            leases.with_legacy(Path::new(LEGACY_STATE_DIR))
+        } else {
+            leases
+        }
+    }
+
+    /// Refuses as [`Leases::acquire`] would, writing nothing.
+    pub fn check(
+        &self,
+        container_id: &str,
+        root: &Path,
+        gpus: &[String],
+        sharing: Sharing,
+    ) -> Result<(), GpuError> {
+        let _lock = self.lock()?;
+        self.refuse_conflicts(container_id, root, gpus, sharing)
+    }
+
     /// Records that `holder` holds `gpus`. Refuses when `holder` asks for exclusive use of
     /// a GPU another live container holds, or when another live container holds one
     /// exclusively. Re-acquiring for the same holder replaces its lease.
@@ -166,8 +207,20 @@ impl Leases {
     ) -> Result<(), GpuError> {
         let _lock = self.lock()?;
         let mine = self.file_for(holder)?;
-        for (path, other) in self.read_all()? {
-            if path == mine {
+        self.refuse_conflicts(&holder.container_id, &holder.root, gpus, sharing)?;
+        self.write(&mine, holder, gpus, sharing)
+    }
+
+    fn refuse_conflicts(
+        &self,
+        container_id: &str,
+        root: &Path,
+        gpus: &[String],
+        sharing: Sharing,
+    ) -> Result<(), GpuError> {
+        file_name(container_id, root)?;
+        for (_, other) in self.read_all()? {
+            if other.holder.container_id == container_id && other.holder.root == root {
                 continue;
             }
             for gpu in gpus {
@@ -184,6 +237,16 @@ impl Leases {
                 }
             }
         }
+        Ok(())
+    }
+
+    fn write(
+        &self,
+        mine: &Path,
+        holder: &Holder,
+        gpus: &[String],
+        sharing: Sharing,
+    ) -> Result<(), GpuError> {
         let lease = Lease {
             format: LEASE_FORMAT,
             holder: holder.clone(),
@@ -197,37 +260,57 @@ impl Leases {
             // No fsync: the lease table lives on /run (tmpfs) and does not outlive a
             // reboot, and the rename alone keeps readers from seeing half a file.
             f.write_all(&data)?;
-            std::fs::rename(&tmp, &mine)
+            std::fs::rename(&tmp, mine)
         };
-        write().map_err(io("writing", &mine))
+        write().map_err(io("writing", mine))
     }
 
     /// Drops `container_id`'s lease under `root` (on delete). Absent is fine.
     pub fn release(&self, container_id: &str, root: &Path) -> Result<(), GpuError> {
         let _lock = self.lock()?;
-        let holder = Holder {
-            container_id: container_id.to_string(),
-            root: root.to_path_buf(),
-            pid: 0,
-            start_time: 0,
-        };
-        let path = self.file_for(&holder)?;
-        match std::fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(GpuError::io("removing", &path, e)),
+        let name = file_name(container_id, root)?;
+        for dir in self.tables() {
+            let path = dir.join(&name);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(GpuError::io("removing", &path, e)),
+            }
         }
+        Ok(())
     }
 
     /// Every live lease (for `gpurun gpus`). A table never written holds none: listing
     /// creates nothing, so it works where the state directory is not writable.
     pub fn list(&self) -> Result<Vec<Lease>, GpuError> {
-        if !self.dir.is_dir() {
+        if !self.tables().any(Path::is_dir) {
             return Ok(Vec::new());
         }
         let _lock = self.lock()?;
         Ok(self.read_all()?.into_iter().map(|(_, l)| l).collect())
     }
+}
+
+fn lock_table(dir: &Path) -> Result<Flock<File>, GpuError> {
+    let path = dir.join(LOCK);
+    let f = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io("opening", &path))?;
+    Flock::lock(f, FlockArg::LockExclusive)
+        .map_err(|(_, errno)| GpuError::io("flock", &path, errno.into()))
+}
+
+/// `<id>@<hash of root>.json`: one file per holder, for the one id rule of every verb.
+fn file_name(id: &str, root: &Path) -> Result<String, GpuError> {
+    crate::id::check(id)
+        .map_err(|_| GpuError::Lease(format!("container id {id:?} is not a valid file name")))?;
+    Ok(format!(
+        "{id}@{:016x}.json",
+        fnv1a(root.as_os_str().as_encoded_bytes())
+    ))
 }
 
 /// FNV-1a, to turn a root path into a fixed-width file-name part.

@@ -1,19 +1,18 @@
 //! NVIDIA GPU injection as plain spec edits: discover, request, edits, CDI, leases.
 //!
-//! The runtime calls, between spec loading and plan building:
+//! The runtime enters it once per create, through [`prepare`] (its module describes the
+//! grant's lifecycle). Imports between the children go one way, top to bottom:
 //!
 //! ```text
-//! if gpu::wants_gpus(&spec, &cfg) {
-//!     let inv = gpu::discover_cached(&cfg)?;
-//!     if let Some(injection) = gpu::inject(&mut spec, rootfs, id, gen_dir, &cfg, &inv)? {
-//!         // log injection.warnings / injection.log; take a lease on injection.grant.gpus
-//!     }
-//! } else {
-//!     // log gpu::request::policy_warnings(&spec, &cfg)
-//! }
+//! prepare  → cache, edits, lease, request, config        (nothing imports prepare)
+//! edits    → cdi → editor → paths;  edits → request, require, procdir, inventory, config
+//! cache    → discover → nvml, driverfiles → inventory → capabilities, paths, procfs
+//! request  → inventory, config;  lease → config;  config → capabilities
+//! leaves:    paths, procfs, procdir, elf, ldcache, capabilities
 //! ```
 //!
-//! Everything here is a pure function over injected roots (driver, dev, proc) and the
+//! Below `prepare` (which reads the node configuration) and `lease` (the host-wide lease
+//! table), everything is a pure function over injected roots (driver, dev, proc) and the
 //! spec: nothing is mounted or created in the rootfs. The one thing ever executed is the
 //! driver root's own `nvidia-smi`, by discovery on a cache miss ([`nvml`]) and by
 //! `gpurun gpus`: never during injection, never on a start whose discovery cache is valid.
@@ -21,8 +20,10 @@
 mod cache;
 pub mod capabilities;
 pub mod cdi;
+pub mod config;
 mod discover;
 mod driverfiles;
+mod editor;
 pub mod edits;
 pub mod elf;
 #[doc(hidden)]
@@ -32,6 +33,7 @@ pub mod ldcache;
 pub mod lease;
 pub mod nvml;
 pub mod paths;
+mod prepare;
 pub mod procdir;
 pub mod procfs;
 pub mod request;
@@ -48,7 +50,8 @@ pub use cache::{
 pub use capabilities::{Capabilities, Capability};
 pub use discover::{discover, discover_with};
 pub use inventory::Inventory;
-pub use request::{wants_gpus, Grant, RequestSource};
+pub use prepare::{prepare, Container, GpuGrant, REFRESH_VERB};
+pub use request::{Grant, RequestSource};
 
 /// The host roots every discovery read goes through (all `/` on a plain host).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,6 +115,8 @@ pub enum GpuError {
     },
     #[error("lease: {0}")]
     Lease(String),
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
 }
 
 impl GpuError {
@@ -137,9 +142,9 @@ pub struct Injection {
     pub undecided: bool,
 }
 
-/// Applies everything for one container: parse requests, check REQUIRE, edit the spec.
-/// Returns `None` when nothing was requested. A request refused by policy (the env var
-/// from an unprivileged container) returns `Some` with source
+/// Applies everything for one container: parse requests, check REQUIRE, edit the spec
+/// (all or nothing). Returns `None` when nothing was requested. A request refused by
+/// policy (the env var from an unprivileged container) returns `Some` with source
 /// [`RequestSource::EnvIgnored`], the warning, and no edit but
 /// `NVIDIA_VISIBLE_DEVICES=void`.
 ///
@@ -151,8 +156,20 @@ pub fn inject(
     rootfs: &Path,
     container_id: &str,
     gen_dir: &Path,
-    cfg: &crate::config::Config,
+    cfg: &config::Config,
     inv: &Inventory,
 ) -> Result<Option<Injection>, GpuError> {
-    edits::inject(spec, rootfs, container_id, gen_dir, cfg, inv)
+    let req = match request::parse(spec, cfg)? {
+        request::Parsed::Nothing => return Ok(None),
+        request::Parsed::Ignored(w) => return Ok(Some(edits::refuse(spec, w, cfg.gpus.sharing))),
+        request::Parsed::Request(r) => r,
+    };
+    let target = edits::Target {
+        rootfs,
+        container_id,
+        gen_dir,
+    };
+    let edited = edits::inject(spec, &req, &target, cfg, inv)?;
+    *spec = edited.spec;
+    Ok(Some(edited.injection))
 }

@@ -3,7 +3,7 @@
 //! GPUs and MIG devices), made once and bind-mounted read-only into every container that
 //! needs that content. Nothing is written or removed per container; a different driver or
 //! another GPU set gives another directory. The store lives in the host-wide GPU state
-//! directory (`/run/gpurun` by default, a tmpfs), so it is gone at reboot.
+//! directory (`/run/gpurun-gpus` by default, a tmpfs), so it is gone at reboot.
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};

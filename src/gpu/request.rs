@@ -14,7 +14,7 @@ use super::inventory::{Gpu, Inventory, MigDevice};
 use super::paths::normalize;
 use super::procfs::PciAddr;
 use super::GpuError;
-use crate::config::{Config, Sharing};
+use crate::gpu::config::{Config, Sharing};
 
 pub const DEVICE_LIST_DIR: &str = "/var/run/nvidia-container-devices";
 pub const CDI_ANNOTATION_PREFIX: &str = "cdi.k8s.io/";
@@ -228,80 +228,138 @@ fn parse_bool(s: &str) -> Option<bool> {
     }
 }
 
-/// Reads every request the spec makes, applying the node's policy.
-pub fn parse(spec: &Spec, cfg: &Config) -> Result<Parsed, GpuError> {
+/// A request as the spec states it, read without the node's configuration: the runtime
+/// reads that configuration only for a spec holding one. Every way of asking for GPUs
+/// becomes one of these before any policy applies.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Asked {
+    pub source: RequestSource,
+    /// The names of CDI annotations or device-plugin mounts (an env request's value is
+    /// parsed only once policy honours it).
+    devices: Vec<DeviceId>,
+    /// `NVIDIA_VISIBLE_DEVICES` (`all` for a legacy CUDA image) of an env request.
+    env_value: String,
+    env: BTreeMap<String, String>,
+}
+
+/// Reads what the spec asks for, strongest source first; `None` when it asks for nothing.
+pub fn read(spec: &Spec) -> Result<Option<Asked>, GpuError> {
     if is_sandbox(spec) {
-        return Ok(Parsed::Nothing);
+        return Ok(None);
     }
     let env = env_map(spec);
-    let privileged = is_privileged(spec);
-    // A legacy CUDA image (CUDA_VERSION without NVIDIA_REQUIRE_CUDA) asks for every GPU and
-    // capability unless it says otherwise.
-    let legacy_cuda = env
-        .get("CUDA_VERSION")
-        .filter(|_| !env.contains_key("NVIDIA_REQUIRE_CUDA"));
-
-    let mut from_env = false;
-    let (source, devices) = {
-        let cdi = cdi_annotation_names(spec);
-        let mounts = mount_requests(spec)?;
-        if !cdi.is_empty() {
-            let mut ids = Vec::new();
-            for n in &cdi {
-                match DeviceId::parse(n) {
-                    Ok(id @ DeviceId::Cdi(_)) => ids.push(id),
-                    _ => {
-                        return Err(GpuError::UnknownDevice(format!(
-                            "{n} (a cdi.k8s.io/ annotation must name vendor/class=name)"
-                        )))
-                    }
-                }
-            }
-            (RequestSource::CdiAnnotations, ids)
-        } else if !mounts.is_empty() {
-            (RequestSource::DevicePluginMounts, mounts)
-        } else {
-            let value = match env.get("NVIDIA_VISIBLE_DEVICES") {
-                Some(v) => v.trim().to_string(),
-                None if legacy_cuda.is_some() => "all".to_string(),
-                None => String::new(),
-            };
-            if value.is_empty()
-                || value == "void"
-                || normalize(Path::new(&value)) == Path::new(DEVICE_LIST_DIR)
-            {
-                return Ok(Parsed::Nothing);
-            }
-            if !privileged && !cfg.nvidia.accept_env_when_unprivileged {
-                return Ok(Parsed::Ignored(format!(
-                    "NVIDIA_VISIBLE_DEVICES={value} ignored: the container is not privileged \
-                     (no CAP_SYS_ADMIN in its bounding set) and nvidia.accept-env-when-unprivileged \
-                     is false; no GPU was injected"
-                )));
-            }
-            from_env = true;
-            (RequestSource::Env, parse_visible_devices(&value)?)
+    let cdi = cdi_annotation_names(spec);
+    let mounts = mount_requests(spec)?;
+    let (source, devices, env_value) = if !cdi.is_empty() {
+        (
+            RequestSource::CdiAnnotations,
+            cdi_names(&cdi)?,
+            String::new(),
+        )
+    } else if !mounts.is_empty() {
+        (RequestSource::DevicePluginMounts, mounts, String::new())
+    } else {
+        let value = match env.get("NVIDIA_VISIBLE_DEVICES") {
+            Some(v) => v.trim().to_string(),
+            None if legacy_cuda(&env).is_some() => "all".to_string(),
+            None => String::new(),
+        };
+        if value.is_empty()
+            || value == "void"
+            || normalize(Path::new(&value)) == Path::new(DEVICE_LIST_DIR)
+        {
+            return Ok(None);
         }
+        (RequestSource::Env, Vec::new(), value)
+    };
+    Ok(Some(Asked {
+        source,
+        devices,
+        env_value,
+        env,
+    }))
+}
+
+fn cdi_names(names: &[String]) -> Result<Vec<DeviceId>, GpuError> {
+    names
+        .iter()
+        .map(|n| match DeviceId::parse(n) {
+            Ok(id @ DeviceId::Cdi(_)) => Ok(id),
+            _ => Err(GpuError::UnknownDevice(format!(
+                "{n} (a cdi.k8s.io/ annotation must name vendor/class=name)"
+            ))),
+        })
+        .collect()
+}
+
+/// A legacy CUDA image (CUDA_VERSION without NVIDIA_REQUIRE_CUDA) asks for every GPU and
+/// capability unless it says otherwise.
+fn legacy_cuda(env: &BTreeMap<String, String>) -> Option<&String> {
+    env.get("CUDA_VERSION")
+        .filter(|_| !env.contains_key("NVIDIA_REQUIRE_CUDA"))
+}
+
+/// Reads every request the spec makes, applying the node's policy.
+pub fn parse(spec: &Spec, cfg: &Config) -> Result<Parsed, GpuError> {
+    match read(spec)? {
+        None => Ok(Parsed::Nothing),
+        Some(asked) => decide(asked, spec, cfg),
+    }
+}
+
+/// Applies the node's policy to what the spec asked for.
+pub fn decide(asked: Asked, spec: &Spec, cfg: &Config) -> Result<Parsed, GpuError> {
+    let env = &asked.env;
+    let privileged = is_privileged(spec);
+    let from_env = asked.source == RequestSource::Env;
+    let devices = if from_env {
+        if !privileged && !cfg.nvidia.accept_env_when_unprivileged {
+            return Ok(Parsed::Ignored(format!(
+                "NVIDIA_VISIBLE_DEVICES={} ignored: the container is not privileged \
+                 (no CAP_SYS_ADMIN in its bounding set) and nvidia.accept-env-when-unprivileged \
+                 is false; no GPU was injected",
+                asked.env_value
+            )));
+        }
+        parse_visible_devices(&asked.env_value)?
+    } else {
+        asked.devices
     };
     if privileged || from_env {
-        for var in [
-            "NVIDIA_IMEX_CHANNELS",
-            "NVIDIA_MIG_CONFIG_DEVICES",
-            "NVIDIA_MIG_MONITOR_DEVICES",
-        ] {
-            if env.get(var).is_some_and(|v| !v.trim().is_empty()) {
-                return Err(GpuError::Unsupported(format!(
-                    "{var} is not supported by gpurun"
-                )));
-            }
+        refuse_unsupported(env)?;
+    }
+    Ok(Parsed::Request(Request {
+        source: asked.source,
+        devices,
+        capabilities: capabilities(env, cfg)?,
+        requirements: requirements(env),
+        sharing: sharing(spec, cfg)?,
+    }))
+}
+
+fn refuse_unsupported(env: &BTreeMap<String, String>) -> Result<(), GpuError> {
+    for var in [
+        "NVIDIA_IMEX_CHANNELS",
+        "NVIDIA_MIG_CONFIG_DEVICES",
+        "NVIDIA_MIG_MONITOR_DEVICES",
+    ] {
+        if env.get(var).is_some_and(|v| !v.trim().is_empty()) {
+            return Err(GpuError::Unsupported(format!(
+                "{var} is not supported by gpurun"
+            )));
         }
     }
+    Ok(())
+}
 
+/// `NVIDIA_DRIVER_CAPABILITIES`, else every capability for a legacy CUDA image, else the
+/// node's default.
+fn capabilities(env: &BTreeMap<String, String>, cfg: &Config) -> Result<Capabilities, GpuError> {
     let caps_text = env
         .get("NVIDIA_DRIVER_CAPABILITIES")
         .map(|s| s.trim())
         .filter(|s| !s.is_empty());
-    let capabilities = match (caps_text, legacy_cuda) {
+    match (caps_text, legacy_cuda(env)) {
         (Some(c), _) => Capabilities::parse(c),
         (None, Some(_)) => Ok(Capabilities::all()),
         (None, None) => Capabilities::parse(&cfg.nvidia.default_capabilities),
@@ -310,56 +368,55 @@ pub fn parse(spec: &Spec, cfg: &Config) -> Result<Parsed, GpuError> {
         name: "NVIDIA_DRIVER_CAPABILITIES".into(),
         value: caps_text.unwrap_or_default().to_string(),
         message,
-    })?;
+    })
+}
 
+/// `(variable, value)` of every `NVIDIA_REQUIRE_*` to check, plus a legacy CUDA image's
+/// `cuda>=<major.minor>`; none when `NVIDIA_DISABLE_REQUIRE` is true.
+fn requirements(env: &BTreeMap<String, String>) -> Vec<(String, String)> {
     let disabled = env
         .get("NVIDIA_DISABLE_REQUIRE")
         .and_then(|v| parse_bool(v.trim()))
         .unwrap_or(false);
-    let mut requirements: Vec<(String, String)> = Vec::new();
-    if !disabled {
-        requirements = env
+    if disabled {
+        return Vec::new();
+    }
+    let mut requirements: Vec<(String, String)> = env
+        .iter()
+        .filter(|(k, v)| {
+            k.starts_with("NVIDIA_REQUIRE_")
+                && *k != "NVIDIA_REQUIRE_JETPACK"
+                && !v.trim().is_empty()
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if let Some(v) = legacy_cuda(env) {
+        let mm: Vec<&str> = v.split('.').take(2).collect();
+        if mm
             .iter()
-            .filter(|(k, v)| {
-                k.starts_with("NVIDIA_REQUIRE_")
-                    && *k != "NVIDIA_REQUIRE_JETPACK"
-                    && !v.trim().is_empty()
-            })
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        if let Some(v) = legacy_cuda {
-            let mm: Vec<&str> = v.split('.').take(2).collect();
-            if mm
-                .iter()
-                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
-            {
-                requirements.push(("CUDA_VERSION".into(), format!("cuda>={}", mm.join("."))));
-            }
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        {
+            requirements.push(("CUDA_VERSION".into(), format!("cuda>={}", mm.join("."))));
         }
     }
+    requirements
+}
 
-    let mut sharing = cfg.gpus.sharing;
-    if let Some(a) = annotation(spec, SHARING_ANNOTATION) {
-        match Sharing::parse(a) {
-            // A container may ask for more isolation than the node's default, never less.
-            Some(Sharing::Exclusive) => sharing = Sharing::Exclusive,
-            Some(Sharing::Shared) => {}
-            None => {
-                return Err(GpuError::InvalidRequest {
-                    name: SHARING_ANNOTATION.into(),
-                    value: a.into(),
-                    message: "expected shared or exclusive".into(),
-                })
-            }
-        }
+/// The node's sharing policy, made exclusive by the container's annotation: a container
+/// may ask for more isolation than the node's default, never less.
+fn sharing(spec: &Spec, cfg: &Config) -> Result<Sharing, GpuError> {
+    let Some(a) = annotation(spec, SHARING_ANNOTATION) else {
+        return Ok(cfg.gpus.sharing);
+    };
+    match Sharing::parse(a) {
+        Some(Sharing::Exclusive) => Ok(Sharing::Exclusive),
+        Some(Sharing::Shared) => Ok(cfg.gpus.sharing),
+        None => Err(GpuError::InvalidRequest {
+            name: SHARING_ANNOTATION.into(),
+            value: a.into(),
+            message: "expected shared or exclusive".into(),
+        }),
     }
-    Ok(Parsed::Request(Request {
-        source,
-        devices,
-        capabilities,
-        requirements,
-        sharing,
-    }))
 }
 
 /// `NVIDIA_VISIBLE_DEVICES`: `none` → no devices, otherwise a comma list of names.
@@ -375,24 +432,6 @@ pub fn parse_visible_devices(value: &str) -> Result<Vec<DeviceId>, GpuError> {
         }
     }
     Ok(out)
-}
-
-/// True when the spec holds a request that policy honours: the runtime runs discovery
-/// only then (a GPU-less host never needs a driver for a CUDA image that merely sets
-/// `NVIDIA_VISIBLE_DEVICES=all` unprivileged).
-pub fn wants_gpus(spec: &Spec, cfg: &Config) -> bool {
-    !matches!(
-        parse(spec, cfg),
-        Ok(Parsed::Nothing) | Ok(Parsed::Ignored(_))
-    )
-}
-
-/// Requests refused by policy, for the runtime to log when [`wants_gpus`] is false.
-pub fn policy_warnings(spec: &Spec, cfg: &Config) -> Vec<String> {
-    match parse(spec, cfg) {
-        Ok(Parsed::Ignored(w)) => vec![w],
-        _ => Vec::new(),
-    }
 }
 
 /// GPUs and MIG devices named by a request (CDI names are resolved elsewhere).

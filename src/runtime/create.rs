@@ -10,9 +10,7 @@ use nix::unistd::Pid;
 
 use super::console::console_fds;
 use super::files::{owner, write_pid_file};
-use super::gpu::{inject_gpus, lease_holder, GrantedGpus};
 use super::{hook_dispatch, CreateOpts, Creating, Globals};
-use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::hooks::Phase;
 use crate::plan::{self, Plan};
@@ -40,16 +38,26 @@ pub fn create(g: &Globals, o: &CreateOpts) -> Result<Created> {
         .unwrap_or(false);
     let (console, console_peer) = console_fds(terminal, o.console_socket.as_deref(), o.foreground)?;
     plan::check_preserved_fds(o.preserve_fds)?;
-    let gpu_cfg = Config::load().map_err(|e| Error::Config(e.to_string()))?;
 
     let mut guard = Creating::new(g.root.create(&o.id)?);
-    let gpus = inject_gpus(g, o, &mut bundle, &gpu_cfg, &mut guard)?;
+    guard.gpu = crate::gpu::prepare(
+        &mut bundle.spec,
+        &crate::gpu::Container {
+            id: &o.id,
+            root: &g.root.path,
+            rootfs: &bundle.rootfs,
+        },
+    )
+    .map_err(gpu_error)?;
+    if guard.gpu.is_some() {
+        require_mount_namespace(&bundle)?;
+    }
     let notify_socket = crate::notify::caller_socket();
     if notify_socket.is_some() {
         crate::notify::setup_spec(&mut bundle.spec, &guard.container().dir)?;
     }
     let plan = build_plan(o, &bundle, warnings)?;
-    let mut st = initial_state(g, o, &bundle, &gpus, &gpu_cfg, notify_socket);
+    let mut st = initial_state(g, o, &bundle, guard.gpu.as_ref(), notify_socket);
     // Recorded before the directories exist: a create killed from here on leaves a state
     // from which `delete` finds (and removes) everything.
     st.cgroup = crate::cgroup::planned(&bundle.spec, &o.id, g.systemd_cgroup);
@@ -61,7 +69,7 @@ pub fn create(g: &Globals, o: &CreateOpts) -> Result<Created> {
         console,
     };
     let pid = spawn_init(&plan, fds, &mut guard)?;
-    record_init(g, o, pid, &gpus, &gpu_cfg, &mut st, &guard)?;
+    record_init(o, pid, &mut st, &mut guard)?;
     Ok(Created {
         pid,
         container: guard.commit(),
@@ -95,8 +103,7 @@ fn initial_state(
     g: &Globals,
     o: &CreateOpts,
     bundle: &Bundle,
-    gpus: &GrantedGpus,
-    gpu_cfg: &Config,
+    gpu: Option<&crate::gpu::GpuGrant>,
     notify_socket: Option<PathBuf>,
 ) -> State {
     State {
@@ -119,8 +126,8 @@ fn initial_state(
         ),
         cgroup: None,
         hooks: bundle.spec.hooks().clone(),
-        gpus: gpus.as_ref().map(|(g, _)| g.clone()).unwrap_or_default(),
-        gpu_state_dir: gpus.as_ref().map(|_| gpu_cfg.gpus.state_dir.clone()),
+        gpus: gpu.map(|g| g.gpus.clone()).unwrap_or_default(),
+        gpu_state_dir: gpu.map(|g| g.state_dir.clone()),
         spec: serde_json::to_value(&bundle.spec).ok(),
         notify_socket,
     }
@@ -187,26 +194,15 @@ fn spawn_init(plan: &Plan, fds: InitFds, guard: &mut Creating) -> Result<Pid> {
 }
 
 /// Init is ready: its pid and start time, the GPU lease in its name, status created.
-fn record_init(
-    g: &Globals,
-    o: &CreateOpts,
-    pid: Pid,
-    gpus: &GrantedGpus,
-    gpu_cfg: &Config,
-    st: &mut State,
-    guard: &Creating,
-) -> Result<()> {
+fn record_init(o: &CreateOpts, pid: Pid, st: &mut State, guard: &mut Creating) -> Result<()> {
     // The systemd driver made its directories only once init existed.
     st.cgroup = guard.cgroup.as_ref().map(|h| h.to_json());
     st.pid = pid.as_raw();
     st.init_start_time = state::process_start_time(st.pid)
         .ok_or_else(|| Error::Other("container init died right after it was ready".into()))?;
-    if let Some((gpus, sharing)) = gpus {
-        // The lease now follows init: it is live exactly as long as the container is.
-        let holder = lease_holder(g, &o.id, st.pid, st.init_start_time);
-        crate::gpu::lease::Leases::new(&gpu_cfg.gpus.state_dir)
-            .acquire(&holder, gpus, *sharing)
-            .map_err(|e| Error::Other(e.to_string()))?;
+    if let Some(gpu) = guard.gpu.as_mut() {
+        // The lease follows init: it is live exactly as long as the container is.
+        gpu.bind(st.pid, st.init_start_time).map_err(gpu_error)?;
     }
     st.status = Status::Created;
     guard.container().save(st)?;
@@ -214,4 +210,26 @@ fn record_init(
         write_pid_file(p, st.pid)?;
     }
     Ok(())
+}
+
+/// A broken node configuration keeps its own wording (it names the file and line).
+fn gpu_error(e: crate::gpu::GpuError) -> Error {
+    match e {
+        crate::gpu::GpuError::Config(c) => Error::Config(c.to_string()),
+        e => Error::Other(e.to_string()),
+    }
+}
+
+/// GPU files, nodes and the `/proc/driver/nvidia` view are mounted into the container:
+/// without a mount namespace of its own that would change the host's mount table.
+fn require_mount_namespace(bundle: &Bundle) -> Result<()> {
+    if spec::has_namespace(&bundle.spec, oci_spec::runtime::LinuxNamespaceType::Mount) {
+        return Ok(());
+    }
+    Err(Error::Config(
+        "a GPU grant needs a mount namespace: the driver files, device nodes and \
+         /proc/driver/nvidia are mounted into the container, and without \"mount\" in \
+         linux.namespaces it shares the host's mount table, which gpurun never changes"
+            .into(),
+    ))
 }

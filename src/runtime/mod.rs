@@ -5,8 +5,8 @@
 //!
 //! The CLI parses and prints; everything that changes a container happens here. Inside
 //! this folder the imports go one way: `foreground` uses `create`, `start` and `delete`;
-//! `exec` uses `foreground`; `delete` uses `kill`; `create` uses `gpu`, which uses
-//! `rollback`. Any of them may use the helpers (`console`, `files`, `hook_dispatch`,
+//! `exec` uses `foreground`; `delete` uses `kill`; `create` takes its GPUs from
+//! [`crate::gpu::prepare`]. Any of them may use the helpers (`console`, `files`, `hook_dispatch`,
 //! `rollback`) and this file; the helpers use none of the verbs.
 
 use std::path::{Path, PathBuf};
@@ -20,7 +20,6 @@ mod delete;
 mod exec;
 mod files;
 mod foreground;
-mod gpu;
 mod hook_dispatch;
 mod kill;
 mod query;
@@ -38,9 +37,6 @@ pub use query::{load_public, pids};
 pub use start::start;
 
 use rollback::Creating;
-
-/// The hidden verb a create starts in the background to enrich the GPU discovery cache.
-pub const REFRESH_GPUS: &str = "refresh-gpus";
 
 /// What every verb gets from the global flags.
 pub struct Globals {

@@ -1,8 +1,6 @@
 //! Undoing a create that failed part way: whatever it made is taken down again, in the
 //! reverse order of making it.
 
-use std::path::PathBuf;
-
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
@@ -13,7 +11,7 @@ pub(super) struct Creating {
     pub(super) container: Option<Container>,
     pub(super) cgroup: Option<crate::cgroup::Handle>,
     pub(super) init: Option<Pid>,
-    pub(super) lease: Option<(crate::gpu::lease::Leases, String, PathBuf)>,
+    pub(super) gpu: Option<crate::gpu::GpuGrant>,
 }
 
 impl Creating {
@@ -22,7 +20,7 @@ impl Creating {
             container: Some(container),
             cgroup: None,
             init: None,
-            lease: None,
+            gpu: None,
         }
     }
 
@@ -35,7 +33,9 @@ impl Creating {
     pub(super) fn commit(mut self) -> Container {
         self.cgroup = None;
         self.init = None;
-        self.lease = None;
+        if let Some(gpu) = self.gpu.take() {
+            gpu.keep();
+        }
         self.container
             .take()
             .expect("commit is called once, with the container set")
@@ -53,9 +53,8 @@ impl Drop for Creating {
                 crate::log::warn(&format!("removing the cgroup of a failed create: {e}"));
             }
         }
-        if let Some((leases, id, root)) = self.lease.take() {
-            let _ = leases.release(&id, &root);
-        }
+        // Releases the lease, if it was written.
+        drop(self.gpu.take());
         if let Some(c) = self.container.take() {
             let _ = c.remove();
         }

@@ -33,13 +33,13 @@ fn check(status: Status, name: &'static str, detail: String, fix: Option<&str>) 
 /// Where the node's files are: `/` on a real node, a directory in tests.
 pub struct Node {
     pub etc_root: PathBuf,
-    pub config: Result<crate::config::Config>,
+    pub config: Result<crate::gpu::config::Config>,
 }
 
 pub fn doctor() -> Result<i32> {
     let node = Node {
         etc_root: PathBuf::from("/"),
-        config: crate::config::Config::load().map_err(|e| Error::Config(e.to_string())),
+        config: crate::gpu::config::Config::load().map_err(|e| Error::Config(e.to_string())),
     };
     let checks = run_checks(&node);
     for c in &checks {
@@ -435,7 +435,7 @@ mod tests {
             .nodes(crate::gpu::fake::Nodes::Placeholder)
             .build(&t.path().join("host"))
             .unwrap();
-        let mut cfg = crate::config::Config::default();
+        let mut cfg = crate::gpu::config::Config::default();
         cfg.nvidia.driver_root = fake.root.clone();
         cfg.nvidia.dev_root = fake.root.clone();
         cfg.nvidia.proc_root = fake.root.clone();
@@ -472,7 +472,7 @@ mod tests {
         .unwrap();
         let checks = run_checks(&Node {
             etc_root: etc,
-            config: Ok(crate::config::Config::default()),
+            config: Ok(crate::gpu::config::Config::default()),
         });
         let c = checks.iter().find(|c| c.name == "containerd").unwrap();
         assert_eq!(c.status, Status::Problem, "{c:?}");

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::{Hook, LinuxDevice, LinuxDeviceType};
 
 use super::{ContainerEdits, HookEdit, Registry};
-use crate::gpu::edits::{Editor, FILE_OPTIONS};
+use crate::gpu::editor::{Editor, FILE_OPTIONS};
 use crate::gpu::paths::{is_clean_absolute, normalize};
 use crate::gpu::GpuError;
 

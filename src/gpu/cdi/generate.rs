@@ -6,7 +6,7 @@ use std::path::Path;
 
 use super::{CdiDevice, CdiSpec, ContainerEdits, DeviceNodeEdit, MountEdit};
 use crate::gpu::capabilities::Capabilities;
-use crate::gpu::edits::{FILE_OPTIONS, IPC_OPTIONS};
+use crate::gpu::editor::{FILE_OPTIONS, IPC_OPTIONS};
 use crate::gpu::inventory::{DeviceNode, Inventory, DEV_LINKED};
 
 pub const CDI_KIND: &str = "nvidia.com/gpu";

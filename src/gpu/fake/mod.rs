@@ -443,8 +443,8 @@ pub fn rootfs(dir: &Path, debian_like: bool) -> io::Result<PathBuf> {
 
 /// The configuration that points gpurun at a fake tree under `root` (driver, `/dev` and
 /// `/proc` all there) with its host-wide state in `state`.
-pub fn config(root: &Path, state: &Path) -> crate::config::Config {
-    let mut cfg = crate::config::Config::default();
+pub fn config(root: &Path, state: &Path) -> crate::gpu::config::Config {
+    let mut cfg = crate::gpu::config::Config::default();
     cfg.nvidia.driver_root = root.to_path_buf();
     cfg.nvidia.dev_root = root.to_path_buf();
     cfg.nvidia.proc_root = root.to_path_buf();

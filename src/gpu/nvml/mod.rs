@@ -24,8 +24,6 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 use super::inventory::Inventory;
 use parse::{ComputeApp, Listed, Query};
 
@@ -38,41 +36,7 @@ pub const LIVE_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_OUTPUT: usize = 16 << 20;
 const SMI: &str = "nvidia-smi";
 
-/// How enrichment went, recorded in the inventory (and so in the cache).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Enrichment {
-    /// The nvidia-smi that was run (a host path under the driver root); `None` when the
-    /// driver root has none.
-    pub smi: Option<PathBuf>,
-    /// nvidia-smi failed, hung or answered nonsense: facts are missing that a healthy
-    /// driver would give. `gpurun gpus` tries again.
-    pub failed: bool,
-    /// What is unknown, and why.
-    pub notes: Vec<String>,
-    /// Not run yet: discovery on a container's start path left it to a background refresh
-    /// (`gpu::discover_for_start`).
-    #[serde(default)]
-    pub pending: bool,
-}
-
-impl Enrichment {
-    /// One line for the log, or `None` when everything was learnt.
-    pub fn warning(&self) -> Option<String> {
-        if self.notes.is_empty() {
-            return None;
-        }
-        let via = match &self.smi {
-            Some(p) => format!(" through {}", p.display()),
-            None => String::new(),
-        };
-        Some(format!(
-            "NVML enrichment{via}: {} (NVIDIA_REQUIRE_* terms over these facts are not \
-             checked; MIG devices without a UUID cannot be requested)",
-            self.notes.join("; ")
-        ))
-    }
-}
+pub use super::inventory::Enrichment;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SmiError {

@@ -15,6 +15,7 @@
 //!   comma-separated row per GPU or process.
 
 use super::xml;
+pub use crate::gpu::inventory::{is_device_uuid, is_label, is_version};
 use crate::gpu::procfs::PciAddr;
 
 /// What `-q -x` says about the system and each GPU.
@@ -92,27 +93,6 @@ pub fn known(raw: &str) -> Option<&str> {
         | "requested functionality has been deprecated" => None,
         _ => Some(v),
     }
-}
-
-/// `12.4`, `8.0`, `580.65.06`: one to four dot-separated decimal parts.
-pub fn is_version(s: &str) -> bool {
-    let parts: Vec<&str> = s.split('.').collect();
-    (1..=4).contains(&parts.len())
-        && parts
-            .iter()
-            .all(|p| (1..=9).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
-}
-
-/// A UUID-like name (`GPU-…`, `MIG-…`, `MIG-GPU-…/1/0`): printable ASCII, no spaces.
-pub fn is_device_uuid(s: &str) -> bool {
-    (s.starts_with("GPU-") || s.starts_with("MIG-"))
-        && s.len() <= 128
-        && s.bytes().all(|b| b.is_ascii_graphic() && b != b',')
-}
-
-/// Text safe to keep and print: short, no control characters.
-pub fn is_label(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 128 && !s.chars().any(char::is_control)
 }
 
 fn label(raw: Option<&str>) -> Option<String> {

@@ -10,6 +10,10 @@ use serde::{Deserialize, Serialize};
 
 /// Where the configuration lives unless `GPURUN_CONFIG` names another file.
 pub const DEFAULT_PATH: &str = "/etc/gpurun/config.toml";
+/// Where host-wide GPU state lives unless `[gpus] state-dir` says otherwise: runtime
+/// state on /run (gone at reboot, as the containers holding it are), beside the default
+/// `--root` (`/run/gpurun`), never under it.
+pub const DEFAULT_STATE_DIR: &str = "/run/gpurun-gpus";
 /// The environment variable that overrides [`DEFAULT_PATH`].
 pub const PATH_ENV: &str = "GPURUN_CONFIG";
 
@@ -74,7 +78,8 @@ impl Default for NvidiaConfig {
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct GpusConfig {
     pub sharing: Sharing,
-    /// Host-wide state: leases and the discovery cache (never under `--root`).
+    /// Host-wide state: leases, the discovery cache and the generated procfs views. Never
+    /// under `--root`, where a container id could name it.
     pub state_dir: PathBuf,
 }
 
@@ -82,7 +87,7 @@ impl Default for GpusConfig {
     fn default() -> Self {
         Self {
             sharing: Sharing::Shared,
-            state_dir: PathBuf::from("/run/gpurun"),
+            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
         }
     }
 }
@@ -169,14 +174,14 @@ impl Config {
                 ));
             }
         }
-        crate::gpu::Capabilities::parse(&n.default_capabilities)
+        super::Capabilities::parse(&n.default_capabilities)
             .map_err(|e| format!("nvidia.default-capabilities: {e}"))?;
         Ok(())
     }
 
     /// The host roots discovery reads through.
-    pub fn roots(&self) -> crate::gpu::Roots {
-        crate::gpu::Roots {
+    pub fn roots(&self) -> super::Roots {
+        super::Roots {
             driver: self.nvidia.driver_root.clone(),
             dev: self.nvidia.dev_root.clone(),
             proc: self.nvidia.proc_root.clone(),
@@ -197,7 +202,7 @@ mod tests {
         assert_eq!(cfg.nvidia.default_capabilities, "utility,compute");
         assert!(!cfg.nvidia.accept_env_when_unprivileged);
         assert_eq!(cfg.gpus.sharing, Sharing::Shared);
-        assert_eq!(cfg.gpus.state_dir, PathBuf::from("/run/gpurun"));
+        assert_eq!(cfg.gpus.state_dir, PathBuf::from("/run/gpurun-gpus"));
         assert_eq!(
             cfg.nvidia.cdi_spec_dirs,
             vec![PathBuf::from("/etc/cdi"), PathBuf::from("/var/run/cdi")]

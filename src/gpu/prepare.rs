@@ -1,0 +1,317 @@
+//! The one GPU entry point of `create`: [`prepare`] reads what the spec asks for, reads
+//! the node configuration only when it asks for something, injects, and hands back a
+//! [`GpuGrant`] that owns the lease until the container exists.
+//!
+//! ```text
+//! let grant = gpu::prepare(&mut spec, &gpu::Container { id, root, rootfs })?;
+//! // plan, state, cgroup, clone; init waits for `start`
+//! grant.bind(init_pid, init_start_time)?;   // the one lease write, in init's name
+//! grant.keep();                              // the container exists: delete releases it
+//! ```
+//!
+//! Dropping a grant before `keep` releases whatever it wrote, so a create that fails
+//! after `prepare` leaves no lease behind.
+
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::Spec;
+
+use super::config::{Config, Sharing};
+use super::edits::{self, Target};
+use super::lease::{Holder, Leases};
+use super::request::{self, Parsed, Request};
+use super::{cache, GpuError, Injection};
+
+/// The hidden verb that refreshes the discovery cache in the background.
+pub const REFRESH_VERB: &str = "refresh-gpus";
+/// Under the state directory: the generated `/proc/driver/nvidia` views, shared by every
+/// container whose view is the same.
+pub const PROC_DRIVER_STORE: &str = "proc-driver-nvidia";
+/// Under the state directory: what covers `/proc/driver` when the kernel has no NVIDIA
+/// module (a fake driver tree).
+pub const PROC_DRIVER_COVER: &str = "proc-driver-cover";
+
+/// The container being created, as GPU injection sees it.
+pub struct Container<'a> {
+    pub id: &'a str,
+    /// Its `--root`: part of the lease's holder, and never a parent of the GPU state.
+    pub root: &'a Path,
+    /// Only probed, never written.
+    pub rootfs: &'a Path,
+}
+
+/// GPUs granted to a container being created. It owns the container's lease: written
+/// once by [`GpuGrant::bind`], released on drop unless [`GpuGrant::keep`] was called.
+#[must_use = "dropping a grant releases its lease"]
+#[derive(Debug)]
+pub struct GpuGrant {
+    /// UUIDs of the granted GPUs (MIG devices count as their parent).
+    pub gpus: Vec<String>,
+    pub sharing: Sharing,
+    /// The state directory whose lease table holds the lease (recorded in the
+    /// container's state for `delete`).
+    pub state_dir: PathBuf,
+    leases: Leases,
+    container_id: String,
+    root: PathBuf,
+    written: bool,
+}
+
+/// Reads the spec's GPU request, injects it, and returns the grant; `None` when the spec
+/// asks for no GPU, or asked and was refused by policy (a warning says so).
+pub fn prepare(spec: &mut Spec, c: &Container<'_>) -> Result<Option<GpuGrant>, GpuError> {
+    let Some(asked) = request::read(spec)? else {
+        warn_if_config_broken();
+        return Ok(None);
+    };
+    let cfg = Config::load()?;
+    check_state_dir(&cfg, c.root)?;
+    let req = match request::decide(asked, spec, &cfg)? {
+        Parsed::Nothing => return Ok(None),
+        Parsed::Ignored(warning) => {
+            report(&edits::refuse(spec, warning, cfg.gpus.sharing));
+            return Ok(None);
+        }
+        Parsed::Request(r) => r,
+    };
+    let inj = inject(spec, &req, c, &cfg)?;
+    report(&inj);
+    if inj.grant.gpus.is_empty() {
+        return Ok(None);
+    }
+    GpuGrant::reserve(&cfg, c, inj.grant.gpus, inj.grant.sharing).map(Some)
+}
+
+/// A container that asks for no GPU does not need the node configuration: a broken file
+/// is worth a warning (on stderr without `--log`, where the person at the shell sees it),
+/// not a failed create.
+fn warn_if_config_broken() {
+    if let Err(e) = Config::load() {
+        crate::log::warn_caller(&format!("{e}; ignored: this container asks for no GPU"));
+    }
+}
+
+/// The GPU state may not lie below `--root`, where a container id could name it. (The
+/// same directory is the old default layout: the id rule keeps its names free.)
+fn check_state_dir(cfg: &Config, root: &Path) -> Result<(), GpuError> {
+    let dir = &cfg.gpus.state_dir;
+    if dir != root && dir.starts_with(root) {
+        return Err(GpuError::Unsupported(format!(
+            "gpus.state-dir {} lies under --root {}: a container id could name it; \
+             choose a directory outside it",
+            dir.display(),
+            root.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Discovery, then the edits applied once. When discovery on the start path left
+/// nvidia-smi's facts for later and this request needs them now (a MIG UUID, an
+/// undecided REQUIRE term), they are gathered and the edits computed again from the
+/// untouched spec.
+fn inject(
+    spec: &mut Spec,
+    req: &Request,
+    c: &Container<'_>,
+    cfg: &Config,
+) -> Result<Injection, GpuError> {
+    let gen_dir = cfg.gpus.state_dir.join(PROC_DRIVER_STORE);
+    let target = Target {
+        rootfs: c.rootfs,
+        container_id: c.id,
+        gen_dir: &gen_dir,
+    };
+    let inv = cache::discover_for_start(cfg)?;
+    let mut edited = edits::inject(spec, req, &target, cfg, &inv);
+    if inv.enrichment.pending {
+        let needs_facts = edited.as_ref().map_or(true, |e| e.injection.undecided);
+        if needs_facts {
+            let inv = cache::rediscover(cfg)?;
+            edited = edits::inject(spec, req, &target, cfg, &inv);
+        } else {
+            cache::start_refresh(cfg, spawn_refresh);
+        }
+    }
+    let edited = edited?;
+    *spec = edited.spec;
+    // No NVIDIA module in this kernel (a fake driver tree): the container's procfs has
+    // no driver/nvidia to mount over.
+    if !Path::new("/proc/driver/nvidia").is_dir() {
+        edits::cover_proc_driver(spec, &cfg.gpus.state_dir.join(PROC_DRIVER_COVER))?;
+    }
+    Ok(edited.injection)
+}
+
+fn report(inj: &Injection) {
+    for w in &inj.warnings {
+        crate::log::warn(w);
+    }
+    for l in &inj.log {
+        crate::log::debug(l);
+    }
+}
+
+/// Starts `gpurun refresh-gpus` (hidden) in the background, detached from the caller's
+/// stdio and process group: it enriches the discovery cache with nvidia-smi's answers.
+fn spawn_refresh() -> std::io::Result<()> {
+    use std::os::unix::process::CommandExt;
+    use std::process::Stdio;
+    std::process::Command::new("/proc/self/exe")
+        .arg(REFRESH_VERB)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .map(drop)
+}
+
+impl GpuGrant {
+    /// Refuses now, before anything of the container exists, a grant that a live holder
+    /// excludes; writes nothing.
+    fn reserve(
+        cfg: &Config,
+        c: &Container<'_>,
+        gpus: Vec<String>,
+        sharing: Sharing,
+    ) -> Result<GpuGrant, GpuError> {
+        let grant = GpuGrant {
+            gpus,
+            sharing,
+            state_dir: cfg.gpus.state_dir.clone(),
+            leases: Leases::for_node(cfg),
+            container_id: c.id.to_string(),
+            root: c.root.to_path_buf(),
+            written: false,
+        };
+        grant
+            .leases
+            .check(&grant.container_id, &grant.root, &grant.gpus, sharing)?;
+        Ok(grant)
+    }
+
+    /// The one lease write, in the name of the container's init (`pid`, with the
+    /// `start_time` of `/proc/<pid>/stat`), made while init waits for `start`. A holder
+    /// that took one of these GPUs since [`prepare`] is refused here.
+    pub fn bind(&mut self, pid: i32, start_time: u64) -> Result<(), GpuError> {
+        if pid <= 0 {
+            return Err(GpuError::Lease(format!(
+                "container {}: no init pid to hold the lease (got {pid})",
+                self.container_id
+            )));
+        }
+        let holder = Holder {
+            container_id: self.container_id.clone(),
+            root: self.root.clone(),
+            pid,
+            start_time,
+        };
+        self.leases.acquire(&holder, &self.gpus, self.sharing)?;
+        self.written = true;
+        Ok(())
+    }
+
+    /// The container exists: its `delete` releases the lease from now on.
+    pub fn keep(mut self) {
+        self.written = false;
+    }
+}
+
+impl Drop for GpuGrant {
+    fn drop(&mut self) {
+        if self.written {
+            if let Err(e) = self.leases.release(&self.container_id, &self.root) {
+                crate::log::warn(&format!("releasing the GPU lease of a failed create: {e}"));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_state_dir_may_not_lie_under_the_root() {
+        let mut cfg = Config::default();
+        cfg.gpus.state_dir = PathBuf::from("/run/x/gpus");
+        let e = check_state_dir(&cfg, Path::new("/run/x")).unwrap_err();
+        assert!(e.to_string().contains("/run/x/gpus"), "{e}");
+        check_state_dir(&cfg, Path::new("/run/x/gpus")).unwrap();
+        check_state_dir(&cfg, Path::new("/run/gpurun")).unwrap();
+        check_state_dir(&Config::default(), Path::new("/run/gpurun")).unwrap();
+    }
+
+    fn grant_in(state: &Path, id: &str) -> GpuGrant {
+        try_grant_in(state, id).unwrap()
+    }
+
+    fn try_grant_in(state: &Path, id: &str) -> Result<GpuGrant, GpuError> {
+        let mut cfg = Config::default();
+        cfg.gpus.state_dir = state.to_path_buf();
+        let c = Container {
+            id,
+            root: Path::new("/run/test-root"),
+            rootfs: Path::new("/nonexistent"),
+        };
+        GpuGrant::reserve(&cfg, &c, vec!["GPU-0".into()], Sharing::Exclusive)
+    }
+
+    fn lease_pids(state: &Path) -> Vec<i64> {
+        let mut pids: Vec<i64> = std::fs::read_dir(state.join("leases"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .map(|e| {
+                let v: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(e.path()).unwrap()).unwrap();
+                v["holder"]["pid"].as_i64().unwrap()
+            })
+            .collect();
+        pids.sort_unstable();
+        pids
+    }
+
+    #[test]
+    fn a_grant_writes_its_lease_once_in_inits_name_and_releases_it_unless_kept() {
+        let t = tempfile::tempdir().unwrap();
+        let me = std::process::id() as i32;
+        let start = super::super::lease::process_start_time(Path::new("/proc"), me).unwrap();
+
+        let mut g = grant_in(t.path(), "c1");
+        assert!(lease_pids(t.path()).is_empty(), "reserving writes nothing");
+        let e = g.bind(0, start).unwrap_err().to_string();
+        assert!(e.contains("no init pid"), "{e}");
+        assert!(lease_pids(t.path()).is_empty(), "no lease in pid 0's name");
+        g.bind(me, start).unwrap();
+        assert_eq!(lease_pids(t.path()), [i64::from(me)]);
+        let e = try_grant_in(t.path(), "c2").unwrap_err();
+        assert!(e.to_string().contains("c1"), "refused before anything: {e}");
+        drop(g);
+        assert!(lease_pids(t.path()).is_empty(), "a dropped grant releases");
+
+        let mut g = grant_in(t.path(), "c3");
+        g.bind(me, start).unwrap();
+        g.keep();
+        assert_eq!(lease_pids(t.path()), [i64::from(me)], "a kept grant stays");
+    }
+
+    #[test]
+    fn every_name_kept_in_the_state_dir_is_refused_as_a_container_id() {
+        for name in [
+            PROC_DRIVER_STORE,
+            PROC_DRIVER_COVER,
+            "leases",
+            super::super::CACHE_FILE,
+            "discovery.refreshing",
+        ] {
+            assert_eq!(
+                crate::id::check(name),
+                Err(crate::id::Refusal::Reserved),
+                "{name}"
+            );
+        }
+    }
+}
