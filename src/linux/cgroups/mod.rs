@@ -11,6 +11,7 @@
 //!   leaf for what exists only there (hugetlb on some hosts, `cgroup.kill`).
 //! - **v1**: a directory in every v1 hierarchy.
 
+mod block_io;
 mod convert;
 mod devices;
 mod ebpf;
@@ -26,6 +27,7 @@ mod stats;
 mod systemd;
 mod systemd_cgroup;
 mod systemd_props;
+mod target;
 #[cfg(test)]
 mod test_support;
 
@@ -51,7 +53,8 @@ pub use root::{CgroupRoot, Layout, UnifiedHierarchy, V1Hierarchy};
 pub use systemd::{parse_systemd_path, SystemdPath};
 pub use systemd_cgroup::planned_state as planned_systemd_state;
 
-use resources::{Phase, Target};
+use resources::Phase;
+use target::Target;
 
 /// The cgroup driver.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
