@@ -3,7 +3,6 @@
 //! The data flow is `cli` → `spec` (load, validate) → `gpu` (spec edits) → `plan`
 //! (resolved facts) → `process` (clone, init steps, execve). See docs in `runtime-spec/`.
 
-pub mod cgroup;
 pub mod cli;
 pub mod config;
 pub mod error;

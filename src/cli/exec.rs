@@ -233,7 +233,7 @@ pub fn exec(g: &Globals, a: &ExecArgs) -> Result<i32> {
         preserve_fds: a.preserve_fds,
     };
     let (console, console_peer) = lifecycle::console_fds(terminal, &copts)?;
-    let cg = crate::cgroup::from_state(&st);
+    let cg = st.open_cgroup()?;
     drop(c);
 
     let mut mask = SigSet::all();
@@ -247,7 +247,7 @@ pub fn exec(g: &Globals, a: &ExecArgs) -> Result<i32> {
             .map_err(|e| Error::sys("blocking signals", "sigprocmask", "", e))?;
     }
     let mut place = |pid: nix::unistd::Pid| match &cg {
-        Some(h) => h.add_task(pid.as_raw()),
+        Some(h) => Ok(h.add_task(pid.as_raw())?),
         None => Ok(()),
     };
     let mut no_hooks = |_| Ok(());

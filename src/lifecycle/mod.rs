@@ -47,7 +47,7 @@ pub struct CreateOpts {
 /// A container being created: undone entirely if anything fails before `commit`.
 struct Creating {
     container: Option<Container>,
-    cgroup: Option<crate::cgroup::Handle>,
+    cgroup: Option<crate::linux::cgroups::ContainerCgroup>,
     init: Option<Pid>,
     lease: Option<(crate::gpu::lease::Leases, String, PathBuf)>,
 }
@@ -153,7 +153,7 @@ pub fn create(g: &Globals, o: &CreateOpts) -> Result<Created> {
     };
     // Recorded before the directories exist: a create killed from here on leaves a state
     // from which `delete` finds (and removes) everything.
-    st.cgroup = crate::cgroup::planned(&bundle.spec, &o.id, g.systemd_cgroup);
+    st.cgroup = crate::linux::cgroups::ContainerCgroup::plan(&bundle.spec, &o.id, g.systemd_cgroup);
     c.save(&st)?;
     let fifo = c.fifo_path();
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o622))
@@ -166,12 +166,13 @@ pub fn create(g: &Globals, o: &CreateOpts) -> Result<Created> {
         .map_err(|e| Error::io("opening the start fifo", &fifo, e))?
         .into();
 
-    let (cg, warnings) = crate::cgroup::create(&bundle.spec, &o.id, g.systemd_cgroup)?;
+    let (cg, warnings) =
+        crate::linux::cgroups::ContainerCgroup::create(&bundle.spec, &o.id, g.systemd_cgroup)?;
     for w in warnings {
         crate::log::warn(&w);
     }
-    let made = cg.as_ref().map(|h| h.to_json());
-    guard.cgroup = cg;
+    let made = Some(cg.record());
+    guard.cgroup = Some(cg);
     // The planned state already names what was made (the usual case): no second write.
     if made != st.cgroup {
         st.cgroup = made;
@@ -179,7 +180,7 @@ pub fn create(g: &Globals, o: &CreateOpts) -> Result<Created> {
     }
     let cgref = &mut guard.cgroup;
     let mut place = |pid: Pid| match cgref {
-        Some(h) => h.add_init(pid.as_raw()),
+        Some(h) => Ok(h.add_init(pid.as_raw())?),
         None => Ok(()),
     };
     let mut runtime_hooks = |pid: Pid| -> Result<()> {
@@ -208,7 +209,7 @@ pub fn create(g: &Globals, o: &CreateOpts) -> Result<Created> {
     )?;
     guard.init = Some(spawned.pid);
     // The systemd driver made its directories only once init existed.
-    st.cgroup = guard.cgroup.as_ref().map(|h| h.to_json());
+    st.cgroup = guard.cgroup.as_ref().map(|h| h.record());
     st.pid = spawned.pid.as_raw();
     st.init_start_time = state::process_start_time(st.pid)
         .ok_or_else(|| Error::Other("container init died right after it was ready".into()))?;
@@ -273,7 +274,10 @@ pub fn console_fds(
 }
 
 fn frozen(st: &State) -> bool {
-    crate::cgroup::from_state(st).is_some_and(|h| h.is_frozen())
+    st.open_cgroup()
+        .ok()
+        .flatten()
+        .is_some_and(|h| h.is_frozen())
 }
 
 pub fn status_of(c_dir: &Path, st: &State) -> Status {
@@ -440,7 +444,7 @@ pub fn kill(g: &Globals, id: &str, sig: Signal, all: bool) -> Result<()> {
         if all {
             // containerd sends `kill --all` after init exited; the rest of the cgroup
             // may still need it.
-            if let Some(cg) = crate::cgroup::from_state(&st) {
+            if let Some(cg) = st.open_cgroup()? {
                 cg.signal_all(sig)?;
             }
             return Ok(());
@@ -448,8 +452,8 @@ pub fn kill(g: &Globals, id: &str, sig: Signal, all: bool) -> Result<()> {
         return Err(Error::NotRunning(id.to_string()));
     }
     if all {
-        if let Some(cg) = crate::cgroup::from_state(&st) {
-            return cg.signal_all(sig);
+        if let Some(cg) = st.open_cgroup()? {
+            return Ok(cg.signal_all(sig)?);
         }
     }
     signal_init(&st, sig)
@@ -502,6 +506,9 @@ pub fn delete(g: &Globals, id: &str, force: bool) -> Result<()> {
         }
         Err(e) => return Err(e),
     };
+    if !force {
+        st.open_cgroup()?;
+    }
     match status_of(&c.dir, &st) {
         // A create that died: its init (if it got that far) is in the cgroup, which
         // `destroy` empties, whether or not its directories were made.
@@ -522,7 +529,7 @@ pub fn delete(g: &Globals, id: &str, force: bool) -> Result<()> {
 }
 
 fn kill_and_wait(st: &State) -> Result<()> {
-    let cg = crate::cgroup::from_state(st);
+    let cg = st.cgroup_to_remove();
     match &cg {
         Some(cg) => cg.signal_all(Signal::SIGKILL)?,
         None => match signal_init(st, Signal::SIGKILL) {
@@ -545,7 +552,7 @@ fn kill_and_wait(st: &State) -> Result<()> {
 /// Remove everything the container had: leftover processes and the cgroup, then the
 /// state directory.
 pub fn destroy(c: Container, st: &State) -> Result<()> {
-    if let Some(cg) = crate::cgroup::from_state(st) {
+    if let Some(cg) = st.cgroup_to_remove() {
         cg.destroy()?;
     }
     if let Some(hooks) = st
@@ -600,8 +607,8 @@ pub fn load_public(g: &Globals, id: &str) -> Result<state::PublicState> {
 
 pub fn pids(g: &Globals, id: &str) -> Result<Vec<i32>> {
     let (_, st) = read_unlocked(g, id)?;
-    match crate::cgroup::from_state(&st) {
-        Some(cg) => cg.pids(),
+    match st.open_cgroup()? {
+        Some(cg) => Ok(cg.pids()?),
         None => Ok(if st.init_alive() {
             vec![st.pid]
         } else {

@@ -12,6 +12,7 @@
 //! - **v1**: a directory in every v1 hierarchy.
 
 mod block_io;
+mod container;
 mod convert;
 mod devices;
 mod ebpf;
@@ -20,6 +21,7 @@ mod freezer;
 mod fs;
 mod oom;
 mod path;
+mod record;
 mod resources;
 mod resources_more;
 mod root;
@@ -38,6 +40,7 @@ use nix::sys::signal::Signal;
 use oci_spec::runtime::{LinuxDeviceCgroup, LinuxResources};
 use serde::{Deserialize, Serialize};
 
+pub use container::{device_rules, ContainerCgroup};
 pub use convert::{blkio_weight_to_io_weight, cpu_shares_to_weight};
 pub use devices::{default_device_rules, DevKind, DevicePolicy};
 pub use ebpf::{
@@ -49,6 +52,7 @@ pub use oom::OomWatch;
 pub use path::{
     clean_path, inner_path, resolve, InnerPath, Placement, UnifiedPlacement, V1Placement,
 };
+pub use record::{StoredCgroup, RECORD_VERSION};
 pub use root::{CgroupRoot, Layout, UnifiedHierarchy, V1Hierarchy};
 pub use systemd::{parse_systemd_path, SystemdPath};
 pub use systemd_cgroup::planned_state as planned_systemd_state;
