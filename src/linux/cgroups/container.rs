@@ -267,3 +267,71 @@ fn created_parents(st: &CgroupState, record: &StoredCgroup) -> Vec<PathBuf> {
         .filter(|c| mounts.iter().any(|m| *m != c && c.starts_with(m)))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::linux::cgroups::Layout;
+
+    fn state(dirs: &[&Path]) -> CgroupState {
+        CgroupState {
+            driver: Driver::Cgroupfs,
+            layout: Layout::Hybrid,
+            v1: dirs
+                .iter()
+                .enumerate()
+                .map(|(i, d)| (format!("c{i}"), d.to_path_buf()))
+                .collect::<BTreeMap<_, _>>(),
+            unified: None,
+            unified_mount: None,
+            created: Vec::new(),
+            unit: None,
+        }
+    }
+
+    fn broken(raw: serde_json::Value) -> StoredCgroup {
+        let rec: StoredCgroup = serde_json::from_value(raw).expect("reads");
+        assert!(rec.open().is_err(), "the record is meant to be undecodable");
+        rec
+    }
+
+    #[test]
+    fn a_relative_path_is_trusted_only_where_the_record_names_every_directory() {
+        let st = state(&[Path::new("/cg/memory/me/c1"), Path::new("/cg/pids/me/c1")]);
+        let both = broken(json!({"layout": 42, "v1": {
+            "memory": "/cg/memory/me/c1", "pids": "/cg/pids/me/c1"}}));
+        let one = broken(json!({"layout": 42, "v1": {"memory": "/cg/memory/me/c1"}}));
+        let none = broken(json!("broken"));
+        assert!(confirmed(&st, &both, Some("me/c1"), false));
+        assert!(!confirmed(&st, &one, Some("me/c1"), false));
+        assert!(!confirmed(&st, &none, None, false));
+        // Absolute and systemd paths resolve the same for every caller.
+        assert!(confirmed(&st, &none, Some("/me/c1"), false));
+        assert!(confirmed(&st, &none, Some("system.slice:x:c1"), true));
+    }
+
+    #[test]
+    fn only_created_parents_below_a_cgroup_mount_are_removed() {
+        let Ok(root) = CgroupRoot::system() else {
+            crate::skip::cannot_run("only_created_parents_below_a_cgroup_mount", "no cgroups");
+            return;
+        };
+        let Some(m) = root
+            .v1_hierarchies()
+            .first()
+            .map(|h| h.mountpoint.clone())
+            .or_else(|| root.unified().map(|u| u.mountpoint.clone()))
+        else {
+            return;
+        };
+        let leaf = m.join("p/c1");
+        let st = state(&[&leaf]);
+        let rec = broken(json!({"layout": 42, "created": [
+            m, m.join("p"), leaf, "/etc", "/p", m.join("other")]}));
+        assert_eq!(created_parents(&st, &rec), vec![m.join("p")]);
+    }
+}
