@@ -316,6 +316,13 @@ impl State {
         self.cgroup.as_ref().map(ContainerCgroup::open).transpose()
     }
 
+    /// [`open_cgroup`](Self::open_cgroup) for a verb that must not act outside the
+    /// container's cgroup: a state without a record is an error too.
+    pub fn require_cgroup(&self) -> Result<ContainerCgroup> {
+        self.open_cgroup()?
+            .ok_or_else(|| Error::State(format!("container {} has no cgroup", self.id)))
+    }
+
     /// The cgroup `delete` removes: the recorded one, or for a record that cannot be
     /// decoded the one the stored spec's `linux.cgroupsPath` resolves to (see
     /// [`ContainerCgroup::for_removal`]).

@@ -108,6 +108,38 @@ fn an_undecodable_cgroup_record_is_refused_and_delete_force_removes_the_cgroup()
     }
 }
 
+/// A state without a cgroup record (the key removed by hand) does not let `exec` run its
+/// process outside the container's cgroup either.
+#[test]
+fn exec_is_refused_where_the_state_has_no_cgroup_record() {
+    if skip("exec_is_refused_where_the_state_has_no_cgroup_record") {
+        return;
+    }
+    let parent = CgroupParent::new("cg-norecord");
+    let rt = Runtime::new();
+    let id = id("cgrec-none");
+    let mut b = Bundle::sh("sleep 100");
+    b.config["linux"]["cgroupsPath"] = format!("{parent}/{id}").into();
+    let out = rt.run_detached(&b, &id);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let path = state_path(&rt, &id);
+    let mut st = read_state(&path);
+    let record = st["cgroup"].take();
+    st.as_object_mut().expect("object").remove("cgroup");
+    std::fs::write(&path, serde_json::to_vec(&st).expect("json")).expect("write state");
+    let out = output_within(rt.cmd().args(["exec", &id, "true"]), LIMIT, "exec");
+    // The record back first, so that clean-up finds the cgroup whatever is asserted.
+    st["cgroup"] = record;
+    std::fs::write(&path, serde_json::to_vec(&st).expect("json")).expect("write state");
+    assert_eq!(out.status.code(), Some(255), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("container {id} has no cgroup")),
+        "{}",
+        stderr(&out)
+    );
+    rt.ok(&["delete", "--force", &id]);
+}
+
 /// A running container's state.json written by the gpurun before the record had a
 /// version: every verb still finds its cgroup.
 #[test]

@@ -233,7 +233,7 @@ pub fn exec(g: &Globals, a: &ExecArgs) -> Result<i32> {
         preserve_fds: a.preserve_fds,
     };
     let (console, console_peer) = lifecycle::console_fds(terminal, &copts)?;
-    let cg = st.open_cgroup()?;
+    let cg = Some(st.require_cgroup()?);
     drop(c);
 
     let mut mask = SigSet::all();

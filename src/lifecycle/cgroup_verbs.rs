@@ -14,9 +14,7 @@ fn running_cgroup(g: &Globals, id: &str) -> Result<(Container, ContainerCgroup)>
     if status_of(&c.dir, &st) == Status::Stopped {
         return Err(Error::NotRunning(id.to_string()));
     }
-    let cg = st
-        .open_cgroup()?
-        .ok_or_else(|| Error::State(format!("container {id} has no cgroup")))?;
+    let cg = st.require_cgroup()?;
     Ok((c, cg))
 }
 
