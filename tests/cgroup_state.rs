@@ -102,6 +102,11 @@ fn an_undecodable_cgroup_record_is_refused_and_delete_force_removes_the_cgroup()
         assert!(del.status.success(), "{case}: {}", stderr(&del));
         let left: Vec<&PathBuf> = dirs.iter().filter(|d| d.exists()).collect();
         assert!(left.is_empty(), "{case}: cgroup directories left: {left:?}");
+        let under_parent: Vec<PathBuf> = cgroup_children(&parent)
+            .into_iter()
+            .filter(|p| p.ends_with(&id))
+            .collect();
+        assert!(under_parent.is_empty(), "{case}: {under_parent:?}");
         assert!(!path.exists(), "{case}: state left");
         let procs = processes_with(&id);
         assert!(procs.is_empty(), "{case}: processes left: {procs:?}");
