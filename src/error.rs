@@ -37,6 +37,8 @@ pub enum Error {
     },
     #[error("container init failed at step {step}: {msg}")]
     Init { step: String, msg: String },
+    #[error(transparent)]
+    Cgroup(#[from] crate::linux::cgroups::CgroupError),
     #[error("{0}")]
     Other(String),
 }

@@ -6,7 +6,6 @@
 //! (clone, init steps, execve), with `state` (the container's directory), `cgroup` and
 //! `hooks` beside it. See docs in `runtime-spec/`.
 
-pub mod cgroup;
 pub mod cli;
 pub mod error;
 pub mod features;

@@ -15,6 +15,7 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::linux::cgroups::{CgroupError, ContainerCgroup, StoredCgroup};
 
 /// Format version of state.json; a file of another version is reported, never trusted.
 pub const FORMAT: u32 = 1;
@@ -69,8 +70,9 @@ pub struct State {
     /// The container has its own pid namespace: when init dies every process dies with it.
     #[serde(default)]
     pub private_pid_ns: bool,
-    #[serde(default)]
-    pub cgroup: Option<serde_json::Value>,
+    /// The cgroup's record; never written as `null` (absent means none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<StoredCgroup>,
     #[serde(default)]
     pub hooks: Option<oci_spec::runtime::Hooks>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -271,8 +273,11 @@ impl Container {
 
 pub fn load_file(path: &Path) -> Result<State> {
     let data = fs::read(path).map_err(|e| Error::io("reading state", path, e))?;
-    let st: State = serde_json::from_slice(&data)
+    let mut st: State = serde_json::from_slice(&data)
         .map_err(|e| Error::State(format!("corrupt state file {}: {e}", path.display())))?;
+    if let Some(cg) = &mut st.cgroup {
+        cg.set_source(path);
+    }
     if st.gpurun_state_format != FORMAT {
         return Err(Error::State(format!(
             "state file {} has format {}, this gpurun reads format {FORMAT}",
@@ -303,6 +308,31 @@ pub fn parse_stat(stat: &str) -> Option<(char, u64)> {
 }
 
 impl State {
+    /// The container's cgroup, rebuilt from its record; an error where the record cannot
+    /// be decoded, so no verb acts on the container's processes without it.
+    pub fn open_cgroup(&self) -> Result<Option<ContainerCgroup>, CgroupError> {
+        self.cgroup.as_ref().map(ContainerCgroup::open).transpose()
+    }
+
+    /// [`open_cgroup`](Self::open_cgroup) for a verb that must not act outside the
+    /// container's cgroup: a state without a record is an error too.
+    pub fn require_cgroup(&self) -> Result<ContainerCgroup> {
+        self.open_cgroup()?
+            .ok_or_else(|| Error::State(format!("container {} has no cgroup", self.id)))
+    }
+
+    /// The cgroup `delete` removes: the recorded one, or for a record that cannot be
+    /// decoded the one the stored spec's `linux.cgroupsPath` resolves to (see
+    /// [`ContainerCgroup::for_removal`]).
+    pub fn cgroup_to_remove(&self) -> Option<ContainerCgroup> {
+        let path = self
+            .spec
+            .as_ref()
+            .and_then(|s| s.pointer("/linux/cgroupsPath"))
+            .and_then(serde_json::Value::as_str);
+        ContainerCgroup::for_removal(self.cgroup.as_ref(), path, &self.id, self.systemd_cgroup)
+    }
+
     pub fn init_alive(&self) -> bool {
         self.pid > 0 && process_start_time(self.pid) == Some(self.init_start_time)
     }

@@ -68,9 +68,11 @@ fn generate(rng: &mut Rng) -> Vec<u8> {
         rootless: rng.one_in(2),
         private_pid_ns: rng.one_in(2),
         cgroup: rng.one_in(2).then(|| {
-            json!({"driver": *rng.pick(&["cgroupfs", "systemd", "x"]),
-                   "layout": *rng.pick(&["hybrid", "unified", "legacy", "x"]),
-                   "v1": {"pids": "/nonexistent/pids"}, "created": [], "unified": null})
+            // Any JSON reads as a record; one gpurun cannot decode is kept as it was.
+            serde_json::from_value(json!({"driver": *rng.pick(&["cgroupfs", "systemd", "x"]),
+                       "layout": *rng.pick(&["hybrid", "unified", "legacy", "x"]),
+                       "v1": {"pids": "/nonexistent/pids"}, "created": [], "unified": null}))
+            .expect("a cgroup record reads")
         }),
         hooks: None,
         gpus: if rng.one_in(3) {

@@ -1,54 +1,53 @@
-//! The cgroup verbs: pause, resume, update, events.
+//! The cgroup verbs: pause, resume, update, events. What they do to the cgroup is
+//! `linux::cgroups::ContainerCgroup`'s; here is only the container they act on.
 
 use super::{status_of, Globals};
 use crate::error::{Error, Result};
-use crate::state::{Container, State, Status};
+use crate::linux::cgroups::{ContainerCgroup, OomWatch};
+use crate::state::{Container, Status};
 
-fn running_cgroup(g: &Globals, id: &str) -> Result<(Container, State, crate::cgroup::Handle)> {
+/// The cgroup of a container that is not stopped, with the container held locked; a
+/// record that cannot be decoded is an error naming its state file.
+fn running_cgroup(g: &Globals, id: &str) -> Result<(Container, ContainerCgroup)> {
     let c = g.root.open(id)?;
     let st = c.load()?;
     if status_of(&c.dir, &st) == Status::Stopped {
         return Err(Error::NotRunning(id.to_string()));
     }
-    let cg = crate::cgroup::from_state(&st)
-        .ok_or_else(|| Error::State(format!("container {id} has no cgroup")))?;
-    Ok((c, st, cg))
+    let cg = st.require_cgroup()?;
+    Ok((c, cg))
 }
 
 pub fn pause(g: &Globals, id: &str) -> Result<()> {
-    let (_c, _st, cg) = running_cgroup(g, id)?;
-    cg.freeze()
+    let (_c, cg) = running_cgroup(g, id)?;
+    Ok(cg.freeze()?)
 }
 
 pub fn resume(g: &Globals, id: &str) -> Result<()> {
-    let (_c, _st, cg) = running_cgroup(g, id)?;
-    cg.thaw()
+    let (_c, cg) = running_cgroup(g, id)?;
+    Ok(cg.thaw()?)
 }
 
-/// `update`: the given resources only; device rules are never touched (runc sets
-/// SkipDevices), so rules added for GPUs at create survive.
-pub fn update(g: &Globals, id: &str, mut r: oci_spec::runtime::LinuxResources) -> Result<()> {
-    let (_c, _st, cg) = running_cgroup(g, id)?;
-    r.set_devices(None);
+pub fn update(g: &Globals, id: &str, r: oci_spec::runtime::LinuxResources) -> Result<()> {
+    let (_c, cg) = running_cgroup(g, id)?;
     for w in cg.update(&r)? {
         crate::log::warn(&w);
     }
     Ok(())
 }
 
-/// One `events` record in runc's shape.
 pub fn stats_event(g: &Globals, id: &str) -> Result<serde_json::Value> {
-    let (_c, _st, cg) = running_cgroup(g, id)?;
-    Ok(serde_json::json!({"type": "stats", "id": id, "data": cg.stats()?}))
+    let (_c, cg) = running_cgroup(g, id)?;
+    Ok(cg.stats_event(id)?)
 }
 
 pub fn oom_count(g: &Globals, id: &str) -> Result<u64> {
-    let (_c, _st, cg) = running_cgroup(g, id)?;
-    cg.oom_events()
+    let (_c, cg) = running_cgroup(g, id)?;
+    Ok(cg.oom_events()?)
 }
 
 /// A descriptor that becomes readable when the container's cgroup reports an OOM.
-pub fn oom_watch(g: &Globals, id: &str) -> Result<crate::linux::cgroups::OomWatch> {
-    let (_c, _st, cg) = running_cgroup(g, id)?;
-    cg.watch_oom()
+pub fn oom_watch(g: &Globals, id: &str) -> Result<OomWatch> {
+    let (_c, cg) = running_cgroup(g, id)?;
+    Ok(cg.watch_oom()?)
 }

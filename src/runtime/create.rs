@@ -60,7 +60,7 @@ pub fn create(g: &Globals, o: &CreateOpts) -> Result<Created> {
     let mut st = initial_state(g, o, &bundle, guard.gpu.as_ref(), notify_socket);
     // Recorded before the directories exist: a create killed from here on leaves a state
     // from which `delete` finds (and removes) everything.
-    st.cgroup = crate::cgroup::planned(&bundle.spec, &o.id, g.systemd_cgroup);
+    st.cgroup = crate::linux::cgroups::ContainerCgroup::plan(&bundle.spec, &o.id, g.systemd_cgroup);
     guard.container().save(&st)?;
     let start = make_start_fifo(guard.container())?;
     make_cgroup(g, o, &bundle, &mut guard, &mut st)?;
@@ -155,12 +155,13 @@ fn make_cgroup(
     guard: &mut Creating,
     st: &mut State,
 ) -> Result<()> {
-    let (cg, warnings) = crate::cgroup::create(&bundle.spec, &o.id, g.systemd_cgroup)?;
+    let (cg, warnings) =
+        crate::linux::cgroups::ContainerCgroup::create(&bundle.spec, &o.id, g.systemd_cgroup)?;
     for w in warnings {
         crate::log::warn(&w);
     }
-    let made = cg.as_ref().map(|h| h.to_json());
-    guard.cgroup = cg;
+    let made = Some(cg.record());
+    guard.cgroup = Some(cg);
     // The planned state already names what was made (the usual case): no second write.
     if made != st.cgroup {
         st.cgroup = made;
@@ -174,7 +175,7 @@ fn make_cgroup(
 fn spawn_init(plan: &Plan, fds: InitFds, guard: &mut Creating) -> Result<Pid> {
     let cgroup = &mut guard.cgroup;
     let mut place = |pid: Pid| match cgroup {
-        Some(h) => h.add_init(pid.as_raw()),
+        Some(h) => Ok(h.add_init(pid.as_raw())?),
         None => Ok(()),
     };
     let mut runtime_hooks = |pid: Pid| -> Result<()> {
@@ -196,7 +197,7 @@ fn spawn_init(plan: &Plan, fds: InitFds, guard: &mut Creating) -> Result<Pid> {
 /// Init is ready: its pid and start time, the GPU lease in its name, status created.
 fn record_init(o: &CreateOpts, pid: Pid, st: &mut State, guard: &mut Creating) -> Result<()> {
     // The systemd driver made its directories only once init existed.
-    st.cgroup = guard.cgroup.as_ref().map(|h| h.to_json());
+    st.cgroup = guard.cgroup.as_ref().map(|h| h.record());
     st.pid = pid.as_raw();
     st.init_start_time = state::process_start_time(st.pid)
         .ok_or_else(|| Error::Other("container init died right after it was ready".into()))?;

@@ -26,6 +26,9 @@ pub fn delete(g: &Globals, id: &str, force: bool) -> Result<()> {
         }
         Err(e) => return Err(e),
     };
+    if !force {
+        st.open_cgroup()?;
+    }
     match status_of(&c.dir, &st) {
         // A create that died: its init (if it got that far) is in the cgroup, which
         // `destroy` empties, whether or not its directories were made.
@@ -46,7 +49,7 @@ pub fn delete(g: &Globals, id: &str, force: bool) -> Result<()> {
 }
 
 fn kill_and_wait(st: &State) -> Result<()> {
-    let cg = crate::cgroup::from_state(st);
+    let cg = st.cgroup_to_remove();
     match &cg {
         Some(cg) => cg.signal_all(Signal::SIGKILL)?,
         None => match signal_init(st, Signal::SIGKILL) {
@@ -69,7 +72,7 @@ fn kill_and_wait(st: &State) -> Result<()> {
 /// Remove everything the container had: leftover processes and the cgroup, then the
 /// state directory.
 fn destroy(c: Container, st: &State) -> Result<()> {
-    if let Some(cg) = crate::cgroup::from_state(st) {
+    if let Some(cg) = st.cgroup_to_remove() {
         cg.destroy()?;
     }
     let cwd = if st.bundle.is_dir() {

@@ -48,7 +48,7 @@ pub fn exec(g: &Globals, o: &ExecOpts) -> Result<i32> {
         return Err(Error::NotRunning(o.id.clone()));
     }
     let (console, console_peer) = console_fds(terminal, o.console_socket.as_deref(), !o.detach)?;
-    let cgroup = crate::cgroup::from_state(&st);
+    let cgroup = Some(st.require_cgroup()?);
     drop(c);
 
     let mask = prepare_to_wait(!o.detach, !o.detach)?;
@@ -115,10 +115,10 @@ fn exec_plan(st: &State, spec: &Spec, process: Process, o: &ExecOpts) -> Result<
 fn spawn_process(
     plan: &Plan,
     console: Option<OwnedFd>,
-    cgroup: Option<&crate::cgroup::Handle>,
+    cgroup: Option<&crate::linux::cgroups::ContainerCgroup>,
 ) -> Result<Pid> {
     let mut place = |pid: Pid| match cgroup {
-        Some(h) => h.add_task(pid.as_raw()),
+        Some(h) => Ok(h.add_task(pid.as_raw())?),
         None => Ok(()),
     };
     let mut no_hooks = |_| Ok(());

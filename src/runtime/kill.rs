@@ -29,7 +29,7 @@ pub fn kill(g: &Globals, id: &str, sig: Signal, all: bool) -> Result<()> {
         if all {
             // containerd sends `kill --all` after init exited; the rest of the cgroup
             // may still need it.
-            if let Some(cg) = crate::cgroup::from_state(&st) {
+            if let Some(cg) = st.open_cgroup()? {
                 cg.signal_all(sig)?;
             }
             return Ok(());
@@ -37,8 +37,8 @@ pub fn kill(g: &Globals, id: &str, sig: Signal, all: bool) -> Result<()> {
         return Err(Error::NotRunning(id.to_string()));
     }
     if all {
-        if let Some(cg) = crate::cgroup::from_state(&st) {
-            return cg.signal_all(sig);
+        if let Some(cg) = st.open_cgroup()? {
+            return Ok(cg.signal_all(sig)?);
         }
     }
     signal_init(&st, sig)

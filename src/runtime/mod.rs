@@ -58,7 +58,10 @@ pub struct CreateOpts {
 }
 
 fn frozen(st: &State) -> bool {
-    crate::cgroup::from_state(st).is_some_and(|h| h.is_frozen())
+    st.open_cgroup()
+        .ok()
+        .flatten()
+        .is_some_and(|h| h.is_frozen())
 }
 
 pub fn status_of(c_dir: &Path, st: &State) -> Status {

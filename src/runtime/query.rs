@@ -32,8 +32,8 @@ pub fn load_public(g: &Globals, id: &str) -> Result<state::PublicState> {
 
 pub fn pids(g: &Globals, id: &str) -> Result<Vec<i32>> {
     let (_, st) = read_unlocked(g, id)?;
-    match crate::cgroup::from_state(&st) {
-        Some(cg) => cg.pids(),
+    match st.open_cgroup()? {
+        Some(cg) => Ok(cg.pids()?),
         None => Ok(if st.init_alive() {
             vec![st.pid]
         } else {

@@ -9,7 +9,7 @@ use crate::state::Container;
 /// A container being created: undone entirely if anything fails before `commit`.
 pub(super) struct Creating {
     pub(super) container: Option<Container>,
-    pub(super) cgroup: Option<crate::cgroup::Handle>,
+    pub(super) cgroup: Option<crate::linux::cgroups::ContainerCgroup>,
     pub(super) init: Option<Pid>,
     pub(super) gpu: Option<crate::gpu::GpuGrant>,
 }

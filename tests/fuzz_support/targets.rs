@@ -442,7 +442,7 @@ pub fn state(data: &[u8]) {
             if status == gpurun::state::Status::Stopped {
                 assert_eq!(public.pid, 0, "a stopped container shows a pid");
             }
-            let _ = gpurun::cgroup::from_state(&st);
+            let _ = st.open_cgroup();
             let first = serde_json::to_value(&st).expect("state serialises");
             let bytes = serde_json::to_vec(&st).expect("state serialises");
             let again: gpurun::state::State =

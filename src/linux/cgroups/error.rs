@@ -80,4 +80,12 @@ pub enum CgroupError {
 
     #[error("cgroup {what}: {reason}")]
     Unsupported { what: &'static str, reason: String },
+
+    /// The cgroup record of a container's state file cannot be read: gpurun will not act
+    /// on processes it cannot place.
+    #[error(
+        "the cgroup record in state file {file} cannot be decoded ({reason}); `delete --force` \
+         removes the container and its cgroup"
+    )]
+    Undecodable { file: String, reason: String },
 }

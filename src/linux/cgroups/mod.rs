@@ -1,5 +1,13 @@
 //! The container's cgroup: v2, or v1 hierarchies plus a unified leaf on hybrid hosts.
 //!
+//! The runtime enters through [`ContainerCgroup`] (`container.rs`) and stores its
+//! [`StoredCgroup`] record (`record.rs`, versioned) in the state file. Below that face:
+//! [`Cgroup`] here, the manager both build on; `path`/`root` resolve where it lives;
+//! `resources` (with `block_io`, `resources_more`, over `target`), `devices`/`ebpf`,
+//! `freezer`, `oom`, `stats` write and read it; `systemd*` drive it through systemd;
+//! `fs`, `convert` and `error` serve all. Imports between these files go one way, from
+//! the face down to `fs`/`error`, never back.
+//!
 //! [`Cgroup::create`] makes every directory, writes `linux.resources` and the device rules,
 //! all before any process joins; the runtime then calls [`Cgroup::add_task`] with the
 //! container's first process. Layouts (see runtime-spec/cgroups.md):
@@ -11,6 +19,8 @@
 //!   leaf for what exists only there (hugetlb on some hosts, `cgroup.kill`).
 //! - **v1**: a directory in every v1 hierarchy.
 
+mod block_io;
+mod container;
 mod convert;
 mod devices;
 mod ebpf;
@@ -19,6 +29,7 @@ mod freezer;
 mod fs;
 mod oom;
 mod path;
+mod record;
 mod resources;
 mod resources_more;
 mod root;
@@ -26,6 +37,7 @@ mod stats;
 mod systemd;
 mod systemd_cgroup;
 mod systemd_props;
+mod target;
 #[cfg(test)]
 mod test_support;
 
@@ -36,22 +48,25 @@ use nix::sys::signal::Signal;
 use oci_spec::runtime::{LinuxDeviceCgroup, LinuxResources};
 use serde::{Deserialize, Serialize};
 
-pub use convert::{blkio_weight_to_io_weight, cpu_shares_to_weight};
-pub use devices::{default_device_rules, DevKind, DevicePolicy};
-pub use ebpf::{
-    apply_device_filter_v2, attach_device_filter, detach_device_programs, device_program,
-    device_program_ids,
-};
+// The runtime's face: a container's cgroup, made from its spec and rebuilt from the record
+// its state file keeps.
+pub use container::{device_rules, ContainerCgroup};
 pub use error::CgroupError;
 pub use oom::OomWatch;
-pub use path::{
-    clean_path, inner_path, resolve, InnerPath, Placement, UnifiedPlacement, V1Placement,
-};
-pub use root::{CgroupRoot, Layout, UnifiedHierarchy, V1Hierarchy};
-pub use systemd::{parse_systemd_path, SystemdPath};
-pub use systemd_cgroup::planned_state as planned_systemd_state;
+pub use record::{StoredCgroup, RECORD_VERSION};
 
-use resources::{Phase, Target};
+// Below the face, for `doctor`'s checks and the integration tests that drive a cgroup
+// directly.
+pub use devices::{default_device_rules, DevKind, DevicePolicy};
+pub use ebpf::{
+    apply_device_filter_v2, attach_device_filter, detach_device_programs, device_program_ids,
+};
+pub use path::resolve;
+pub use root::{CgroupRoot, Layout};
+
+use path::Placement;
+use resources::Phase;
+use target::Target;
 
 /// The cgroup driver.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]

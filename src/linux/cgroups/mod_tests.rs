@@ -150,7 +150,8 @@ fn on_v1_the_systemd_driver_refuses_device_rules_systemd_would_widen_on_reload()
 fn the_systemd_drivers_planned_state_names_the_unit_and_its_directories() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let root = fake_hybrid(tmp.path());
-    let st = planned_systemd_state(&root, "kubepods-pod1.slice:cri:abc", "abc").expect("state");
+    let st =
+        systemd_cgroup::planned_state(&root, "kubepods-pod1.slice:cri:abc", "abc").expect("state");
     assert_eq!(st.driver, Driver::Systemd);
     assert_eq!(st.unit.as_deref(), Some("cri-abc.scope"));
     let scope = "kubepods.slice/kubepods-pod1.slice/cri-abc.scope";
@@ -165,7 +166,7 @@ fn the_systemd_drivers_planned_state_names_the_unit_and_its_directories() {
     assert!(st.created.is_empty());
     let json = serde_json::to_value(&st).expect("json");
     assert_eq!(json["unit"], "cri-abc.scope");
-    assert!(planned_systemd_state(&root, "not-a-form", "abc").is_none());
+    assert!(systemd_cgroup::planned_state(&root, "not-a-form", "abc").is_none());
 }
 
 #[test]

@@ -1,5 +1,5 @@
-//! `linux.resources` written to cgroupfs: memory, cpu, cpuset and pids here; block I/O,
-//! hugepages, network, rdma and the `unified` map in `resources_more.rs`.
+//! `linux.resources` written to cgroupfs: memory, cpu, cpuset and pids here; block I/O in
+//! `block_io.rs`; hugepages, network, rdma and the `unified` map in `resources_more.rs`.
 //!
 //! These are written by gpurun itself rather than through cgroups-rs's `FsManager`: the
 //! crate takes one base path for every hierarchy (so runc's per-hierarchy relative paths
@@ -8,99 +8,22 @@
 //! have to replace most of the rest (devices, cpu.weight, hugetlb, the unified map, paths,
 //! stats). What is left is a list of file names and write orders, kept here.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use oci_spec::runtime::{LinuxCpu, LinuxMemory, LinuxPids, LinuxResources};
 
+use super::block_io;
 use super::convert::{cpu_shares_to_weight, swap_to_v2, v2_limit};
 use super::error::CgroupError;
 use super::fs;
 use super::resources_more;
-use super::root::Layout;
+use super::target::{Place, Target};
 
 /// Creating a cgroup, or `update` on a running one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Phase {
     Create,
     Update,
-}
-
-/// Where each controller of one container lives.
-pub(crate) struct Target<'a> {
-    pub layout: Layout,
-    pub v1: &'a BTreeMap<String, PathBuf>,
-    pub unified: Option<&'a Path>,
-    /// The controllers enabled for the unified leaf (its `cgroup.controllers`).
-    pub unified_controllers: Vec<String>,
-}
-
-/// The directory holding one controller, and which version of files it has.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Place<'a> {
-    V1(&'a Path),
-    V2(&'a Path),
-}
-
-impl<'a> Target<'a> {
-    pub fn new(
-        layout: Layout,
-        v1: &'a BTreeMap<String, PathBuf>,
-        unified: Option<&'a Path>,
-    ) -> Result<Self, CgroupError> {
-        let unified_controllers = match unified {
-            Some(dir) => fs::read(dir, "cgroup.controllers")?
-                .split_whitespace()
-                .map(str::to_string)
-                .collect(),
-            None => Vec::new(),
-        };
-        Ok(Target {
-            layout,
-            v1,
-            unified,
-            unified_controllers,
-        })
-    }
-
-    /// v1 when the controller has a v1 hierarchy (hybrid hosts keep resources there), else
-    /// the unified leaf when the controller is enabled for it.
-    pub fn place(&self, v1_name: &str, v2_name: &str) -> Option<Place<'a>> {
-        if let Some(dir) = self.v1.get(v1_name) {
-            return Some(Place::V1(dir));
-        }
-        match self.unified {
-            Some(dir) if self.unified_controllers.iter().any(|c| c == v2_name) => {
-                Some(Place::V2(dir))
-            }
-            _ => None,
-        }
-    }
-
-    pub fn require(&self, v1_name: &str, v2_name: &str) -> Result<Place<'a>, CgroupError> {
-        self.place(v1_name, v2_name).ok_or_else(|| {
-            self.missing(if self.layout == Layout::Unified {
-                v2_name
-            } else {
-                v1_name
-            })
-        })
-    }
-
-    pub fn missing(&self, controller: &str) -> CgroupError {
-        CgroupError::MissingController {
-            controller: controller.to_string(),
-            path: self.shown_path(),
-        }
-    }
-
-    /// The path named in errors: the unified leaf, else the first v1 directory.
-    pub fn shown_path(&self) -> PathBuf {
-        self.unified
-            .map(Path::to_path_buf)
-            .or_else(|| self.v1.values().next().cloned())
-            .unwrap_or_default()
-    }
 }
 
 /// Applies every field of `r` except `devices`. Returns the warnings for fields that are
@@ -121,7 +44,7 @@ pub(crate) fn apply(
         pids(t, p)?;
     }
     if let Some(b) = r.block_io() {
-        resources_more::block_io(t, b, &mut warnings)?;
+        block_io::block_io(t, b, &mut warnings)?;
     }
     if let Some(h) = r.hugepage_limits() {
         resources_more::hugepages(t, h, &mut warnings)?;

@@ -1,135 +1,16 @@
-//! `linux.resources`: block I/O, hugepages, network, rdma and the `unified` map.
+//! `linux.resources`: hugepages, network, rdma and the `unified` map.
 
 use std::collections::HashMap;
 
-use oci_spec::runtime::{LinuxBlockIo, LinuxHugepageLimit, LinuxNetwork, LinuxRdma};
+use oci_spec::runtime::{LinuxHugepageLimit, LinuxNetwork, LinuxRdma};
 
-use super::convert::blkio_weight_to_io_weight;
 use super::error::CgroupError;
 use super::fs;
-use super::resources::{Place, Target};
 use super::root::Layout;
+use super::target::{Place, Target};
 
 fn invalid(msg: String) -> CgroupError {
     CgroupError::InvalidResources(msg)
-}
-
-pub(crate) fn block_io(
-    t: &Target<'_>,
-    b: &LinuxBlockIo,
-    warnings: &mut Vec<String>,
-) -> Result<(), CgroupError> {
-    let weight = b.weight().filter(|&w| w != 0);
-    let devices = b.weight_device().as_deref().unwrap_or_default();
-    let throttles = [
-        (
-            "rbps",
-            "blkio.throttle.read_bps_device",
-            b.throttle_read_bps_device(),
-        ),
-        (
-            "wbps",
-            "blkio.throttle.write_bps_device",
-            b.throttle_write_bps_device(),
-        ),
-        (
-            "riops",
-            "blkio.throttle.read_iops_device",
-            b.throttle_read_iops_device(),
-        ),
-        (
-            "wiops",
-            "blkio.throttle.write_iops_device",
-            b.throttle_write_iops_device(),
-        ),
-    ];
-    let any_throttle = throttles
-        .iter()
-        .any(|(_, _, list)| list.as_ref().is_some_and(|l| !l.is_empty()));
-    let leaf = b.leaf_weight().filter(|&w| w != 0).is_some()
-        || devices.iter().any(|d| d.leaf_weight().is_some());
-    if weight.is_none() && devices.is_empty() && !any_throttle && !leaf {
-        return Ok(());
-    }
-    match t.require("blkio", "io")? {
-        Place::V1(dir) => {
-            // BFQ's knobs replaced CFQ's (removed in Linux 5.0); use whichever exists.
-            let (w_file, wd_file) = if fs::exists(dir, "blkio.weight") {
-                ("blkio.weight", "blkio.weight_device")
-            } else {
-                ("blkio.bfq.weight", "blkio.bfq.weight_device")
-            };
-            if let Some(w) = weight {
-                fs::write(dir, w_file, &w.to_string())?;
-            }
-            for d in devices {
-                if let Some(w) = d.weight() {
-                    fs::write(dir, wd_file, &format!("{}:{} {w}", d.major(), d.minor()))?;
-                }
-            }
-            if leaf {
-                if fs::exists(dir, "blkio.leaf_weight") {
-                    if let Some(w) = b.leaf_weight().filter(|&w| w != 0) {
-                        fs::write(dir, "blkio.leaf_weight", &w.to_string())?;
-                    }
-                    for d in devices {
-                        if let Some(w) = d.leaf_weight() {
-                            let line = format!("{}:{} {w}", d.major(), d.minor());
-                            fs::write(dir, "blkio.leaf_weight_device", &line)?;
-                        }
-                    }
-                } else {
-                    warnings.push(format!(
-                        "linux.resources.blockIO leafWeight not applied: {} does not exist \
-                         (the CFQ scheduler is gone since Linux 5.0)",
-                        dir.join("blkio.leaf_weight").display()
-                    ));
-                }
-            }
-            for (_, file, list) in &throttles {
-                for d in list.as_deref().unwrap_or_default() {
-                    fs::write(
-                        dir,
-                        file,
-                        &format!("{}:{} {}", d.major(), d.minor(), d.rate()),
-                    )?;
-                }
-            }
-        }
-        Place::V2(dir) => {
-            let bfq = fs::exists(dir, "io.bfq.weight");
-            if let Some(w) = weight {
-                if bfq {
-                    fs::write(dir, "io.bfq.weight", &w.to_string())?;
-                } else {
-                    fs::write(dir, "io.weight", &blkio_weight_to_io_weight(w).to_string())?;
-                }
-            }
-            for d in devices {
-                if let Some(w) = d.weight() {
-                    let (file, w) = if bfq {
-                        ("io.bfq.weight", u64::from(w))
-                    } else {
-                        ("io.weight", blkio_weight_to_io_weight(w))
-                    };
-                    fs::write(dir, file, &format!("{}:{} {w}", d.major(), d.minor()))?;
-                }
-            }
-            if leaf {
-                warnings.push(
-                    "linux.resources.blockIO leafWeight not applied: cgroup v2 has no leaf weight"
-                        .to_string(),
-                );
-            }
-            for (key, _, list) in &throttles {
-                for d in list.as_deref().unwrap_or_default() {
-                    let line = format!("{}:{} {key}={}", d.major(), d.minor(), d.rate());
-                    fs::write(dir, "io.max", &line)?;
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Hugepage limits. Kubernetes sends one per page size the node has, usually with limit 0,

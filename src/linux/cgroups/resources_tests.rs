@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs as stdfs;
+use std::path::PathBuf;
 
 use oci_spec::runtime::{
     LinuxBlockIoBuilder, LinuxCpuBuilder, LinuxHugepageLimitBuilder, LinuxMemoryBuilder,
@@ -10,6 +11,7 @@ use oci_spec::runtime::{
 use tempfile::TempDir;
 
 use super::*;
+use crate::linux::cgroups::Layout;
 
 fn fake_dir(files: &[&str]) -> TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
