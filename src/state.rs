@@ -285,24 +285,8 @@ pub fn load_file(path: &Path) -> Result<State> {
     Ok(st)
 }
 
-/// The start time (clock ticks since boot) of a live, non-zombie process.
-pub fn process_start_time(pid: i32) -> Option<u64> {
-    if pid <= 0 {
-        return None;
-    }
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_stat(&stat).and_then(|(state, start)| (state != 'Z' && state != 'X').then_some(start))
-}
-
-/// (state, starttime) from `/proc/<pid>/stat`; the comm field may hold spaces and parens.
-pub fn parse_stat(stat: &str) -> Option<(char, u64)> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    // starttime is field 22 overall; after ") " the state is field 3.
-    let start = fields.nth(18)?.parse().ok()?;
-    Some((state, start))
-}
+/// The start time of a live process: none for a free pid or a zombie.
+pub use crate::linux::procstat::live_start_time as process_start_time;
 
 impl State {
     pub fn init_alive(&self) -> bool {
@@ -359,20 +343,6 @@ mod tests {
             let err = validate_id(bad).expect_err(bad).to_string();
             assert!(err.contains("invalid container ID format"), "{err}");
         }
-    }
-
-    #[test]
-    fn stat_parsing_survives_parens_in_comm() {
-        let stat = "42 (a) b (c)) S 1 42 42 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 98765 1000 10";
-        assert_eq!(parse_stat(stat), Some(('S', 98765)));
-    }
-
-    #[test]
-    fn own_start_time_is_readable_and_a_dead_pid_has_none() {
-        let me = std::process::id() as i32;
-        assert!(process_start_time(me).is_some());
-        assert_eq!(process_start_time(0), None);
-        assert_eq!(process_start_time(i32::MAX), None);
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //!
 //! A holder is a container id, the runtime root it was created under (containerd, podman
 //! and a shell each use their own `--root`), and its init pid with that process's start
-//! time. A lease whose pid is gone, or whose pid now belongs to another process (a
-//! different start time), is stale: it is ignored and removed.
+//! time. A lease whose pid is gone, has exited but is not yet reaped (a zombie), or now
+//! belongs to another process (a different start time), is stale: it is ignored and
+//! removed.
 
 use std::fs::File;
 use std::io::Write;
@@ -49,17 +50,6 @@ pub struct Lease {
 #[derive(Clone, Debug)]
 pub struct Leases {
     dir: PathBuf,
-    /// Where pids are checked (`/proc` on a real host).
-    proc: PathBuf,
-}
-
-/// The start time of `pid` as recorded in `<proc>/<pid>/stat`, if the process exists.
-pub fn process_start_time(proc: &Path, pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(proc.join(pid.to_string()).join("stat")).ok()?;
-    // The command name may hold spaces and parentheses: fields resume after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    // `rest` starts at field 3 (state); starttime is field 22.
-    rest.split_whitespace().nth(19)?.parse().ok()
 }
 
 fn io<'p>(what: &'static str, p: &'p Path) -> impl FnOnce(std::io::Error) -> GpuError + 'p {
@@ -70,14 +60,7 @@ impl Leases {
     pub fn new(state_dir: &Path) -> Leases {
         Leases {
             dir: state_dir.join(LEASES),
-            proc: PathBuf::from("/proc"),
         }
-    }
-
-    /// Checks liveness against another procfs (tests).
-    pub fn with_proc(mut self, proc: &Path) -> Leases {
-        self.proc = proc.to_path_buf();
-        self
     }
 
     fn lock(&self) -> Result<Flock<File>, GpuError> {
@@ -113,7 +96,7 @@ impl Leases {
     }
 
     fn is_live(&self, h: &Holder) -> bool {
-        process_start_time(&self.proc, h.pid) == Some(h.start_time)
+        crate::linux::procstat::live_start_time(h.pid) == Some(h.start_time)
     }
 
     /// Reads every lease; stale ones are removed (the caller holds the lock).

@@ -7,6 +7,7 @@ pub mod dbus;
 pub mod devices;
 pub mod inroot;
 pub mod namespaces;
+pub mod procstat;
 pub mod rlimits;
 pub mod rootfs;
 pub mod seccomp;
