@@ -35,6 +35,8 @@ pub enum Error {
     },
     #[error("container init failed at step {step}: {msg}")]
     Init { step: String, msg: String },
+    #[error(transparent)]
+    Write(#[from] crate::atomic_file::WriteError),
     #[error("{0}")]
     Other(String),
 }

@@ -3,6 +3,7 @@
 //! The data flow is `cli` → `spec` (load, validate) → `gpu` (spec edits) → `plan`
 //! (resolved facts) → `process` (clone, init steps, execve). See docs in `runtime-spec/`.
 
+pub mod atomic_file;
 pub mod cgroup;
 pub mod cli;
 pub mod config;

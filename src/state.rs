@@ -7,13 +7,13 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io::Write;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
+use crate::atomic_file::{self, Durability};
 use crate::error::{Error, Result};
 
 /// Format version of state.json; a file of another version is reported, never trusted.
@@ -245,16 +245,11 @@ impl Container {
         load_file(&self.state_path())
     }
 
-    /// Write state.json atomically: a temp file in the same directory, then rename.
+    /// Writes state.json so a concurrent `state` or `list` reads the old or the new.
     pub fn save(&self, st: &State) -> Result<()> {
-        let path = self.state_path();
-        let tmp = self.dir.join(".state.json.tmp");
         let data = serde_json::to_vec(st).map_err(|e| Error::Other(e.to_string()))?;
-        let mut f = File::create(&tmp).map_err(|e| Error::io("writing state", &tmp, e))?;
-        f.write_all(&data)
-            .map_err(|e| Error::io("writing state", &tmp, e))?;
-        drop(f);
-        fs::rename(&tmp, &path).map_err(|e| Error::io("renaming state into place", &path, e))
+        atomic_file::write(&self.state_path(), &data, 0o666, Durability::Synced)?;
+        Ok(())
     }
 
     /// Remove the directory; the lock goes with it.

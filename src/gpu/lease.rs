@@ -8,13 +8,13 @@
 //! removed.
 
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use super::GpuError;
+use crate::atomic_file::{self, Durability};
 use crate::config::Sharing;
 
 /// Format version of a lease file. A lease of another version is reported, never trusted
@@ -174,15 +174,10 @@ impl Leases {
             sharing,
         };
         let data = serde_json::to_vec_pretty(&lease).map_err(|e| GpuError::Lease(e.to_string()))?;
-        let tmp = mine.with_extension("json.tmp");
-        let write = || -> std::io::Result<()> {
-            let mut f = File::create(&tmp)?;
-            // No fsync: the lease table lives on /run (tmpfs) and does not outlive a
-            // reboot, and the rename alone keeps readers from seeing half a file.
-            f.write_all(&data)?;
-            std::fs::rename(&tmp, &mine)
-        };
-        write().map_err(io("writing", &mine))
+        // Volatile: the lease table lives on /run (tmpfs) and does not outlive a reboot;
+        // the rename alone keeps readers from seeing half a file.
+        atomic_file::write(&mine, &data, 0o666, Durability::Volatile)
+            .map_err(|e| GpuError::io(e.step, &e.path, e.source))
     }
 
     /// Drops `container_id`'s lease under `root` (on delete). Absent is fine.

@@ -106,6 +106,7 @@ pub fn live_start_time(pid: i32) -> Option<u64> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
