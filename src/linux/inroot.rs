@@ -213,11 +213,6 @@ impl Root {
         }
     }
 
-    /// The parent directory handle and name, for callers that make nodes themselves.
-    pub fn parent_of<'p>(&self, path: &'p Path) -> Result<(OwnedFd, &'p OsStr)> {
-        self.parent_and_name(path)
-    }
-
     pub fn path(&self) -> &Path {
         &self.path
     }
