@@ -3,6 +3,8 @@
 //! The data flow is `cli` → `spec` (load, validate) → `gpu` (spec edits) → `plan`
 //! (resolved facts) → `process` (clone, init steps, execve). See docs in `runtime-spec/`.
 
+#![deny(unsafe_code)]
+
 pub mod atomic_file;
 pub mod cgroup;
 pub mod cli;

@@ -362,8 +362,7 @@ fn inherited_listen_fds() -> u32 {
 /// Check that fds 3..3+n exist, so a bad `--preserve-fds` fails before anything starts.
 pub fn check_preserved_fds(n: u32) -> Result<()> {
     for fd in 3..3 + n {
-        let borrowed = crate::linux::sys::proc::borrow_fd(fd as i32);
-        if nix::fcntl::fcntl(borrowed, nix::fcntl::FcntlArg::F_GETFD).is_err() {
+        if !crate::linux::sys::proc::fd_is_open(fd as i32) {
             return Err(Error::Config(format!(
                 "--preserve-fds: fd {fd} is not open"
             )));
