@@ -35,8 +35,20 @@ pub enum Error {
     },
     #[error("container init failed at step {step}: {msg}")]
     Init { step: String, msg: String },
+    #[error("{what}: {source}")]
+    Json {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error(transparent)]
     Write(#[from] crate::atomic_file::WriteError),
+    #[error(transparent)]
+    Console(#[from] crate::linux::console::ConsoleError),
+    #[error(transparent)]
+    Seccomp(#[from] crate::linux::seccomp::SeccompError),
+    #[error(transparent)]
+    Hook(#[from] crate::hooks::HookError),
     #[error("{0}")]
     Other(String),
 }
@@ -48,6 +60,11 @@ impl Error {
             path: path.into(),
             source,
         }
+    }
+
+    /// A JSON encoding or decoding step that failed; `what` names the step and object.
+    pub fn json(what: &'static str) -> impl FnOnce(serde_json::Error) -> Self {
+        move |source| Error::Json { what, source }
     }
 
     pub fn sys(

@@ -247,7 +247,7 @@ impl Container {
 
     /// Writes state.json so a concurrent `state` or `list` reads the old or the new.
     pub fn save(&self, st: &State) -> Result<()> {
-        let data = serde_json::to_vec(st).map_err(|e| Error::Other(e.to_string()))?;
+        let data = serde_json::to_vec(st).map_err(Error::json("encoding state.json"))?;
         atomic_file::write(&self.state_path(), &data, 0o666, Durability::Synced)?;
         Ok(())
     }
@@ -278,6 +278,12 @@ pub fn load_file(path: &Path) -> Result<State> {
         )));
     }
     Ok(st)
+}
+
+/// The spec as `exec` reads it back from state.json. One that cannot be encoded fails
+/// create: a container whose state lacks its spec could never be entered with `exec`.
+pub fn encode_spec(spec: &impl Serialize) -> Result<serde_json::Value> {
+    serde_json::to_value(spec).map_err(Error::json("encoding the container's spec for state.json"))
 }
 
 /// The start time of a live process: none for a free pid or a zombie.
@@ -338,6 +344,24 @@ mod tests {
             let err = validate_id(bad).expect_err(bad).to_string();
             assert!(err.contains("invalid container ID format"), "{err}");
         }
+    }
+
+    #[test]
+    fn a_spec_that_cannot_be_encoded_is_an_error_naming_it() {
+        struct Unencodable;
+        impl Serialize for Unencodable {
+            fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+                Err(serde::ser::Error::custom("no JSON form"))
+            }
+        }
+        let e = encode_spec(&Unencodable).expect_err("no JSON form");
+        assert_eq!(
+            e.to_string(),
+            "encoding the container's spec for state.json: no JSON form"
+        );
+        let spec = oci_spec::runtime::Spec::default();
+        let v = encode_spec(&spec).expect("a default spec encodes");
+        assert_eq!(v["ociVersion"], serde_json::json!(spec.version()));
     }
 
     #[test]

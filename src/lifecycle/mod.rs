@@ -148,7 +148,7 @@ pub fn create(g: &Globals, o: &CreateOpts) -> Result<Created> {
         hooks: bundle.spec.hooks().clone(),
         gpus: gpus.as_ref().map(|(g, _)| g.clone()).unwrap_or_default(),
         gpu_state_dir: gpus.as_ref().map(|_| gpu_cfg.gpus.state_dir.clone()),
-        spec: serde_json::to_value(&bundle.spec).ok(),
+        spec: Some(state::encode_spec(&bundle.spec)?),
         notify_socket,
     };
     // Recorded before the directories exist: a create killed from here on leaves a state

@@ -62,7 +62,7 @@ pub(super) fn step_create_container_hooks(ctx: &mut Ctx) -> Result<()> {
         &p.hook_state("creating", pid),
         &p.bundle,
     )
-    .map_err(|e| Error::Other(e.to_string()))
+    .map_err(Error::from)
 }
 
 /// A pty from the container's own devpts, verified, sent to the caller's console socket
@@ -72,24 +72,22 @@ pub(super) fn step_console(ctx: &mut Ctx) -> Result<()> {
     let Some(sock) = ctx.fds.console.as_ref() else {
         return Ok(());
     };
-    let cerr = |e: console::ConsoleError| Error::Other(e.to_string());
-    let pts = console::open_dir(Path::new("/dev/pts")).map_err(cerr)?;
-    let pty = console::open_pty(pts.as_fd()).map_err(cerr)?;
+    let pts = console::open_dir(Path::new("/dev/pts"))?;
+    let pty = console::open_pty(pts.as_fd())?;
     if let Some((rows, cols)) = ctx.plan.console_size {
-        console::set_size(pty.master.as_fd(), rows, cols).map_err(cerr)?;
+        console::set_size(pty.master.as_fd(), rows, cols)?;
     }
     if !ctx.plan.exec_mode {
-        let dev = console::open_dir(Path::new("/dev")).map_err(cerr)?;
-        console::mount_console(pty.slave.as_fd(), dev.as_fd()).map_err(cerr)?;
+        let dev = console::open_dir(Path::new("/dev"))?;
+        console::mount_console(pty.slave.as_fd(), dev.as_fd())?;
     }
     console::send_master(
         sock.as_fd(),
         pty.master.as_fd(),
         &pty.slave_path.to_string_lossy(),
-    )
-    .map_err(cerr)?;
+    )?;
     drop(pty.master);
-    console::become_session_leader_on(pty.slave.as_fd()).map_err(cerr)
+    Ok(console::become_session_leader_on(pty.slave.as_fd())?)
 }
 
 pub(super) fn step_keyring(ctx: &mut Ctx) -> Result<()> {

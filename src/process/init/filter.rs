@@ -30,7 +30,7 @@ pub(super) fn loads_early(ctx: &Ctx) -> bool {
 }
 
 fn load(s: &CompiledSeccomp) -> Result<()> {
-    install(s).map_err(|e| Error::Other(format!("loading seccomp filter: {e}")))
+    Ok(install(s)?)
 }
 
 /// Without no_new_privs: load while init still has CAP_SYS_ADMIN.
@@ -106,13 +106,11 @@ fn check_in_child(s: &CompiledSeccomp) -> Result<()> {
         Ok(WaitStatus::Exited(_, code)) if code >= EXECVE_FAILED => {
             Err(blocked("execve", Errno::from_raw(code - EXECVE_FAILED)))
         }
-        Ok(WaitStatus::Exited(_, code)) => Err(Error::Other(format!(
-            "loading seccomp filter: {}",
-            SeccompError::Install {
-                index: 0,
-                errno: Errno::from_raw(code)
-            }
-        ))),
+        Ok(WaitStatus::Exited(_, code)) => Err(SeccompError::Install {
+            index: 0,
+            errno: Errno::from_raw(code),
+        }
+        .into()),
         Ok(WaitStatus::Signaled(_, sig, _)) => Err(Error::Other(format!(
             "the seccomp profile blocks execve (killed by {sig}), which the container needs to start"
         ))),
