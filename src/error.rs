@@ -42,6 +42,8 @@ pub enum Error {
         source: serde_json::Error,
     },
     #[error(transparent)]
+    Linux(#[from] crate::linux::Error),
+    #[error(transparent)]
     Write(#[from] crate::atomic_file::WriteError),
     #[error(transparent)]
     Console(#[from] crate::linux::console::ConsoleError),
@@ -83,3 +85,24 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_layer_error_keeps_its_message_when_wrapped() {
+        let inner = crate::linux::Error::sys("mounting proc", "mount", "/proc", Errno::EPERM);
+        let want = inner.to_string();
+        let outer = Error::from(inner);
+        assert!(matches!(
+            outer,
+            Error::Linux(crate::linux::Error::Sys { .. })
+        ));
+        assert_eq!(outer.to_string(), want);
+        let json = serde_json::from_str::<u8>("x").map_err(Error::json("decoding a message"));
+        let e = json.expect_err("not JSON");
+        assert!(e.to_string().starts_with("decoding a message: "), "{e}");
+        assert!(std::error::Error::source(&e).is_some());
+    }
+}

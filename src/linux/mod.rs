@@ -5,6 +5,7 @@ pub mod cgroups;
 pub mod console;
 pub mod dbus;
 pub mod devices;
+pub mod error;
 pub mod inroot;
 pub mod namespaces;
 pub mod procstat;
@@ -12,3 +13,5 @@ pub mod rlimits;
 pub mod rootfs;
 pub mod seccomp;
 pub mod sys;
+
+pub use error::Error;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use nix::sched::CloneFlags;
 use oci_spec::runtime::LinuxNamespaceType;
 
-use crate::error::{Error, Result};
+use crate::linux::error::{Error, Result};
 
 pub fn flag(t: LinuxNamespaceType) -> CloneFlags {
     match t {

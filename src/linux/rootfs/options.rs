@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use nix::mount::MsFlags;
 use oci_spec::runtime::Mount;
 
-use crate::error::{Error, Result};
+use crate::linux::error::{Error, Result};
 
 /// One `mounts[]` entry, with its options resolved in the parent.
 #[derive(Clone, Debug)]

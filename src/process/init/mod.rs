@@ -164,7 +164,7 @@ fn stage1_inner(plan: &Plan, ch: &Channel) -> std::result::Result<bool, (&'stati
         write_oom_score_adj(adj).map_err(|e| ("oom-score-adj", e))?;
     }
     for j in &plan.joins {
-        namespaces::setns(j).map_err(|e| ("namespaces", e))?;
+        namespaces::setns(j).map_err(|e| ("namespaces", e.into()))?;
     }
     if plan.new_user {
         unshare(CloneFlags::CLONE_NEWUSER).map_err(|e| {
@@ -378,26 +378,31 @@ fn step_devices(ctx: &mut Ctx) -> Result<()> {
     if !ctx.plan.make_devices {
         return Ok(());
     }
-    devices::create_all(root(ctx)?, &ctx.plan.devices, ctx.plan.bind_devices)
+    Ok(devices::create_all(
+        root(ctx)?,
+        &ctx.plan.devices,
+        ctx.plan.bind_devices,
+    )?)
 }
 
 fn step_dev_symlinks(ctx: &mut Ctx) -> Result<()> {
     if !ctx.plan.make_devices {
         return Ok(());
     }
-    devices::symlinks(root(ctx)?)
+    Ok(devices::symlinks(root(ctx)?)?)
 }
 
 fn step_masked(ctx: &mut Ctx) -> Result<()> {
-    rootfs::mask_paths(root(ctx)?, &ctx.plan.masked)
+    Ok(rootfs::mask_paths(root(ctx)?, &ctx.plan.masked)?)
 }
 
 fn step_readonly_paths(ctx: &mut Ctx) -> Result<()> {
-    rootfs::readonly_paths(root(ctx)?, &ctx.plan.readonly)
+    Ok(rootfs::readonly_paths(root(ctx)?, &ctx.plan.readonly)?)
 }
 
 fn step_cwd_create(ctx: &mut Ctx) -> Result<()> {
-    root(ctx)?.mkdir_all(&ctx.plan.cwd, 0o755).map(|_| ())
+    root(ctx)?.mkdir_all(&ctx.plan.cwd, 0o755)?;
+    Ok(())
 }
 
 fn step_pivot(ctx: &mut Ctx) -> Result<()> {
@@ -408,7 +413,9 @@ fn step_pivot(ctx: &mut Ctx) -> Result<()> {
     } else {
         rootfs::pivot(&ctx.plan.rootfs)?;
     }
-    rootfs::root_propagation(ctx.plan.rootfs_propagation.as_deref())
+    Ok(rootfs::root_propagation(
+        ctx.plan.rootfs_propagation.as_deref(),
+    )?)
 }
 
 fn step_readonly_root(ctx: &mut Ctx) -> Result<()> {
@@ -437,7 +444,7 @@ fn step_hostname(ctx: &mut Ctx) -> Result<()> {
 }
 
 fn step_rlimits(ctx: &mut Ctx) -> Result<()> {
-    rlimits::apply(&ctx.plan.rlimits)
+    Ok(rlimits::apply(&ctx.plan.rlimits)?)
 }
 
 fn step_personality(ctx: &mut Ctx) -> Result<()> {
@@ -470,7 +477,7 @@ fn step_nnp(ctx: &mut Ctx) -> Result<()> {
 }
 
 fn step_bounding(ctx: &mut Ctx) -> Result<()> {
-    caps::drop_bounding(&ctx.plan.caps)
+    Ok(caps::drop_bounding(&ctx.plan.caps)?)
 }
 
 fn step_ids(ctx: &mut Ctx) -> Result<()> {
@@ -489,11 +496,11 @@ fn step_ids(ctx: &mut Ctx) -> Result<()> {
     let u = Uid::from_raw(p.uid);
     setresuid(u, u, u)
         .map_err(|e| Error::sys(format!("setting uid {}", p.uid), "setresuid", "", e))?;
-    caps::set_keep_caps(false)
+    Ok(caps::set_keep_caps(false)?)
 }
 
 fn step_caps(ctx: &mut Ctx) -> Result<()> {
-    caps::apply(&ctx.plan.caps)
+    Ok(caps::apply(&ctx.plan.caps)?)
 }
 
 /// chdir before any filter and before the uid change, as root; where root may not enter
