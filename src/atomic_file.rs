@@ -19,48 +19,58 @@ pub enum Durability {
     Volatile,
 }
 
-/// A failed step of [`write`], naming the file it was working on.
+/// A failed step of [`write`], naming what was written and the file it was working on.
 #[derive(Debug, thiserror::Error)]
-#[error("{step} {}: {source}", path.display())]
+#[error("{what}: {step} {}: {source}", path.display())]
 pub struct WriteError {
+    /// The caller's name for the file: "writing state".
+    pub what: &'static str,
     pub step: &'static str,
     pub path: PathBuf,
     #[source]
     pub source: io::Error,
 }
 
-fn fail<'p>(step: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> WriteError + 'p {
+fn fail<'p>(
+    what: &'static str,
+    step: &'static str,
+    path: &'p Path,
+) -> impl FnOnce(io::Error) -> WriteError + 'p {
     move |source| WriteError {
+        what,
         step,
         path: path.to_path_buf(),
         source,
     }
 }
 
-/// Replaces `path` with `data`. A new file gets `mode` (less the umask).
+/// Replaces `path` with `data`. A new file gets `mode` (less the umask). `what` names
+/// the file in errors ("writing state").
 pub fn write(
+    what: &'static str,
     path: &Path,
     data: &[u8],
     mode: u32,
     durability: Durability,
 ) -> Result<(), WriteError> {
-    let (tmp, mut file) = create_temporary(path, mode)?;
+    let (tmp, mut file) = create_temporary(what, path, mode)?;
     let filled = file
         .write_all(data)
-        .map_err(fail("writing", &tmp))
+        .map_err(fail(what, "writing", &tmp))
         .and_then(|()| match durability {
-            Durability::Synced => file.sync_all().map_err(fail("fsync of", &tmp)),
+            Durability::Synced => file.sync_all().map_err(fail(what, "fsync of", &tmp)),
             Durability::Volatile => Ok(()),
         });
     drop(file);
-    let renamed = filled
-        .and_then(|()| std::fs::rename(&tmp, path).map_err(fail("renaming into place", path)));
+    let renamed = filled.and_then(|()| {
+        std::fs::rename(&tmp, path).map_err(fail(what, "renaming into place", path))
+    });
     if let Err(e) = renamed {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
     match durability {
-        Durability::Synced => sync_dir(parent(path)),
+        Durability::Synced => sync_dir(what, parent(path)),
         Durability::Volatile => Ok(()),
     }
 }
@@ -73,19 +83,24 @@ fn parent(path: &Path) -> &Path {
 }
 
 /// The rename is durable only once the directory entry is on disk.
-fn sync_dir(dir: &Path) -> Result<(), WriteError> {
+fn sync_dir(what: &'static str, dir: &Path) -> Result<(), WriteError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(fail("fsync of directory", dir))
+        .map_err(fail(what, "fsync of directory", dir))
 }
 
 /// A new temporary file in `path`'s directory, under a name no other writer (another
 /// thread, another gpurun) uses: pid and a per-process counter, created exclusively.
-fn create_temporary(path: &Path, mode: u32) -> Result<(PathBuf, File), WriteError> {
+fn create_temporary(
+    what: &'static str,
+    path: &Path,
+    mode: u32,
+) -> Result<(PathBuf, File), WriteError> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let name = path
         .file_name()
         .ok_or_else(|| WriteError {
+            what,
             step: "naming a temporary file for",
             path: path.to_path_buf(),
             source: io::Error::new(io::ErrorKind::InvalidInput, "the path names no file"),
@@ -104,7 +119,7 @@ fn create_temporary(path: &Path, mode: u32) -> Result<(PathBuf, File), WriteErro
             Ok(f) => return Ok((tmp, f)),
             // Left by a crashed process whose pid this one now has.
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(fail("creating", &tmp)(e)),
+            Err(e) => return Err(fail(what, "creating", &tmp)(e)),
         }
     }
 }
@@ -129,8 +144,8 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let p = t.path().join("state.json");
         for d in [Durability::Synced, Durability::Volatile] {
-            write(&p, b"first", 0o600, d).unwrap();
-            write(&p, b"second", 0o600, d).unwrap();
+            write("test", &p, b"first", 0o600, d).unwrap();
+            write("test", &p, b"second", 0o600, d).unwrap();
             assert_eq!(std::fs::read(&p).unwrap(), b"second");
             assert_eq!(entries(t.path()), ["state.json"]);
         }
@@ -142,8 +157,8 @@ mod tests {
     fn temporary_names_are_unique_and_beside_the_target() {
         let t = tempfile::tempdir().unwrap();
         let p = t.path().join("f");
-        let (a, _fa) = create_temporary(&p, 0o600).unwrap();
-        let (b, _fb) = create_temporary(&p, 0o600).unwrap();
+        let (a, _fa) = create_temporary("test", &p, 0o600).unwrap();
+        let (b, _fb) = create_temporary("test", &p, 0o600).unwrap();
         assert_ne!(a, b);
         assert_eq!(a.parent(), Some(t.path()));
         assert_eq!(b.parent(), Some(t.path()));
@@ -163,7 +178,7 @@ mod tests {
         for s in &stale {
             std::fs::write(s, b"stale").unwrap();
         }
-        let (c, _fc) = create_temporary(&p, 0o600).unwrap();
+        let (c, _fc) = create_temporary("test", &p, 0o600).unwrap();
         assert!(!stale.contains(&c), "{c:?}");
         for s in &stale {
             assert_eq!(std::fs::read(s).unwrap(), b"stale");
@@ -175,7 +190,7 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let p = t.path().join("f");
         let contents: Vec<Vec<u8>> = (0..4u8).map(|i| vec![b'a' + i; 256 * 1024]).collect();
-        write(&p, &contents[0], 0o644, Durability::Volatile).unwrap();
+        write("test", &p, &contents[0], 0o644, Durability::Volatile).unwrap();
         let stop = std::sync::atomic::AtomicBool::new(false);
         std::thread::scope(|s| {
             for c in &contents {
@@ -183,7 +198,7 @@ mod tests {
                 let stop = &stop;
                 s.spawn(move || {
                     while !stop.load(Ordering::Relaxed) {
-                        write(p, c, 0o644, Durability::Volatile).unwrap();
+                        write("test", p, c, 0o644, Durability::Volatile).unwrap();
                     }
                 });
             }
@@ -204,17 +219,17 @@ mod tests {
     fn a_failed_write_names_the_step_and_path() {
         let t = tempfile::tempdir().unwrap();
         let p = t.path().join("missing").join("f");
-        let e = write(&p, b"x", 0o644, Durability::Synced).unwrap_err();
+        let e = write("test", &p, b"x", 0o644, Durability::Synced).unwrap_err();
         assert_eq!(e.source.kind(), io::ErrorKind::NotFound);
         let msg = e.to_string();
         assert!(
-            msg.starts_with("creating ") && msg.contains("missing/.f."),
+            msg.starts_with("test: creating ") && msg.contains("missing/.f."),
             "{msg}"
         );
         // The target is a directory: rename fails and the temporary is removed.
         let d = t.path().join("d");
         std::fs::create_dir_all(d.join("inside")).unwrap();
-        let e = write(&d, b"x", 0o644, Durability::Synced).unwrap_err();
+        let e = write("test", &d, b"x", 0o644, Durability::Synced).unwrap_err();
         assert_eq!(e.step, "renaming into place");
         assert_eq!(entries(t.path()), ["d"]);
     }

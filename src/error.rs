@@ -44,6 +44,8 @@ pub enum Error {
     #[error(transparent)]
     Linux(#[from] crate::linux::Error),
     #[error(transparent)]
+    Process(#[from] crate::process::Error),
+    #[error(transparent)]
     Write(#[from] crate::atomic_file::WriteError),
     #[error(transparent)]
     Console(#[from] crate::linux::console::ConsoleError),

@@ -248,7 +248,13 @@ impl Container {
     /// Writes state.json so a concurrent `state` or `list` reads the old or the new.
     pub fn save(&self, st: &State) -> Result<()> {
         let data = serde_json::to_vec(st).map_err(Error::json("encoding state.json"))?;
-        atomic_file::write(&self.state_path(), &data, 0o666, Durability::Synced)?;
+        atomic_file::write(
+            "writing state",
+            &self.state_path(),
+            &data,
+            0o666,
+            Durability::Synced,
+        )?;
         Ok(())
     }
 

@@ -364,7 +364,13 @@ fn write_atomically(path: &Path, data: &[u8]) -> Result<()> {
             path.display()
         )));
     }
-    crate::atomic_file::write(path, data, 0o644, Durability::Synced)?;
+    crate::atomic_file::write(
+        "writing the CDI spec",
+        path,
+        data,
+        0o644,
+        Durability::Synced,
+    )?;
     Ok(())
 }
 

@@ -114,7 +114,7 @@ pub fn write_owned(path: &Path, text: &str) -> Result<()> {
     }
     let dir = path.parent().unwrap_or(Path::new("/"));
     std::fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
-    crate::atomic_file::write(path, text.as_bytes(), 0o666, Durability::Synced)?;
+    crate::atomic_file::write("writing", path, text.as_bytes(), 0o666, Durability::Synced)?;
     Ok(())
 }
 

@@ -120,8 +120,14 @@ fn write_cache(path: &Path, inv: &Inventory) -> Result<(), GpuError> {
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;
-    crate::atomic_file::write(path, &data, 0o666, Durability::Synced)
-        .map_err(|e| GpuError::io(e.step, &e.path, e.source))
+    crate::atomic_file::write(
+        "writing the GPU discovery cache",
+        path,
+        &data,
+        0o666,
+        Durability::Synced,
+    )
+    .map_err(|e| GpuError::io(e.step, &e.path, e.source))
 }
 
 /// Discovery through the cache in `cfg.gpus.state_dir`. A cache that cannot be written

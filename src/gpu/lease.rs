@@ -176,8 +176,14 @@ impl Leases {
         let data = serde_json::to_vec_pretty(&lease).map_err(|e| GpuError::Lease(e.to_string()))?;
         // Volatile: the lease table lives on /run (tmpfs) and does not outlive a reboot;
         // the rename alone keeps readers from seeing half a file.
-        atomic_file::write(&mine, &data, 0o666, Durability::Volatile)
-            .map_err(|e| GpuError::io(e.step, &e.path, e.source))
+        atomic_file::write(
+            "writing the GPU lease",
+            &mine,
+            &data,
+            0o666,
+            Durability::Volatile,
+        )
+        .map_err(|e| GpuError::io(e.step, &e.path, e.source))
     }
 
     /// Drops `container_id`'s lease under `root` (on delete). Absent is fine.

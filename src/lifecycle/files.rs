@@ -31,6 +31,12 @@ pub fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
             .join(path)
     };
     let data = pid.to_string();
-    crate::atomic_file::write(&path, data.as_bytes(), 0o644, Durability::Synced)?;
+    crate::atomic_file::write(
+        "writing pid file",
+        &path,
+        data.as_bytes(),
+        0o644,
+        Durability::Synced,
+    )?;
     Ok(())
 }

@@ -7,7 +7,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use nix::sys::socket::{recv, send, socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::process::error::{Error, Result};
 
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub enum ChildMsg {
@@ -104,7 +104,7 @@ impl Channel {
                 MsgFlags::empty(),
             ) {
                 Ok(1) if b[0] == ACK => return Ok(()),
-                Ok(_) => return Err(Error::Other("the parent closed the init channel".into())),
+                Ok(_) => return Err(Error::Protocol("the parent closed the init channel".into())),
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => return Err(Error::sys("waiting for the parent", "recv", "", e)),
             }

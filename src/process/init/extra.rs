@@ -7,29 +7,35 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use super::Ctx;
-use crate::error::{Error, Result};
 use crate::hooks::Phase;
+use crate::process::error::{Error, Result};
 use crate::process::sync::ChildMsg;
+
+fn procfs_err(what: String) -> impl FnOnce(pathrs::error::Error) -> Error {
+    move |source| Error::Procfs { what, source }
+}
 
 pub(super) fn write_oom_score_adj(adj: i32) -> Result<()> {
     let procfs = pathrs::procfs::ProcfsHandle::new()
-        .map_err(|e| Error::Other(format!("opening a private procfs handle: {e}")))?;
+        .map_err(procfs_err("opening a private procfs handle".into()))?;
     let mut f = procfs
         .open(
             pathrs::procfs::ProcfsBase::ProcSelf,
             "oom_score_adj",
             pathrs::flags::OpenFlags::O_WRONLY,
         )
-        .map_err(|e| Error::Other(format!("opening /proc/self/oom_score_adj: {e}")))?;
+        .map_err(procfs_err("opening /proc/self/oom_score_adj".into()))?;
     std::io::Write::write_all(&mut f, adj.to_string().as_bytes()).map_err(|e| {
         let hint = if e.raw_os_error() == Some(libc::EACCES) {
             " (lowering oom_score_adj needs CAP_SYS_RESOURCE)"
         } else {
             ""
         };
-        Error::Other(format!(
-            "writing {adj} to /proc/self/oom_score_adj: {e}{hint}"
-        ))
+        Error::ProcWrite {
+            what: format!("writing {adj} to /proc/self/oom_score_adj"),
+            source: e,
+            hint,
+        }
     })
 }
 
@@ -95,7 +101,7 @@ pub(super) fn step_keyring(ctx: &mut Ctx) -> Result<()> {
         return Ok(());
     };
     let c = CString::new(name.as_bytes())
-        .map_err(|_| Error::Other("keyring name has a NUL byte".into()))?;
+        .map_err(|_| Error::Config("the session keyring name has a NUL byte".into()))?;
     match crate::linux::sys::proc::join_session_keyring(&c) {
         // Keyrings may be disabled or blocked (seccomp in a nested runtime): as runc,
         // carry on without a private keyring rather than fail.
@@ -116,7 +122,7 @@ pub(super) fn step_lsm(ctx: &mut Ctx) -> Result<()> {
         return Ok(());
     }
     let procfs = pathrs::procfs::ProcfsHandle::new()
-        .map_err(|e| Error::Other(format!("opening a private procfs handle: {e}")))?;
+        .map_err(procfs_err("opening a private procfs handle".into()))?;
     for (attr, value) in &ctx.plan.lsm_exec {
         let mut f = procfs
             .open(
@@ -124,11 +130,11 @@ pub(super) fn step_lsm(ctx: &mut Ctx) -> Result<()> {
                 attr,
                 pathrs::flags::OpenFlags::O_WRONLY,
             )
-            .map_err(|e| Error::Other(format!("opening /proc/thread-self/{attr}: {e}")))?;
-        std::io::Write::write_all(&mut f, value.as_bytes()).map_err(|e| {
-            Error::Other(format!(
-                "writing {value:?} to /proc/thread-self/{attr}: {e}"
-            ))
+            .map_err(procfs_err(format!("opening /proc/thread-self/{attr}")))?;
+        std::io::Write::write_all(&mut f, value.as_bytes()).map_err(|source| Error::ProcWrite {
+            what: format!("writing {value:?} to /proc/thread-self/{attr}"),
+            source,
+            hint: "",
         })?;
     }
     Ok(())
@@ -142,7 +148,7 @@ pub(super) fn step_sysctl(ctx: &mut Ctx) -> Result<()> {
         return Ok(());
     }
     let procfs = pathrs::procfs::ProcfsHandle::new()
-        .map_err(|e| Error::Other(format!("opening a private procfs handle: {e}")))?;
+        .map_err(procfs_err("opening a private procfs handle".into()))?;
     for (k, v) in &ctx.plan.sysctl {
         let rel = PathBuf::from("sys").join(k.replace('.', "/"));
         let mut f = procfs
@@ -151,11 +157,15 @@ pub(super) fn step_sysctl(ctx: &mut Ctx) -> Result<()> {
                 &rel,
                 pathrs::flags::OpenFlags::O_WRONLY,
             )
-            .map_err(|e| {
-                Error::Other(format!("sysctl {k}: opening /proc/{}: {e}", rel.display()))
-            })?;
-        std::io::Write::write_all(&mut f, v.as_bytes())
-            .map_err(|e| Error::Other(format!("sysctl {k}={v}: write: {e}")))?;
+            .map_err(procfs_err(format!(
+                "sysctl {k}: opening /proc/{}",
+                rel.display()
+            )))?;
+        std::io::Write::write_all(&mut f, v.as_bytes()).map_err(|source| Error::ProcWrite {
+            what: format!("sysctl {k}={v}: write"),
+            source,
+            hint: "",
+        })?;
     }
     Ok(())
 }

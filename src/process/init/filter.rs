@@ -10,9 +10,9 @@ use nix::errno::Errno;
 use nix::sys::wait::{waitpid, WaitStatus};
 
 use super::Ctx;
-use crate::error::{Error, Result};
 use crate::linux::seccomp::{install, CompiledSeccomp, SeccompError};
 use crate::linux::sys::proc::{clone_fork, exit_now, probe_execve};
+use crate::process::error::{Error, Result};
 
 /// The container starts with no signal blocked (`run` blocks them all in the parent,
 /// and init inherits that mask).
@@ -72,10 +72,8 @@ pub(super) fn step_seccomp_check(ctx: &mut Ctx) -> Result<()> {
     check_in_child(s)
 }
 
-fn blocked(call: &str, e: Errno) -> Error {
-    Error::Other(format!(
-        "the seccomp profile blocks {call} ({e}), which the container needs to start"
-    ))
+fn blocked(call: &'static str, errno: Errno) -> Error {
+    Error::SeccompBlocks { call, errno }
 }
 
 /// Exit codes of the checking child: 0, the errno of a failed load, or 128 plus the errno
@@ -111,10 +109,8 @@ fn check_in_child(s: &CompiledSeccomp) -> Result<()> {
             errno: Errno::from_raw(code),
         }
         .into()),
-        Ok(WaitStatus::Signaled(_, sig, _)) => Err(Error::Other(format!(
-            "the seccomp profile blocks execve (killed by {sig}), which the container needs to start"
-        ))),
-        Ok(other) => Err(Error::Other(format!(
+        Ok(WaitStatus::Signaled(_, signal, _)) => Err(Error::SeccompKills { signal }),
+        Ok(other) => Err(Error::Protocol(format!(
             "checking the seccomp filter: unexpected child status {other:?}"
         ))),
         Err(e) => Err(Error::sys("checking the seccomp filter", "waitpid", "", e)),

@@ -8,11 +8,11 @@ use crate::linux::inroot::Root;
 use nix::sched::{unshare, CloneFlags};
 use nix::unistd::{setresgid, setresuid, Gid, Uid};
 
-use crate::error::{Error, Result};
 use crate::hooks::Phase;
 use crate::linux::sys::proc::clone_fork;
 use crate::linux::{caps, devices, namespaces, rlimits, rootfs};
 use crate::plan::Plan;
+use crate::process::error::{Error, Result};
 use crate::process::spawn::InitFds;
 use crate::process::sync::{Channel, ChildMsg};
 
@@ -301,7 +301,7 @@ fn wait_for_start(start: &OwnedFd) -> Result<()> {
     loop {
         match nix::unistd::read(start, &mut b) {
             Ok(1) => return Ok(()),
-            Ok(_) => return Err(Error::Other("exec fifo closed before start".into())),
+            Ok(_) => return Err(Error::Protocol("exec fifo closed before start".into())),
             Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => return Err(Error::sys("waiting for start", "read", "exec.fifo", e)),
         }
@@ -314,7 +314,11 @@ fn wait_for_start(start: &OwnedFd) -> Result<()> {
 fn exec(ctx: &Ctx) -> i32 {
     let plan = ctx.plan;
     let Some(exe) = ctx.exe.as_ref() else {
-        return failed_late(ctx, "exec", &Error::Other("no executable resolved".into()));
+        return failed_late(
+            ctx,
+            "exec",
+            &Error::Protocol("no executable resolved".into()),
+        );
     };
     if !filter::loads_early(ctx) {
         filter::unblock_signals();
@@ -357,7 +361,7 @@ fn failed_late(ctx: &Ctx, step: &str, e: &Error) -> i32 {
 fn root<'a>(ctx: &'a Ctx) -> Result<&'a Root> {
     ctx.root
         .as_ref()
-        .ok_or_else(|| Error::Other("rootfs not prepared".into()))
+        .ok_or_else(|| Error::Protocol("rootfs not prepared".into()))
 }
 
 fn step_prepare(ctx: &mut Ctx) -> Result<()> {
@@ -518,10 +522,7 @@ fn step_cwd(ctx: &mut Ctx) -> Result<()> {
     let now =
         nix::unistd::getcwd().map_err(|e| Error::sys("checking process.cwd", "getcwd", cwd, e))?;
     if !now.is_absolute() || now.to_string_lossy().starts_with("(unreachable)") {
-        return Err(Error::Other(format!(
-            "process.cwd {} resolves outside the container root",
-            cwd.display()
-        )));
+        return Err(Error::CwdOutsideRoot(cwd.to_path_buf()));
     }
     Ok(())
 }
