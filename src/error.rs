@@ -35,6 +35,21 @@ pub enum Error {
     },
     #[error("container init failed at step {step}: {msg}")]
     Init { step: String, msg: String },
+    /// config.json is not an OCI spec gpurun can read.
+    #[error("invalid configuration: parsing {}: {source}", path.display())]
+    ParseSpec {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("invalid configuration: linux.seccomp: {0}")]
+    SeccompProfile(#[source] crate::linux::seccomp::SeccompError),
+    #[error("corrupt state file {}: {source}", path.display())]
+    CorruptState {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("{what}: {source}")]
     Json {
         what: &'static str,

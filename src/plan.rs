@@ -229,8 +229,7 @@ pub fn build(id: &str, b: &Bundle, opts: &Options) -> Result<Plan> {
     });
     let seccomp = match linux.seccomp() {
         Some(s) => {
-            let c = crate::linux::seccomp::compile(s)
-                .map_err(|e| Error::Config(format!("linux.seccomp: {e}")))?;
+            let c = crate::linux::seccomp::compile(s).map_err(Error::SeccompProfile)?;
             for skipped in c.skipped_architectures() {
                 crate::log::warn_caller(&format!("linux.seccomp.architectures: {skipped}"));
             }

@@ -46,8 +46,10 @@ pub fn load(bundle: &Path) -> Result<(Bundle, Vec<String>)> {
     });
     let cfg = dir.join("config.json");
     let data = std::fs::read(&cfg).map_err(|e| Error::io("reading", &cfg, e))?;
-    let (spec, warnings) = parse_config(&data)
-        .map_err(|e| Error::Config(format!("parsing {}: {e}", cfg.display())))?;
+    let (spec, warnings) = parse_config(&data).map_err(|source| Error::ParseSpec {
+        path: cfg.clone(),
+        source,
+    })?;
     let root = spec
         .root()
         .as_ref()

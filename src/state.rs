@@ -274,8 +274,10 @@ impl Container {
 
 pub fn load_file(path: &Path) -> Result<State> {
     let data = fs::read(path).map_err(|e| Error::io("reading state", path, e))?;
-    let st: State = serde_json::from_slice(&data)
-        .map_err(|e| Error::State(format!("corrupt state file {}: {e}", path.display())))?;
+    let st: State = serde_json::from_slice(&data).map_err(|source| Error::CorruptState {
+        path: path.to_path_buf(),
+        source,
+    })?;
     if st.gpurun_state_format != FORMAT {
         return Err(Error::State(format!(
             "state file {} has format {}, this gpurun reads format {FORMAT}",
@@ -389,7 +391,12 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         let p = tmp.path().join("state.json");
         std::fs::write(&p, "{not json").expect("write");
-        let err = load_file(&p).expect_err("corrupt").to_string();
+        let err = load_file(&p).expect_err("corrupt");
+        assert!(
+            matches!(&err, Error::CorruptState { path, .. } if path == &p),
+            "{err:?}"
+        );
+        let err = err.to_string();
         assert!(
             err.contains("corrupt state file") && err.contains("state.json"),
             "{err}"
