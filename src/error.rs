@@ -35,15 +35,10 @@ pub enum Error {
     },
     #[error("container init failed at step {step}: {msg}")]
     Init { step: String, msg: String },
-    /// config.json is not an OCI spec gpurun can read.
-    #[error("invalid configuration: parsing {}: {source}", path.display())]
-    ParseSpec {
-        path: PathBuf,
-        #[source]
-        source: serde_json::Error,
-    },
-    #[error("invalid configuration: linux.seccomp: {0}")]
-    SeccompProfile(#[source] crate::linux::seccomp::SeccompError),
+    #[error(transparent)]
+    Spec(#[from] crate::spec::Error),
+    #[error(transparent)]
+    Plan(#[from] crate::plan::Error),
     #[error("corrupt state file {}: {source}", path.display())]
     CorruptState {
         path: PathBuf,

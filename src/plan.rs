@@ -8,7 +8,11 @@ use std::path::{Path, PathBuf};
 use nix::sched::CloneFlags;
 use oci_spec::runtime::{LinuxNamespaceType, PosixRlimit};
 
-use crate::error::{Error, Result};
+mod error;
+
+pub use error::Error;
+use error::Result;
+
 use crate::linux::caps::CapSets;
 use crate::linux::devices::{self, Device};
 use crate::linux::namespaces::{self, Join};
