@@ -14,8 +14,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub enum Durability {
     /// fsync the file before the rename and the directory after it.
     Synced,
-    /// Rename only: for files on tmpfs (`/run`), which a reboot empties anyway, where an
-    /// fsync costs time on every create and buys nothing.
+    /// Rename only: for files that describe running processes (container state, pid
+    /// files, GPU leases), which a reboot ends anyway, and that usually live on a tmpfs
+    /// (`/run`). An fsync there costs time on every create and buys nothing; on a disk
+    /// the rename still never shows a reader part of a file.
     Volatile,
 }
 

@@ -253,7 +253,7 @@ impl Container {
             &self.state_path(),
             &data,
             0o666,
-            Durability::Synced,
+            Durability::Volatile,
         )?;
         Ok(())
     }

@@ -36,7 +36,7 @@ pub fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
         &path,
         data.as_bytes(),
         0o644,
-        Durability::Synced,
+        Durability::Volatile,
     )?;
     Ok(())
 }
