@@ -1,5 +1,10 @@
 //! The runtime's error type. Messages that callers match on (containerd, podman, CRI-O)
 //! keep runc's exact wording.
+//!
+//! Each layer below the runtime has its own error (`spec::Error`, `plan::Error`,
+//! `process::Error`, `linux::Error`, `hooks::HookError`, ...) and never names this one;
+//! this type wraps them with `#[from]`, unchanged, so a message reads the same whichever
+//! layer reports it and a caller can still match the variant underneath.
 
 use std::path::PathBuf;
 
