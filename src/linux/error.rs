@@ -45,6 +45,22 @@ pub enum Error {
     Refused(String),
     #[error("{} names no file in the container root", .0.display())]
     NoFileName(PathBuf),
+    /// `linux.namespaces[].path` cannot be opened.
+    #[error("invalid configuration: joining {kind} namespace: opening {}: {source}", path.display())]
+    JoinNamespace {
+        kind: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A bind mount's source cannot be looked at.
+    #[error("invalid configuration: mounts: {}: bind source {}: {source}", dest.display(), src.display())]
+    BindSource {
+        dest: PathBuf,
+        src: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl Error {
@@ -100,6 +116,22 @@ mod tests {
             (
                 Error::Config("linux.devices: bad path x".into()),
                 "invalid configuration: linux.devices: bad path x",
+            ),
+            (
+                Error::JoinNamespace {
+                    kind: "network",
+                    path: PathBuf::from("/run/netns/x"),
+                    source: std::io::Error::from_raw_os_error(libc::ENOENT),
+                },
+                "invalid configuration: joining network namespace: opening /run/netns/x: No such file or directory (os error 2)",
+            ),
+            (
+                Error::BindSource {
+                    dest: PathBuf::from("/data"),
+                    src: PathBuf::from("/srv/x"),
+                    source: std::io::Error::from_raw_os_error(libc::ENOENT),
+                },
+                "invalid configuration: mounts: /data: bind source /srv/x: No such file or directory (os error 2)",
             ),
         ];
         for (e, want) in cases {
