@@ -1,5 +1,10 @@
 //! The runtime's error type. Messages that callers match on (containerd, podman, CRI-O)
 //! keep runc's exact wording.
+//!
+//! Each layer below the runtime has its own error (`spec::Error`, `plan::Error`,
+//! `process::Error`, `linux::Error`, `hooks::HookError`, ...) and never names this one;
+//! this type wraps them with `#[from]`, unchanged, so a message reads the same whichever
+//! layer reports it and a caller can still match the variant underneath.
 
 use std::path::PathBuf;
 
@@ -39,6 +44,34 @@ pub enum Error {
     Init { step: String, msg: String },
     #[error(transparent)]
     Cgroup(#[from] crate::linux::cgroups::CgroupError),
+    #[error(transparent)]
+    Spec(#[from] crate::spec::Error),
+    #[error(transparent)]
+    Plan(#[from] crate::plan::Error),
+    #[error("corrupt state file {}: {source}", path.display())]
+    CorruptState {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{what}: {source}")]
+    Json {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(transparent)]
+    Linux(#[from] crate::linux::Error),
+    #[error(transparent)]
+    Process(#[from] crate::process::Error),
+    #[error(transparent)]
+    Write(#[from] crate::atomic_file::WriteError),
+    #[error(transparent)]
+    Console(#[from] crate::linux::console::ConsoleError),
+    #[error(transparent)]
+    Seccomp(#[from] crate::linux::seccomp::SeccompError),
+    #[error(transparent)]
+    Hook(#[from] crate::hooks::HookError),
     #[error("{0}")]
     Other(String),
 }
@@ -50,6 +83,11 @@ impl Error {
             path: path.into(),
             source,
         }
+    }
+
+    /// A JSON encoding or decoding step that failed; `what` names the step and object.
+    pub fn json(what: &'static str) -> impl FnOnce(serde_json::Error) -> Self {
+        move |source| Error::Json { what, source }
     }
 
     pub fn sys(
@@ -68,3 +106,24 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_layer_error_keeps_its_message_when_wrapped() {
+        let inner = crate::linux::Error::sys("mounting proc", "mount", "/proc", Errno::EPERM);
+        let want = inner.to_string();
+        let outer = Error::from(inner);
+        assert!(matches!(
+            outer,
+            Error::Linux(crate::linux::Error::Sys { .. })
+        ));
+        assert_eq!(outer.to_string(), want);
+        let json = serde_json::from_str::<u8>("x").map_err(Error::json("decoding a message"));
+        let e = json.expect_err("not JSON");
+        assert!(e.to_string().starts_with("decoding a message: "), "{e}");
+        assert!(std::error::Error::source(&e).is_some());
+    }
+}

@@ -6,6 +6,9 @@
 //! (clone, init steps, execve), with `state` (the container's directory), `cgroup` and
 //! `hooks` beside it. See docs in `runtime-spec/`.
 
+#![deny(unsafe_code)]
+
+pub mod atomic_file;
 pub mod cli;
 pub mod error;
 pub mod features;

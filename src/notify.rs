@@ -35,7 +35,7 @@ pub fn setup_spec(spec: &mut Spec, state_dir: &Path) -> Result<()> {
         "source": dir,
         "options": ["bind", "nosuid", "noexec", "nodev"],
     }))
-    .map_err(|e| Error::Other(e.to_string()))?;
+    .map_err(Error::json("building the /run/notify mount"))?;
     let mut mounts = spec.mounts().clone().unwrap_or_default();
     mounts.push(mount);
     spec.set_mounts(Some(mounts));

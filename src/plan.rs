@@ -8,7 +8,11 @@ use std::path::{Path, PathBuf};
 use nix::sched::CloneFlags;
 use oci_spec::runtime::{LinuxNamespaceType, PosixRlimit};
 
-use crate::error::{Error, Result};
+mod error;
+
+pub use error::Error;
+use error::Result;
+
 use crate::linux::caps::CapSets;
 use crate::linux::devices::{self, Device};
 use crate::linux::namespaces::{self, Join};
@@ -251,8 +255,7 @@ pub fn build(id: &str, b: &Bundle, opts: &Options) -> Result<Plan> {
     });
     let seccomp = match linux.seccomp() {
         Some(s) => {
-            let c = crate::linux::seccomp::compile(s)
-                .map_err(|e| Error::Config(format!("linux.seccomp: {e}")))?;
+            let c = crate::linux::seccomp::compile(s).map_err(Error::SeccompProfile)?;
             for skipped in c.skipped_architectures() {
                 crate::log::warn_caller(&format!("linux.seccomp.architectures: {skipped}"));
             }
@@ -386,8 +389,7 @@ fn inherited_listen_fds() -> u32 {
 /// Check that fds 3..3+n exist, so a bad `--preserve-fds` fails before anything starts.
 pub fn check_preserved_fds(n: u32) -> Result<()> {
     for fd in 3..3 + n {
-        let borrowed = crate::linux::sys::proc::borrow_fd(fd as i32);
-        if nix::fcntl::fcntl(borrowed, nix::fcntl::FcntlArg::F_GETFD).is_err() {
+        if !crate::linux::sys::proc::fd_is_open(fd as i32) {
             return Err(Error::Config(format!(
                 "--preserve-fds: fd {fd} is not open"
             )));
@@ -470,5 +472,5 @@ fn open_init_root(pid: i32) -> Result<std::os::fd::OwnedFd> {
         nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
         nix::sys::stat::Mode::empty(),
     )
-    .map_err(|e| Error::sys("opening the container's root", "open", &path, e))
+    .map_err(|e| crate::linux::Error::sys("opening the container's root", "open", &path, e).into())
 }

@@ -6,7 +6,10 @@ use std::path::{Component, Path, PathBuf};
 
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
-use crate::error::{Error, Result};
+mod error;
+
+pub use error::Error;
+use error::Result;
 
 pub struct Bundle {
     /// Absolute bundle directory.
@@ -46,8 +49,10 @@ pub fn load(bundle: &Path) -> Result<(Bundle, Vec<String>)> {
     });
     let cfg = dir.join("config.json");
     let data = std::fs::read(&cfg).map_err(|e| Error::io("reading", &cfg, e))?;
-    let (spec, warnings) = parse_config(&data)
-        .map_err(|e| Error::Config(format!("parsing {}: {e}", cfg.display())))?;
+    let (spec, warnings) = parse_config(&data).map_err(|source| Error::Parse {
+        path: cfg.clone(),
+        source,
+    })?;
     let root = spec
         .root()
         .as_ref()

@@ -7,13 +7,13 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io::Write;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
+use crate::atomic_file::{self, Durability};
 use crate::error::{Error, Result};
 use crate::linux::cgroups::{CgroupError, ContainerCgroup, StoredCgroup};
 
@@ -245,16 +245,17 @@ impl Container {
         load_file(&self.state_path())
     }
 
-    /// Write state.json atomically: a temp file in the same directory, then rename.
+    /// Writes state.json so a concurrent `state` or `list` reads the old or the new.
     pub fn save(&self, st: &State) -> Result<()> {
-        let path = self.state_path();
-        let tmp = self.dir.join(".state.json.tmp");
-        let data = serde_json::to_vec(st).map_err(|e| Error::Other(e.to_string()))?;
-        let mut f = File::create(&tmp).map_err(|e| Error::io("writing state", &tmp, e))?;
-        f.write_all(&data)
-            .map_err(|e| Error::io("writing state", &tmp, e))?;
-        drop(f);
-        fs::rename(&tmp, &path).map_err(|e| Error::io("renaming state into place", &path, e))
+        let data = serde_json::to_vec(st).map_err(Error::json("encoding state.json"))?;
+        atomic_file::write(
+            "writing state",
+            &self.state_path(),
+            &data,
+            0o666,
+            Durability::Volatile,
+        )?;
+        Ok(())
     }
 
     /// Remove the directory; the lock goes with it.
@@ -273,8 +274,10 @@ impl Container {
 
 pub fn load_file(path: &Path) -> Result<State> {
     let data = fs::read(path).map_err(|e| Error::io("reading state", path, e))?;
-    let mut st: State = serde_json::from_slice(&data)
-        .map_err(|e| Error::State(format!("corrupt state file {}: {e}", path.display())))?;
+    let mut st: State = serde_json::from_slice(&data).map_err(|source| Error::CorruptState {
+        path: path.to_path_buf(),
+        source,
+    })?;
     if let Some(cg) = &mut st.cgroup {
         cg.set_source(path);
     }
@@ -288,24 +291,14 @@ pub fn load_file(path: &Path) -> Result<State> {
     Ok(st)
 }
 
-/// The start time (clock ticks since boot) of a live, non-zombie process.
-pub fn process_start_time(pid: i32) -> Option<u64> {
-    if pid <= 0 {
-        return None;
-    }
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_stat(&stat).and_then(|(state, start)| (state != 'Z' && state != 'X').then_some(start))
+/// The spec as `exec` reads it back from state.json. One that cannot be encoded fails
+/// create: a container whose state lacks its spec could never be entered with `exec`.
+pub fn encode_spec(spec: &impl Serialize) -> Result<serde_json::Value> {
+    serde_json::to_value(spec).map_err(Error::json("encoding the container's spec for state.json"))
 }
 
-/// (state, starttime) from `/proc/<pid>/stat`; the comm field may hold spaces and parens.
-pub fn parse_stat(stat: &str) -> Option<(char, u64)> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    // starttime is field 22 overall; after ") " the state is field 3.
-    let start = fields.nth(18)?.parse().ok()?;
-    Some((state, start))
-}
+/// The start time of a live process: none for a free pid or a zombie.
+pub use crate::linux::procstat::live_start_time as process_start_time;
 
 impl State {
     /// The container's cgroup, rebuilt from its record; an error where the record cannot
@@ -390,17 +383,21 @@ mod tests {
     }
 
     #[test]
-    fn stat_parsing_survives_parens_in_comm() {
-        let stat = "42 (a) b (c)) S 1 42 42 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 98765 1000 10";
-        assert_eq!(parse_stat(stat), Some(('S', 98765)));
-    }
-
-    #[test]
-    fn own_start_time_is_readable_and_a_dead_pid_has_none() {
-        let me = std::process::id() as i32;
-        assert!(process_start_time(me).is_some());
-        assert_eq!(process_start_time(0), None);
-        assert_eq!(process_start_time(i32::MAX), None);
+    fn a_spec_that_cannot_be_encoded_is_an_error_naming_it() {
+        struct Unencodable;
+        impl Serialize for Unencodable {
+            fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+                Err(serde::ser::Error::custom("no JSON form"))
+            }
+        }
+        let e = encode_spec(&Unencodable).expect_err("no JSON form");
+        assert_eq!(
+            e.to_string(),
+            "encoding the container's spec for state.json: no JSON form"
+        );
+        let spec = oci_spec::runtime::Spec::default();
+        let v = encode_spec(&spec).expect("a default spec encodes");
+        assert_eq!(v["ociVersion"], serde_json::json!(spec.version()));
     }
 
     #[test]
@@ -422,7 +419,12 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         let p = tmp.path().join("state.json");
         std::fs::write(&p, "{not json").expect("write");
-        let err = load_file(&p).expect_err("corrupt").to_string();
+        let err = load_file(&p).expect_err("corrupt");
+        assert!(
+            matches!(&err, Error::CorruptState { path, .. } if path == &p),
+            "{err:?}"
+        );
+        let err = err.to_string();
         assert!(
             err.contains("corrupt state file") && err.contains("state.json"),
             "{err}"

@@ -103,8 +103,10 @@ fn child_session_leader() {
                 minor(want)
             ));
         }
-        for fd in 0..3 {
-            let st = fstat(gpurun::linux::sys::proc::borrow_fd(fd)).map_err(|e| e.to_string())?;
+        let (input, output, errors) = (std::io::stdin(), std::io::stdout(), std::io::stderr());
+        let stdio = [input.as_fd(), output.as_fd(), errors.as_fd()];
+        for (fd, stream) in stdio.into_iter().enumerate() {
+            let st = fstat(stream).map_err(|e| e.to_string())?;
             if st.st_rdev != want {
                 return Err(format!("fd {fd} is not the pty"));
             }

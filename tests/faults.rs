@@ -714,7 +714,7 @@ fn a_lease_file_of_another_format_is_reported_and_kept() {
         container_id: id.into(),
         root: "/r".into(),
         pid: me,
-        start_time: gpurun::gpu::lease::process_start_time(Path::new("/proc"), me).expect("start"),
+        start_time: gpurun::linux::procstat::live_start_time(me).expect("start"),
     };
     leases
         .acquire(&holder("a"), &["GPU-0".into()], Sharing::Shared)

@@ -5,7 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use gpurun::config::Sharing;
-use gpurun::gpu::lease::{process_start_time, Holder, Leases};
+use gpurun::gpu::lease::{Holder, Leases};
+use gpurun::linux::procstat::{self, ProcState};
 
 const G0: &str = "GPU-00000000-0000-0000-0000-000000000000";
 const G1: &str = "GPU-11111111-1111-1111-1111-111111111111";
@@ -16,7 +17,7 @@ fn me(id: &str, root: &str) -> Holder {
         container_id: id.into(),
         root: PathBuf::from(root),
         pid,
-        start_time: process_start_time(Path::new("/proc"), pid).expect("own stat"),
+        start_time: procstat::live_start_time(pid).expect("own stat"),
     }
 }
 
@@ -242,4 +243,40 @@ fn the_node_table_reads_the_old_location_only_with_the_default_state_dir() {
     assert!(format!("{:?}", Leases::for_node(&cfg)).contains(gpurun::gpu::lease::LEGACY_STATE_DIR));
     cfg.gpus.state_dir = PathBuf::from("/srv/gpu-state");
     assert!(!format!("{:?}", Leases::for_node(&cfg)).contains("/run/gpurun"));
+}
+
+/// A container init that has exited but is not yet reaped (its parent is busy) holds
+/// nothing: its GPU is free for the next container.
+#[test]
+fn a_zombie_init_releases_its_lease() {
+    let t = tempfile::tempdir().unwrap();
+    let l = Leases::new(t.path());
+    let mut init = std::process::Command::new("sleep")
+        .arg("600")
+        .spawn()
+        .unwrap();
+    let pid = init.id() as i32;
+    let holder = Holder {
+        start_time: procstat::live_start_time(pid).expect("init start time"),
+        pid,
+        ..me("zombie-init", "/r")
+    };
+    l.acquire(&holder, &[G0.into()], Sharing::Exclusive)
+        .unwrap();
+    init.kill().unwrap();
+    let zombie = (0..500).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        procstat::read(pid).is_ok_and(|s| s.state == ProcState::Zombie)
+    });
+    assert!(zombie, "pid {pid} never became a zombie");
+    let next = l.acquire(&me("next", "/r"), &[G0.into()], Sharing::Exclusive);
+    init.wait().unwrap();
+    next.expect("a zombie's lease is stale");
+    let held: Vec<String> = l
+        .list()
+        .unwrap()
+        .into_iter()
+        .map(|x| x.holder.container_id)
+        .collect();
+    assert_eq!(held, ["next"]);
 }

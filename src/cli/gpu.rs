@@ -3,13 +3,12 @@
 //! (a CDI spec for this node). Both read the node configuration (`GPURUN_CONFIG` or
 //! `/etc/gpurun/config.toml`) for the driver roots and the host-wide state directory.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
+use crate::atomic_file::Durability;
 use crate::error::{Error, Result};
 use crate::gpu::config::Config;
 use crate::gpu::lease::{Lease, Leases};
@@ -359,35 +358,20 @@ fn generate(output: Option<&Path>, format: Option<&str>, caps: Option<&str>) -> 
 /// A temp file beside `path`, then a rename: a CDI registry reading the directory never
 /// sees half a spec.
 fn write_atomically(path: &Path, data: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .ok_or_else(|| Error::Other(format!("--output {} names no file", path.display())))?;
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()
-    };
-    if let Err(e) = write() {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io("writing the CDI spec", &tmp, e));
+    if path.file_name().is_none() {
+        return Err(Error::Other(format!(
+            "--output {} names no file",
+            path.display()
+        )));
     }
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io("renaming the CDI spec into place", path, e)
-    })
+    crate::atomic_file::write(
+        "writing the CDI spec",
+        path,
+        data,
+        0o644,
+        Durability::Synced,
+    )?;
+    Ok(())
 }
 
 /// `gpurun refresh-gpus`: started by a create that found no discovery cache. It keeps no

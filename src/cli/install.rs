@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::atomic_file::Durability;
 use crate::error::{Error, Result};
 
 mod doctor;
@@ -113,10 +114,8 @@ pub fn write_owned(path: &Path, text: &str) -> Result<()> {
     }
     let dir = path.parent().unwrap_or(Path::new("/"));
     std::fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = dir.join(format!(".{name}.gpurun-install"));
-    std::fs::write(&tmp, text).map_err(|e| Error::io("writing", &tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io("renaming into place", path, e))
+    crate::atomic_file::write("writing", path, text.as_bytes(), 0o666, Durability::Synced)?;
+    Ok(())
 }
 
 /// containerd's config version: 3 for containerd 2.x, 2 for 1.x or when it is unknown.

@@ -7,8 +7,7 @@
 //! is ignored and rewritten: it is never trusted. A valid cache is the whole answer: a
 //! container start that finds one runs nothing.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +15,7 @@ use super::discover::{discover, numbered_dirs, read_gpus, scan};
 use super::inventory::Inventory;
 use super::procfs;
 use super::{GpuError, Roots};
+use crate::atomic_file::Durability;
 use crate::gpu::config::Config;
 
 /// The cache file's name under the state directory.
@@ -116,27 +116,18 @@ fn write_cache(path: &Path, inv: &Inventory) -> Result<(), GpuError> {
         key: current_key(&inv.roots)?,
         inventory: inv.clone(),
     };
-    let tmp = tmp_name(path);
     let data = serde_json::to_vec_pretty(&file).map_err(|e| GpuError::Parse {
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&data)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        GpuError::io("writing", path, e)
-    })
-}
-
-fn tmp_name(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".tmp.{}", std::process::id()));
-    path.with_file_name(name)
+    crate::atomic_file::write(
+        "writing the GPU discovery cache",
+        path,
+        &data,
+        0o666,
+        Durability::Synced,
+    )
+    .map_err(|e| GpuError::io(e.step, &e.path, e.source))
 }
 
 /// Discovery through the cache in `cfg.gpus.state_dir`. A cache that cannot be written

@@ -7,11 +7,11 @@
 //!
 //! A holder is a container id, the runtime root it was created under (containerd, podman
 //! and a shell each use their own `--root`), and its init pid with that process's start
-//! time. A lease whose pid is gone, or whose pid now belongs to another process (a
-//! different start time), is stale: it is ignored and removed.
+//! time. A lease whose pid is gone, has exited but is not yet reaped (a zombie), or now
+//! belongs to another process (a different start time), is stale: it is ignored and
+//! removed.
 
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::config::{Config, Sharing, DEFAULT_STATE_DIR};
 use super::GpuError;
+use crate::atomic_file::{self, Durability};
 
 /// Format version of a lease file. A lease of another version is reported, never trusted
 /// and never removed: it may protect a GPU in a way this gpurun does not understand.
@@ -58,17 +59,6 @@ pub struct Leases {
     /// The table at the old default location, read (and cleaned of stale leases) but
     /// never written.
     legacy: Option<PathBuf>,
-    /// Where pids are checked (`/proc` on a real host).
-    proc: PathBuf,
-}
-
-/// The start time of `pid` as recorded in `<proc>/<pid>/stat`, if the process exists.
-pub fn process_start_time(proc: &Path, pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(proc.join(pid.to_string()).join("stat")).ok()?;
-    // The command name may hold spaces and parentheses: fields resume after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    // `rest` starts at field 3 (state); starttime is field 22.
-    rest.split_whitespace().nth(19)?.parse().ok()
 }
 
 fn io<'p>(what: &'static str, p: &'p Path) -> impl FnOnce(std::io::Error) -> GpuError + 'p {
@@ -80,14 +70,7 @@ impl Leases {
         Leases {
             dir: state_dir.join(LEASES),
             legacy: None,
-            proc: PathBuf::from("/proc"),
         }
-    }
-
-    /// Checks liveness against another procfs (tests).
-    pub fn with_proc(mut self, proc: &Path) -> Leases {
-        self.proc = proc.to_path_buf();
-        self
     }
 
     /// Also reads the table of `old_state_dir` (see [`LEGACY_STATE_DIR`]); the same
@@ -120,7 +103,7 @@ impl Leases {
     }
 
     fn is_live(&self, h: &Holder) -> bool {
-        process_start_time(&self.proc, h.pid) == Some(h.start_time)
+        crate::linux::procstat::live_start_time(h.pid) == Some(h.start_time)
     }
 
     /// Reads every lease of both tables; stale ones are removed (the caller holds the
@@ -254,15 +237,16 @@ impl Leases {
             sharing,
         };
         let data = serde_json::to_vec_pretty(&lease).map_err(|e| GpuError::Lease(e.to_string()))?;
-        let tmp = mine.with_extension("json.tmp");
-        let write = || -> std::io::Result<()> {
-            let mut f = File::create(&tmp)?;
-            // No fsync: the lease table lives on /run (tmpfs) and does not outlive a
-            // reboot, and the rename alone keeps readers from seeing half a file.
-            f.write_all(&data)?;
-            std::fs::rename(&tmp, mine)
-        };
-        write().map_err(io("writing", mine))
+        // Volatile: the lease table lives on /run (tmpfs) and does not outlive a reboot;
+        // the rename alone keeps readers from seeing half a file.
+        atomic_file::write(
+            "writing the GPU lease",
+            mine,
+            &data,
+            0o666,
+            Durability::Volatile,
+        )
+        .map_err(|e| GpuError::io(e.step, &e.path, e.source))
     }
 
     /// Drops `container_id`'s lease under `root` (on delete). Absent is fine.

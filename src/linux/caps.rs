@@ -11,7 +11,7 @@ use std::str::FromStr;
 use caps::{CapSet, Capability};
 use oci_spec::runtime::{Capabilities, LinuxCapabilities};
 
-use crate::error::{Error, Result};
+use crate::linux::error::{Error, Result};
 
 /// The sets as bit masks, resolved in the parent.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -102,8 +102,9 @@ fn supported() -> Vec<Capability> {
 pub fn drop_bounding(sets: &CapSets) -> Result<()> {
     for cap in &sets.known {
         if sets.bounding & cap.bitmask() == 0 {
-            caps::drop(None, CapSet::Bounding, *cap).map_err(|e| {
-                Error::Other(format!("dropping {cap} from the bounding set: prctl: {e}"))
+            caps::drop(None, CapSet::Bounding, *cap).map_err(|source| Error::Caps {
+                what: format!("dropping {cap} from the bounding set"),
+                source,
             })?;
         }
     }
@@ -119,19 +120,26 @@ pub fn set_keep_caps(on: bool) -> Result<()> {
 /// to capabilities that are both permitted and inheritable).
 pub fn apply(sets: &CapSets) -> Result<()> {
     crate::linux::sys::proc::capset(sets.effective, sets.permitted, sets.inheritable).map_err(
-        |e| {
-            Error::Other(format!(
-                "setting capabilities (effective {:#x}, permitted {:#x}, inheritable {:#x}): capset: {e}",
+        |errno| Error::Call {
+            what: format!(
+                "setting capabilities (effective {:#x}, permitted {:#x}, inheritable {:#x})",
                 sets.effective, sets.permitted, sets.inheritable
-            ))
+            ),
+            syscall: "capset",
+            errno,
+            hint: "",
         },
     )?;
-    caps::clear(None, CapSet::Ambient)
-        .map_err(|e| Error::Other(format!("clearing ambient capabilities: prctl: {e}")))?;
+    caps::clear(None, CapSet::Ambient).map_err(|source| Error::Caps {
+        what: "clearing ambient capabilities".into(),
+        source,
+    })?;
     for cap in &sets.known {
         if sets.ambient & cap.bitmask() != 0 {
-            caps::raise(None, CapSet::Ambient, *cap)
-                .map_err(|e| Error::Other(format!("raising ambient {cap}: prctl: {e}")))?;
+            caps::raise(None, CapSet::Ambient, *cap).map_err(|source| Error::Caps {
+                what: format!("raising ambient {cap}"),
+                source,
+            })?;
         }
     }
     Ok(())

@@ -13,7 +13,7 @@ use nix::sys::stat::{makedev, mknodat, Mode, SFlag};
 use nix::unistd::{fchownat, Gid, Uid};
 use oci_spec::runtime::{LinuxDevice, LinuxDeviceType};
 
-use crate::error::{Error, Result};
+use crate::linux::error::{Error, Result};
 use crate::linux::rootfs::fd_path;
 
 #[derive(Clone, Debug, PartialEq, Eq)]

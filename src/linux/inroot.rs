@@ -15,7 +15,7 @@ use std::path::{Component, Path, PathBuf};
 use nix::errno::Errno;
 use nix::sys::stat::Mode;
 
-use crate::error::{Error, Result};
+use crate::linux::error::{Error, Result};
 use crate::linux::sys::proc::openat2;
 
 const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
@@ -170,12 +170,9 @@ impl Root {
 
     /// The parent directory (created if needed) and the last component of `path`.
     fn parent_and_name<'p>(&self, path: &'p Path) -> Result<(OwnedFd, &'p OsStr)> {
-        let name = path.file_name().ok_or_else(|| {
-            Error::Other(format!(
-                "{} names no file in the container root",
-                path.display()
-            ))
-        })?;
+        let name = path
+            .file_name()
+            .ok_or_else(|| Error::NoFileName(path.to_path_buf()))?;
         let parent = path.parent().unwrap_or(Path::new("/"));
         Ok((self.mkdir_all(parent, 0o755)?, name))
     }
@@ -211,11 +208,6 @@ impl Root {
             Ok(()) | Err(Errno::EEXIST) => Ok(()),
             Err(e) => Err(err("creating symlink", "symlinkat", path, e)),
         }
-    }
-
-    /// The parent directory handle and name, for callers that make nodes themselves.
-    pub fn parent_of<'p>(&self, path: &'p Path) -> Result<(OwnedFd, &'p OsStr)> {
-        self.parent_and_name(path)
     }
 
     pub fn path(&self) -> &Path {

@@ -6,9 +6,13 @@ pub mod child;
 pub mod console;
 pub mod dbus;
 pub mod devices;
+pub mod error;
 pub mod inroot;
 pub mod namespaces;
+pub mod procstat;
 pub mod rlimits;
 pub mod rootfs;
 pub mod seccomp;
 pub mod sys;
+
+pub use error::Error;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use nix::sched::CloneFlags;
 use oci_spec::runtime::LinuxNamespaceType;
 
-use crate::error::{Error, Result};
+use crate::linux::error::{Error, Result};
 
 pub fn flag(t: LinuxNamespaceType) -> CloneFlags {
     match t {
@@ -45,12 +45,10 @@ pub struct Join {
 }
 
 pub fn open_join(typ: LinuxNamespaceType, path: &Path) -> Result<Join> {
-    let f = File::open(path).map_err(|e| {
-        Error::Config(format!(
-            "joining {} namespace: opening {}: {e}",
-            name(typ),
-            path.display()
-        ))
+    let f = File::open(path).map_err(|source| Error::JoinNamespace {
+        kind: name(typ),
+        path: path.to_path_buf(),
+        source,
     })?;
     Ok(Join {
         typ,

@@ -3,7 +3,7 @@
 use nix::sys::resource::{setrlimit, Resource};
 use oci_spec::runtime::{PosixRlimit, PosixRlimitType};
 
-use crate::error::{Error, Result};
+use crate::linux::error::{Error, Result};
 
 pub fn resource(t: PosixRlimitType) -> Resource {
     use PosixRlimitType as T;
@@ -30,17 +30,22 @@ pub fn resource(t: PosixRlimitType) -> Resource {
 pub fn apply(limits: &[PosixRlimit]) -> Result<()> {
     for l in limits {
         setrlimit(resource(l.typ()), l.soft(), l.hard()).map_err(|errno| {
-            let why = if errno == nix::errno::Errno::EPERM {
+            let hint = if errno == nix::errno::Errno::EPERM {
                 " (raising a hard limit needs CAP_SYS_RESOURCE, which this host's root lacks)"
             } else {
                 ""
             };
-            Error::Other(format!(
-                "setting rlimit {:?} to soft {} hard {}: setrlimit: {errno}{why}",
-                l.typ(),
-                l.soft(),
-                l.hard()
-            ))
+            Error::Call {
+                what: format!(
+                    "setting rlimit {:?} to soft {} hard {}",
+                    l.typ(),
+                    l.soft(),
+                    l.hard()
+                ),
+                syscall: "setrlimit",
+                errno,
+                hint,
+            }
         })?;
     }
     Ok(())

@@ -3,6 +3,7 @@
 
 use std::os::fd::OwnedFd;
 
+pub mod error;
 pub mod init;
 pub mod sealed;
 pub mod spawn;
@@ -14,3 +15,5 @@ pub struct InitFds {
     pub start: Option<OwnedFd>,
     pub console: Option<OwnedFd>,
 }
+
+pub use error::Error;

@@ -19,8 +19,8 @@ use nix::fcntl::{FcntlArg, SealFlag};
 use nix::sys::memfd::{memfd_create, MFdFlags};
 use nix::sys::statvfs::{statvfs, FsFlags};
 
-use crate::error::{Error, Result};
 use crate::linux::sys::proc::{execveat_fd, mount_setattr, open_tree_clone};
+use crate::process::error::{Error, Result};
 
 const MOUNT_ATTR_RDONLY: u64 = 0x1;
 

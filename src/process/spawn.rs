@@ -7,9 +7,9 @@ use std::path::Path;
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 
-use crate::error::{Error, Result};
 use crate::linux::sys::proc::{clone_fork, exit_now};
 use crate::plan::Plan;
+use crate::process::error::{Error, Result};
 use crate::process::init;
 use crate::process::sync::{self, ChildMsg};
 use crate::process::InitFds;
@@ -21,15 +21,20 @@ pub struct Spawned {
 
 /// What only the parent does for init: put a pid in the container's cgroup (before the
 /// child runs), and run the runtime-namespace hooks when init asks.
-pub struct ParentSide<'a> {
-    pub place: &'a mut dyn FnMut(Pid) -> Result<()>,
-    pub runtime_hooks: &'a mut dyn FnMut(Pid) -> Result<()>,
+/// Both are the caller's, so they fail with the caller's error type `E`.
+pub struct ParentSide<'a, E> {
+    pub place: &'a mut dyn FnMut(Pid) -> Result<(), E>,
+    pub runtime_hooks: &'a mut dyn FnMut(Pid) -> Result<(), E>,
 }
 
 /// Clone the container. `place` puts a pid into the container's cgroup; it runs before
 /// the child does anything, so every process of the container is born into it.
 /// `start_fd` is the exec fifo init waits on after it is ready.
-pub fn spawn(plan: &Plan, fds: InitFds, parent_side: ParentSide) -> Result<Spawned> {
+pub fn spawn<E: From<Error>>(
+    plan: &Plan,
+    fds: InitFds,
+    parent_side: ParentSide<E>,
+) -> Result<Spawned, E> {
     let ParentSide {
         place,
         runtime_hooks,
@@ -44,18 +49,13 @@ pub fn spawn(plan: &Plan, fds: InitFds, parent_side: ParentSide) -> Result<Spawn
     };
     drop(child);
     drop(fds);
-    let reap_on_error = |e: Error| {
-        let _ = nix::sys::signal::kill(first, nix::sys::signal::Signal::SIGKILL);
-        let _ = waitpid(first, None);
-        e
-    };
-    place(first).map_err(reap_on_error)?;
-    parent.send_ack().map_err(reap_on_error)?;
+    place(first).map_err(|e| cleanup(first, None, e))?;
+    parent.send_ack().map_err(|e| cleanup(first, None, e))?;
     let mut init_pid = if plan.two_stage { None } else { Some(first) };
     loop {
         let msg = match parent.recv_msg() {
             Ok(m) => m,
-            Err(e) => return Err(cleanup(first, init_pid, e)),
+            Err(e) => return Err(cleanup(first, init_pid, e).into()),
         };
         match msg {
             Some(ChildMsg::IdMaps(pid)) => {
@@ -72,9 +72,8 @@ pub fn spawn(plan: &Plan, fds: InitFds, parent_side: ParentSide) -> Result<Spawn
             }
             Some(ChildMsg::RuntimeHooks) => {
                 let pid = init_pid.unwrap_or(first);
-                runtime_hooks(pid)
-                    .and_then(|()| parent.send_ack())
-                    .map_err(|e| cleanup(first, init_pid, e))?;
+                runtime_hooks(pid).map_err(|e| cleanup(first, init_pid, e))?;
+                parent.send_ack().map_err(|e| cleanup(first, init_pid, e))?;
             }
             Some(ChildMsg::InitPid(pid)) => {
                 init_pid = Some(Pid::from_raw(pid));
@@ -88,16 +87,16 @@ pub fn spawn(plan: &Plan, fds: InitFds, parent_side: ParentSide) -> Result<Spawn
                     cleanup(
                         first,
                         None,
-                        Error::Other("container init never reported its pid".into()),
+                        Error::Protocol("container init never reported its pid".into()),
                     )
                 })?;
                 if plan.exec_mode {
-                    return wait_for_execve(&parent, first, pid);
+                    return Ok(wait_for_execve(&parent, first, pid)?);
                 }
                 return Ok(Spawned { pid });
             }
             Some(ChildMsg::Failed { step, msg }) => {
-                return Err(cleanup(first, init_pid, Error::Init { step, msg }));
+                return Err(cleanup(first, init_pid, Error::Init { step, msg }).into());
             }
             None => {
                 let status = init_pid.and_then(|p| waitpid(p, None).ok());
@@ -109,8 +108,9 @@ pub fn spawn(plan: &Plan, fds: InitFds, parent_side: ParentSide) -> Result<Spawn
                 return Err(cleanup(
                     first,
                     init_pid,
-                    Error::Other(format!("container init exited before it was ready{why}")),
-                ));
+                    Error::Protocol(format!("container init exited before it was ready{why}")),
+                )
+                .into());
             }
         }
     }
@@ -127,7 +127,7 @@ fn wait_for_execve(parent: &sync::Channel, first: Pid, pid: Pid) -> Result<Spawn
         Ok(Some(other)) => Err(cleanup(
             first,
             Some(pid),
-            Error::Other(format!(
+            Error::Protocol(format!(
                 "unexpected message from the exec'd process: {other:?}"
             )),
         )),
@@ -135,7 +135,8 @@ fn wait_for_execve(parent: &sync::Channel, first: Pid, pid: Pid) -> Result<Spawn
     }
 }
 
-fn cleanup(first: Pid, init: Option<Pid>, e: Error) -> Error {
+/// Kills and reaps what was started, then hands back the error that stopped it.
+fn cleanup<E>(first: Pid, init: Option<Pid>, e: E) -> E {
     for p in [Some(first), init].into_iter().flatten() {
         let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGKILL);
         let _ = waitpid(p, None);

@@ -7,7 +7,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use nix::sys::socket::{recv, send, socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::process::error::{Error, Result};
 
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub enum ChildMsg {
@@ -53,7 +53,8 @@ impl Channel {
     /// runs a runtime's init allows (sendto is not). Should the parent be gone, SIGPIPE
     /// ends init, as the parent-death signal would.
     pub fn send_msg(&self, m: &ChildMsg) -> Result<()> {
-        let data = serde_json::to_vec(m).map_err(|e| Error::Other(e.to_string()))?;
+        let data =
+            serde_json::to_vec(m).map_err(Error::json("encoding a message to the parent"))?;
         nix::unistd::write(self.fd.as_fd(), &data)
             .map_err(|e| Error::sys("reporting to the parent", "write", "", e))?;
         Ok(())
@@ -81,7 +82,7 @@ impl Channel {
         }
         serde_json::from_slice(&buf[..n])
             .map(Some)
-            .map_err(|e| Error::Other(format!("bad message from the container init: {e}")))
+            .map_err(Error::json("decoding a message from the container init"))
     }
 
     pub fn send_ack(&self) -> Result<()> {
@@ -103,7 +104,7 @@ impl Channel {
                 MsgFlags::empty(),
             ) {
                 Ok(1) if b[0] == ACK => return Ok(()),
-                Ok(_) => return Err(Error::Other("the parent closed the init channel".into())),
+                Ok(_) => return Err(Error::Protocol("the parent closed the init channel".into())),
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => return Err(Error::sys("waiting for the parent", "recv", "", e)),
             }

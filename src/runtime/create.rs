@@ -57,7 +57,7 @@ pub fn create(g: &Globals, o: &CreateOpts) -> Result<Created> {
         crate::notify::setup_spec(&mut bundle.spec, &guard.container().dir)?;
     }
     let plan = build_plan(o, &bundle, warnings)?;
-    let mut st = initial_state(g, o, &bundle, guard.gpu.as_ref(), notify_socket);
+    let mut st = initial_state(g, o, &bundle, guard.gpu.as_ref(), notify_socket)?;
     // Recorded before the directories exist: a create killed from here on leaves a state
     // from which `delete` finds (and removes) everything.
     st.cgroup = crate::linux::cgroups::ContainerCgroup::plan(&bundle.spec, &o.id, g.systemd_cgroup);
@@ -105,8 +105,8 @@ fn initial_state(
     bundle: &Bundle,
     gpu: Option<&crate::gpu::GpuGrant>,
     notify_socket: Option<PathBuf>,
-) -> State {
-    State {
+) -> Result<State> {
+    Ok(State {
         gpurun_state_format: state::FORMAT,
         oci_version: bundle.spec.version().clone(),
         id: o.id.clone(),
@@ -128,9 +128,9 @@ fn initial_state(
         hooks: bundle.spec.hooks().clone(),
         gpus: gpu.map(|g| g.gpus.clone()).unwrap_or_default(),
         gpu_state_dir: gpu.map(|g| g.state_dir.clone()),
-        spec: serde_json::to_value(&bundle.spec).ok(),
+        spec: Some(state::encode_spec(&bundle.spec)?),
         notify_socket,
-    }
+    })
 }
 
 /// The fifo init blocks on until `start` writes to it. Opened read-write here so that

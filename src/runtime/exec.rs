@@ -117,11 +117,13 @@ fn spawn_process(
     console: Option<OwnedFd>,
     cgroup: Option<&crate::linux::cgroups::ContainerCgroup>,
 ) -> Result<Pid> {
-    let mut place = |pid: Pid| match cgroup {
-        Some(h) => Ok(h.add_task(pid.as_raw())?),
-        None => Ok(()),
+    let mut place = |pid: Pid| -> Result<()> {
+        match cgroup {
+            Some(h) => Ok(h.add_task(pid.as_raw())?),
+            None => Ok(()),
+        }
     };
-    let mut no_hooks = |_| Ok(());
+    let mut no_hooks = |_: Pid| -> Result<()> { Ok(()) };
     let fds = InitFds {
         start: None,
         console,

@@ -1,9 +1,8 @@
 //! Small files create writes for its caller: the pid file, and the owner it records.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
+use crate::atomic_file::Durability;
 use crate::error::{Error, Result};
 
 /// The user name of the caller, read from /etc/passwd (no NSS: no daemon is asked on the
@@ -31,23 +30,13 @@ pub fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
             .map_err(|e| Error::io("resolving", path, e))?
             .join(path)
     };
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}", std::process::id()));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .open(&tmp)
-        .map_err(|e| Error::io("writing pid file", &tmp, e))?;
-    f.write_all(pid.to_string().as_bytes())
-        .and_then(|()| f.sync_all())
-        .map_err(|e| Error::io("writing pid file", &tmp, e))?;
-    std::fs::rename(&tmp, &path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io("renaming pid file into place", &path, e)
-    })
+    let data = pid.to_string();
+    crate::atomic_file::write(
+        "writing pid file",
+        &path,
+        data.as_bytes(),
+        0o644,
+        Durability::Volatile,
+    )?;
+    Ok(())
 }

@@ -98,9 +98,4 @@ impl Registry {
             )),
         }
     }
-
-    /// Every fully-qualified device name.
-    pub fn device_names(&self) -> Vec<String> {
-        self.devices.keys().cloned().collect()
-    }
 }

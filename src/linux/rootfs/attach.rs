@@ -16,7 +16,7 @@ use nix::errno::Errno;
 use nix::mount::MsFlags;
 
 use super::locked_flags;
-use crate::error::{Error, Result};
+use crate::linux::error::{Error, Result};
 use crate::linux::sys::mountapi::{self, MountAttr};
 
 /// `MS_NOSYMFOLLOW` (Linux 5.10), not in nix's MsFlags.

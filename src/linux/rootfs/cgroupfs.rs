@@ -9,7 +9,7 @@ use nix::mount::{mount, MsFlags};
 use nix::sys::stat::Mode;
 
 use super::{attach, fd_path, mount_err, target, MountOp};
-use crate::error::{Error, Result};
+use crate::linux::error::{Error, Result};
 use crate::linux::inroot::Root;
 
 /// What the parent knows before the clone about the cgroups a `type: cgroup` mount shows:

@@ -7,7 +7,7 @@ use nix::errno::Errno;
 use nix::mount::{mount, MsFlags};
 
 use super::{fd_path, mount_err};
-use crate::error::{Error, Result};
+use crate::linux::error::{Error, Result};
 use crate::linux::sys::mountapi;
 
 const FLAGS: MsFlags = MsFlags::MS_RDONLY

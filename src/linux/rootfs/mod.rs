@@ -16,7 +16,7 @@ use std::os::fd::OwnedFd;
 
 use crate::linux::inroot::Root;
 
-use crate::error::{Error, Result};
+use crate::linux::error::{Error, Result};
 
 mod attach;
 mod cgroupfs;
@@ -69,7 +69,7 @@ fn check_plain_dir(root: &Root, dest: &Path) -> Result<Option<OwnedFd>> {
         let st = nix::sys::stat::fstat(h.as_fd())
             .map_err(|e| Error::sys("checking mount point", "fstat", dest, e))?;
         if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
-            return Err(Error::Other(format!(
+            return Err(Error::Refused(format!(
                 "mount point {} for {} must be an ordinary directory, not a symlink or file",
                 dest.display(),
                 if dest.starts_with("/proc") {
@@ -102,7 +102,7 @@ fn check_proc_mount(op: &MountOp) -> Result<()> {
     if procfs {
         return Ok(());
     }
-    Err(Error::Other(format!(
+    Err(Error::Refused(format!(
         "mount at /proc of {} ({}) refused: only a procfs may be mounted at /proc",
         op.source.as_deref().unwrap_or(Path::new("")).display(),
         op.typ
@@ -323,7 +323,7 @@ pub fn verified_dev_null(root: &Root) -> Result<OwnedFd> {
     let st = nix::sys::stat::fstat(h.as_fd()).map_err(|e| Error::sys("checking", "fstat", p, e))?;
     let is_char = st.st_mode & libc::S_IFMT == libc::S_IFCHR;
     if !is_char || st.st_rdev != nix::sys::stat::makedev(1, 3) {
-        return Err(Error::Other(
+        return Err(Error::Refused(
             "/dev/null in the container is not the null device (char 1:3): refusing to mask paths with it".into(),
         ));
     }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use nix::mount::MsFlags;
 use oci_spec::runtime::Mount;
 
-use crate::error::{Error, Result};
+use crate::linux::error::{Error, Result};
 
 /// One `mounts[]` entry, with its options resolved in the parent.
 #[derive(Clone, Debug)]
@@ -234,12 +234,10 @@ pub fn parse_mount(m: &Mount, bundle: &Path) -> Result<MountOp> {
                 m.destination().display()
             ))
         })?;
-        let md = std::fs::metadata(src).map_err(|e| {
-            Error::Config(format!(
-                "mounts: {}: bind source {}: {e}",
-                m.destination().display(),
-                src.display()
-            ))
+        let md = std::fs::metadata(src).map_err(|source| Error::BindSource {
+            dest: m.destination().clone(),
+            src: src.clone(),
+            source,
         })?;
         source_is_dir = md.is_dir();
     }

@@ -14,7 +14,7 @@ use nix::sys::stat::Mode;
 
 use super::options::propagation_option;
 use super::{fd_path, mount_err};
-use crate::error::{Error, Result};
+use crate::linux::error::{Error, Result};
 
 /// `rootfsPropagation` as mount flags; `None` when unset.
 pub(super) fn requested(propagation: Option<&str>) -> Result<Option<MsFlags>> {
@@ -88,7 +88,7 @@ fn unshare_rootfs_mount(rootfs: &Path, flag: MsFlags) -> Result<()> {
             .map_err(|e| Error::sys("finding the rootfs' mount", "openat ..", rootfs, e))?;
         dir = up;
     }
-    Err(Error::Other(format!(
+    Err(Error::Refused(format!(
         "finding the mount that holds {}: no mount root above it",
         rootfs.display()
     )))

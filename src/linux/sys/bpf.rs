@@ -15,7 +15,6 @@ const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_ATTACH: libc::c_long = 8;
 const BPF_PROG_DETACH: libc::c_long = 9;
 const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
-const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_PROG_QUERY: libc::c_long = 16;
 
 const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
@@ -149,14 +148,6 @@ struct GetIdAttr {
     next_id: u32,
     open_flags: u32,
     pad: u32,
-    tail: [u8; 128],
-}
-
-#[repr(C)]
-struct InfoAttr {
-    bpf_fd: u32,
-    info_len: u32,
-    info: u64,
     tail: [u8; 128],
 }
 
@@ -365,23 +356,6 @@ pub fn prog_fd_by_id(id: u32) -> Result<OwnedFd, BpfError> {
     owned_fd("BPF_PROG_GET_FD_BY_ID", ret)
 }
 
-/// The kernel's id of the loaded program `prog`.
-pub fn prog_id(prog: BorrowedFd<'_>) -> Result<u32, BpfError> {
-    // The first two u32 of `struct bpf_prog_info` are `type` and `id`.
-    let mut info = [0u32; 2];
-    let mut attr = InfoAttr {
-        bpf_fd: fd_u32(prog),
-        info_len: std::mem::size_of_val(&info) as u32,
-        info: info.as_mut_ptr() as u64,
-        tail: [0; 128],
-    };
-    // SAFETY: InfoAttr is the BPF_OBJ_GET_INFO_BY_FD layout; `info` points at a buffer of
-    // exactly `info_len` bytes, which bounds what the kernel writes.
-    unsafe { bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr) }
-        .map_err(|e| err("BPF_OBJ_GET_INFO_BY_FD", e))?;
-    Ok(info[1])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -401,6 +375,5 @@ mod tests {
         assert_eq!(std::mem::size_of::<AttachAttr>(), 24 + 128);
         assert_eq!(std::mem::size_of::<QueryAttr>(), 64 + 128);
         assert_eq!(std::mem::size_of::<GetIdAttr>(), 16 + 128);
-        assert_eq!(std::mem::size_of::<InfoAttr>(), 16 + 128);
     }
 }

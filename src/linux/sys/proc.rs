@@ -1,7 +1,7 @@
 //! Process, mount and credential system calls that nix does not wrap.
 
 use std::ffi::CStr;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
 use nix::errno::Errno;
@@ -256,13 +256,13 @@ pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, sig: i32) -> Result<(), Errno> {
     Ok(())
 }
 
-/// Borrow an fd number the caller knows to be open for the life of the process (an
-/// inherited fd such as a preserved socket), to query it.
-pub fn borrow_fd(fd: i32) -> BorrowedFd<'static> {
-    // SAFETY: callers only pass fds they are checking with fcntl(F_GETFD) or that were
-    // inherited and are never closed by this process; a closed fd makes the query fail
-    // with EBADF rather than touching another object.
-    unsafe { BorrowedFd::borrow_raw(fd) }
+/// Whether the fd number `fd` is open in this process (an inherited fd such as one passed
+/// with `--preserve-fds`). It asks about the number only and hands out no borrow: a
+/// number can be closed and reused for another file at any time, so it is no handle.
+pub fn fd_is_open(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD reads the descriptor table's close-on-exec flag for the number and
+    // touches no file and no memory; a number that is not open fails with EBADF.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
 }
 
 /// `keyctl(KEYCTL_JOIN_SESSION_KEYRING, name)`: a new session keyring for the container,
@@ -333,4 +333,18 @@ pub fn openat2(
     }
     // SAFETY: fd is a fresh descriptor returned by the kernel and owned by no one else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fd_is_open_tells_open_numbers_from_free_ones() {
+        let f = std::fs::File::open("/proc/self/stat").unwrap();
+        assert!(fd_is_open(f.as_raw_fd()));
+        assert!(!fd_is_open(-1));
+        assert!(!fd_is_open(i32::MAX));
+    }
 }

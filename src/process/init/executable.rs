@@ -3,8 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result};
 use crate::plan::Plan;
+use crate::process::error::{Error, Result};
 
 /// runc fills in HOME from the container's /etc/passwd when the spec leaves it out.
 pub(super) fn env_with_defaults(plan: &Plan) -> Vec<String> {
@@ -40,9 +40,7 @@ pub fn lookup_executable(arg0: &str, env: &[String], cwd: &Path) -> Result<PathB
         if is_exec(&p) {
             return Ok(p);
         }
-        return Err(Error::Other(format!(
-            "exec: {arg0:?}: stat {arg0}: no such file or directory, or not an executable file"
-        )));
+        return Err(Error::NotExecutable { arg0: arg0.into() });
     }
     let path = env
         .iter()
@@ -55,9 +53,7 @@ pub fn lookup_executable(arg0: &str, env: &[String], cwd: &Path) -> Result<PathB
             return Ok(p);
         }
     }
-    Err(Error::Other(format!(
-        "exec: {arg0:?}: executable file not found in $PATH"
-    )))
+    Err(Error::NotInPath { arg0: arg0.into() })
 }
 
 #[cfg(test)]

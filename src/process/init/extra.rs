@@ -7,29 +7,35 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use super::Ctx;
-use crate::error::{Error, Result};
 use crate::hooks::Phase;
+use crate::process::error::{Error, Result};
 use crate::process::sync::ChildMsg;
+
+fn procfs_err(what: String) -> impl FnOnce(pathrs::error::Error) -> Error {
+    move |source| Error::Procfs { what, source }
+}
 
 pub(super) fn write_oom_score_adj(adj: i32) -> Result<()> {
     let procfs = pathrs::procfs::ProcfsHandle::new()
-        .map_err(|e| Error::Other(format!("opening a private procfs handle: {e}")))?;
+        .map_err(procfs_err("opening a private procfs handle".into()))?;
     let mut f = procfs
         .open(
             pathrs::procfs::ProcfsBase::ProcSelf,
             "oom_score_adj",
             pathrs::flags::OpenFlags::O_WRONLY,
         )
-        .map_err(|e| Error::Other(format!("opening /proc/self/oom_score_adj: {e}")))?;
+        .map_err(procfs_err("opening /proc/self/oom_score_adj".into()))?;
     std::io::Write::write_all(&mut f, adj.to_string().as_bytes()).map_err(|e| {
         let hint = if e.raw_os_error() == Some(libc::EACCES) {
             " (lowering oom_score_adj needs CAP_SYS_RESOURCE)"
         } else {
             ""
         };
-        Error::Other(format!(
-            "writing {adj} to /proc/self/oom_score_adj: {e}{hint}"
-        ))
+        Error::ProcWrite {
+            what: format!("writing {adj} to /proc/self/oom_score_adj"),
+            source: e,
+            hint,
+        }
     })
 }
 
@@ -59,7 +65,7 @@ pub(super) fn step_create_container_hooks(ctx: &mut Ctx) -> Result<()> {
         &p.bundle,
         &mut super::say_on_stderr,
     )
-    .map_err(|e| Error::Other(e.to_string()))
+    .map_err(Error::from)
 }
 
 /// A pty from the container's own devpts, verified, sent to the caller's console socket
@@ -69,24 +75,22 @@ pub(super) fn step_console(ctx: &mut Ctx) -> Result<()> {
     let Some(sock) = ctx.fds.console.as_ref() else {
         return Ok(());
     };
-    let cerr = |e: console::ConsoleError| Error::Other(e.to_string());
-    let pts = console::open_dir(Path::new("/dev/pts")).map_err(cerr)?;
-    let pty = console::open_pty(pts.as_fd()).map_err(cerr)?;
+    let pts = console::open_dir(Path::new("/dev/pts"))?;
+    let pty = console::open_pty(pts.as_fd())?;
     if let Some((rows, cols)) = ctx.plan.console_size {
-        console::set_size(pty.master.as_fd(), rows, cols).map_err(cerr)?;
+        console::set_size(pty.master.as_fd(), rows, cols)?;
     }
     if !ctx.plan.exec_mode {
-        let dev = console::open_dir(Path::new("/dev")).map_err(cerr)?;
-        console::mount_console(pty.slave.as_fd(), dev.as_fd()).map_err(cerr)?;
+        let dev = console::open_dir(Path::new("/dev"))?;
+        console::mount_console(pty.slave.as_fd(), dev.as_fd())?;
     }
     console::send_master(
         sock.as_fd(),
         pty.master.as_fd(),
         &pty.slave_path.to_string_lossy(),
-    )
-    .map_err(cerr)?;
+    )?;
     drop(pty.master);
-    console::become_session_leader_on(pty.slave.as_fd()).map_err(cerr)
+    Ok(console::become_session_leader_on(pty.slave.as_fd())?)
 }
 
 pub(super) fn step_keyring(ctx: &mut Ctx) -> Result<()> {
@@ -94,7 +98,7 @@ pub(super) fn step_keyring(ctx: &mut Ctx) -> Result<()> {
         return Ok(());
     };
     let c = CString::new(name.as_bytes())
-        .map_err(|_| Error::Other("keyring name has a NUL byte".into()))?;
+        .map_err(|_| Error::Config("the session keyring name has a NUL byte".into()))?;
     match crate::linux::sys::proc::join_session_keyring(&c) {
         // Keyrings may be disabled or blocked (seccomp in a nested runtime): as runc,
         // carry on without a private keyring rather than fail.
@@ -115,7 +119,7 @@ pub(super) fn step_lsm(ctx: &mut Ctx) -> Result<()> {
         return Ok(());
     }
     let procfs = pathrs::procfs::ProcfsHandle::new()
-        .map_err(|e| Error::Other(format!("opening a private procfs handle: {e}")))?;
+        .map_err(procfs_err("opening a private procfs handle".into()))?;
     for (attr, value) in &ctx.plan.lsm_exec {
         let mut f = procfs
             .open(
@@ -123,11 +127,11 @@ pub(super) fn step_lsm(ctx: &mut Ctx) -> Result<()> {
                 attr,
                 pathrs::flags::OpenFlags::O_WRONLY,
             )
-            .map_err(|e| Error::Other(format!("opening /proc/thread-self/{attr}: {e}")))?;
-        std::io::Write::write_all(&mut f, value.as_bytes()).map_err(|e| {
-            Error::Other(format!(
-                "writing {value:?} to /proc/thread-self/{attr}: {e}"
-            ))
+            .map_err(procfs_err(format!("opening /proc/thread-self/{attr}")))?;
+        std::io::Write::write_all(&mut f, value.as_bytes()).map_err(|source| Error::ProcWrite {
+            what: format!("writing {value:?} to /proc/thread-self/{attr}"),
+            source,
+            hint: "",
         })?;
     }
     Ok(())
@@ -141,7 +145,7 @@ pub(super) fn step_sysctl(ctx: &mut Ctx) -> Result<()> {
         return Ok(());
     }
     let procfs = pathrs::procfs::ProcfsHandle::new()
-        .map_err(|e| Error::Other(format!("opening a private procfs handle: {e}")))?;
+        .map_err(procfs_err("opening a private procfs handle".into()))?;
     for (k, v) in &ctx.plan.sysctl {
         let rel = PathBuf::from("sys").join(k.replace('.', "/"));
         let mut f = procfs
@@ -150,11 +154,15 @@ pub(super) fn step_sysctl(ctx: &mut Ctx) -> Result<()> {
                 &rel,
                 pathrs::flags::OpenFlags::O_WRONLY,
             )
-            .map_err(|e| {
-                Error::Other(format!("sysctl {k}: opening /proc/{}: {e}", rel.display()))
-            })?;
-        std::io::Write::write_all(&mut f, v.as_bytes())
-            .map_err(|e| Error::Other(format!("sysctl {k}={v}: write: {e}")))?;
+            .map_err(procfs_err(format!(
+                "sysctl {k}: opening /proc/{}",
+                rel.display()
+            )))?;
+        std::io::Write::write_all(&mut f, v.as_bytes()).map_err(|source| Error::ProcWrite {
+            what: format!("sysctl {k}={v}: write"),
+            source,
+            hint: "",
+        })?;
     }
     Ok(())
 }

@@ -4,8 +4,8 @@
 
 use nix::errno::Errno;
 
-use crate::error::{Error, Result};
 use crate::linux::sys::proc::{close_range, close_range_from, set_cloexec};
+use crate::process::error::{Error, Result};
 
 /// Close every fd from `first` up, except those in `keep`.
 pub(super) fn close_all_but(first: u32, keep: &[i32]) -> Result<()> {
@@ -70,8 +70,10 @@ fn open_fds(first: u32) -> std::io::Result<Vec<i32>> {
     Ok(fds)
 }
 
-fn walk_failed(what: &str, e: Errno, walk: std::io::Error) -> Error {
-    Error::Other(format!(
-        "{what}: close_range: {e}, and reading /proc/self/fd instead: {walk}"
-    ))
+fn walk_failed(what: &'static str, e: Errno, walk: std::io::Error) -> Error {
+    Error::CloseFds {
+        what,
+        errno: e,
+        walk,
+    }
 }

@@ -10,9 +10,9 @@ use nix::errno::Errno;
 use nix::sys::wait::{waitpid, WaitStatus};
 
 use super::Ctx;
-use crate::error::{Error, Result};
 use crate::linux::seccomp::{install, CompiledSeccomp, SeccompError};
 use crate::linux::sys::proc::{clone_fork, exit_now, probe_execve};
+use crate::process::error::{Error, Result};
 
 /// The container starts with no signal blocked (`run` blocks them all in the parent,
 /// and init inherits that mask).
@@ -30,7 +30,7 @@ pub(super) fn loads_early(ctx: &Ctx) -> bool {
 }
 
 fn load(s: &CompiledSeccomp) -> Result<()> {
-    install(s).map_err(|e| Error::Other(format!("loading seccomp filter: {e}")))
+    Ok(install(s)?)
 }
 
 /// Without no_new_privs: load while init still has CAP_SYS_ADMIN.
@@ -72,10 +72,8 @@ pub(super) fn step_seccomp_check(ctx: &mut Ctx) -> Result<()> {
     check_in_child(s)
 }
 
-fn blocked(call: &str, e: Errno) -> Error {
-    Error::Other(format!(
-        "the seccomp profile blocks {call} ({e}), which the container needs to start"
-    ))
+fn blocked(call: &'static str, errno: Errno) -> Error {
+    Error::SeccompBlocks { call, errno }
 }
 
 /// Exit codes of the checking child: 0, the errno of a failed load, or 128 plus the errno
@@ -106,17 +104,13 @@ fn check_in_child(s: &CompiledSeccomp) -> Result<()> {
         Ok(WaitStatus::Exited(_, code)) if code >= EXECVE_FAILED => {
             Err(blocked("execve", Errno::from_raw(code - EXECVE_FAILED)))
         }
-        Ok(WaitStatus::Exited(_, code)) => Err(Error::Other(format!(
-            "loading seccomp filter: {}",
-            SeccompError::Install {
-                index: 0,
-                errno: Errno::from_raw(code)
-            }
-        ))),
-        Ok(WaitStatus::Signaled(_, sig, _)) => Err(Error::Other(format!(
-            "the seccomp profile blocks execve (killed by {sig}), which the container needs to start"
-        ))),
-        Ok(other) => Err(Error::Other(format!(
+        Ok(WaitStatus::Exited(_, code)) => Err(SeccompError::Install {
+            index: 0,
+            errno: Errno::from_raw(code),
+        }
+        .into()),
+        Ok(WaitStatus::Signaled(_, signal, _)) => Err(Error::SeccompKills { signal }),
+        Ok(other) => Err(Error::Protocol(format!(
             "checking the seccomp filter: unexpected child status {other:?}"
         ))),
         Err(e) => Err(Error::sys("checking the seccomp filter", "waitpid", "", e)),

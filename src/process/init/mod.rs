@@ -8,11 +8,11 @@ use crate::linux::inroot::Root;
 use nix::sched::{unshare, CloneFlags};
 use nix::unistd::{setresgid, setresuid, Gid, Uid};
 
-use crate::error::{Error, Result};
 use crate::hooks::Phase;
 use crate::linux::sys::proc::clone_fork;
 use crate::linux::{caps, devices, namespaces, rlimits, rootfs};
 use crate::plan::Plan;
+use crate::process::error::{Error, Result};
 use crate::process::sync::{Channel, ChildMsg};
 use crate::process::InitFds;
 
@@ -166,7 +166,7 @@ fn stage1_inner(plan: &Plan, ch: &Channel) -> std::result::Result<bool, (&'stati
         write_oom_score_adj(adj).map_err(|e| ("oom-score-adj", e))?;
     }
     for j in &plan.joins {
-        namespaces::setns(j).map_err(|e| ("namespaces", e))?;
+        namespaces::setns(j).map_err(|e| ("namespaces", e.into()))?;
     }
     if plan.new_user {
         unshare(CloneFlags::CLONE_NEWUSER).map_err(|e| {
@@ -306,7 +306,7 @@ fn wait_for_start(start: &OwnedFd) -> Result<()> {
     loop {
         match nix::unistd::read(start, &mut b) {
             Ok(1) => return Ok(()),
-            Ok(_) => return Err(Error::Other("exec fifo closed before start".into())),
+            Ok(_) => return Err(Error::Protocol("exec fifo closed before start".into())),
             Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => return Err(Error::sys("waiting for start", "read", "exec.fifo", e)),
         }
@@ -319,7 +319,11 @@ fn wait_for_start(start: &OwnedFd) -> Result<()> {
 fn exec(ctx: &Ctx) -> i32 {
     let plan = ctx.plan;
     let Some(exe) = ctx.exe.as_ref() else {
-        return failed_late(ctx, "exec", &Error::Other("no executable resolved".into()));
+        return failed_late(
+            ctx,
+            "exec",
+            &Error::Protocol("no executable resolved".into()),
+        );
     };
     if !filter::loads_early(ctx) {
         filter::unblock_signals();
@@ -362,7 +366,7 @@ fn failed_late(ctx: &Ctx, step: &str, e: &Error) -> i32 {
 fn root<'a>(ctx: &'a Ctx) -> Result<&'a Root> {
     ctx.root
         .as_ref()
-        .ok_or_else(|| Error::Other("rootfs not prepared".into()))
+        .ok_or_else(|| Error::Protocol("rootfs not prepared".into()))
 }
 
 fn step_prepare(ctx: &mut Ctx) -> Result<()> {
@@ -387,40 +391,47 @@ fn step_devices(ctx: &mut Ctx) -> Result<()> {
     if !ctx.plan.make_devices {
         return Ok(());
     }
-    devices::create_all(root(ctx)?, &ctx.plan.devices, ctx.plan.device_nodes)
+    Ok(devices::create_all(
+        root(ctx)?,
+        &ctx.plan.devices,
+        ctx.plan.device_nodes,
+    )?)
 }
 
 fn step_dev_symlinks(ctx: &mut Ctx) -> Result<()> {
     if !ctx.plan.make_devices {
         return Ok(());
     }
-    devices::symlinks(root(ctx)?)
+    Ok(devices::symlinks(root(ctx)?)?)
 }
 
 fn step_masked(ctx: &mut Ctx) -> Result<()> {
-    rootfs::mask_paths(root(ctx)?, &ctx.plan.masked)
+    Ok(rootfs::mask_paths(root(ctx)?, &ctx.plan.masked)?)
 }
 
 fn step_readonly_paths(ctx: &mut Ctx) -> Result<()> {
-    rootfs::readonly_paths(root(ctx)?, &ctx.plan.readonly)
+    Ok(rootfs::readonly_paths(root(ctx)?, &ctx.plan.readonly)?)
 }
 
 fn step_cwd_create(ctx: &mut Ctx) -> Result<()> {
-    root(ctx)?.mkdir_all(&ctx.plan.cwd, 0o755).map(|_| ())
+    root(ctx)?.mkdir_all(&ctx.plan.cwd, 0o755)?;
+    Ok(())
 }
 
 fn step_pivot(ctx: &mut Ctx) -> Result<()> {
     // The rootfs handle refers to the old view; after the switch "/" is the root.
     ctx.root = None;
     if !ctx.plan.mount_ns {
-        return rootfs::chroot_only(&ctx.plan.rootfs);
+        return Ok(rootfs::chroot_only(&ctx.plan.rootfs)?);
     }
     if ctx.plan.no_pivot {
         rootfs::move_root(&ctx.plan.rootfs)?;
     } else {
         rootfs::pivot(&ctx.plan.rootfs)?;
     }
-    rootfs::root_propagation(ctx.plan.rootfs_propagation.as_deref())
+    Ok(rootfs::root_propagation(
+        ctx.plan.rootfs_propagation.as_deref(),
+    )?)
 }
 
 /// `exec` into a container that shares the host's mount table: its root is not a
@@ -428,7 +439,7 @@ fn step_pivot(ctx: &mut Ctx) -> Result<()> {
 /// container takes from the host's devpts.
 fn step_enter_root(ctx: &mut Ctx) -> Result<()> {
     match &ctx.plan.exec_root {
-        Some(root) => rootfs::chroot_fd(root.as_fd()),
+        Some(root) => Ok(rootfs::chroot_fd(root.as_fd())?),
         None => Ok(()),
     }
 }
@@ -459,7 +470,7 @@ fn step_hostname(ctx: &mut Ctx) -> Result<()> {
 }
 
 fn step_rlimits(ctx: &mut Ctx) -> Result<()> {
-    rlimits::apply(&ctx.plan.rlimits)
+    Ok(rlimits::apply(&ctx.plan.rlimits)?)
 }
 
 fn step_personality(ctx: &mut Ctx) -> Result<()> {
@@ -492,7 +503,7 @@ fn step_nnp(ctx: &mut Ctx) -> Result<()> {
 }
 
 fn step_bounding(ctx: &mut Ctx) -> Result<()> {
-    caps::drop_bounding(&ctx.plan.caps)
+    Ok(caps::drop_bounding(&ctx.plan.caps)?)
 }
 
 fn step_ids(ctx: &mut Ctx) -> Result<()> {
@@ -505,7 +516,7 @@ fn step_ids(ctx: &mut Ctx) -> Result<()> {
     let u = Uid::from_raw(p.uid);
     setresuid(u, u, u)
         .map_err(|e| Error::sys(format!("setting uid {}", p.uid), "setresuid", "", e))?;
-    caps::set_keep_caps(false)
+    Ok(caps::set_keep_caps(false)?)
 }
 
 fn set_additional_gids(p: &Plan) -> Result<()> {
@@ -520,7 +531,7 @@ fn set_additional_gids(p: &Plan) -> Result<()> {
 }
 
 fn step_caps(ctx: &mut Ctx) -> Result<()> {
-    caps::apply(&ctx.plan.caps)
+    Ok(caps::apply(&ctx.plan.caps)?)
 }
 
 /// chdir before any filter and before the uid change, as root; where root may not enter
@@ -538,10 +549,7 @@ fn step_cwd(ctx: &mut Ctx) -> Result<()> {
     let now =
         nix::unistd::getcwd().map_err(|e| Error::sys("checking process.cwd", "getcwd", cwd, e))?;
     if !now.is_absolute() || now.to_string_lossy().starts_with("(unreachable)") {
-        return Err(Error::Other(format!(
-            "process.cwd {} resolves outside the container root",
-            cwd.display()
-        )));
+        return Err(Error::CwdOutsideRoot(cwd.to_path_buf()));
     }
     Ok(())
 }
