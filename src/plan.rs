@@ -6,7 +6,7 @@ use std::ffi::CString;
 use std::path::{Path, PathBuf};
 
 use nix::sched::CloneFlags;
-use oci_spec::runtime::{LinuxNamespaceType, PosixRlimit};
+use oci_spec::runtime::{Linux, LinuxNamespaceType, PosixRlimit};
 
 mod error;
 
@@ -140,6 +140,41 @@ fn cgroup_mounts_from_parent(mounts: &mut [MountOp], joins: &[Join], unshare: Cl
     }
 }
 
+/// How the container's namespaces are made: which are joined (in join order), which the
+/// clone creates, which the child unshares, and whether init needs a second fork.
+struct NamespaceLayout {
+    joins: Vec<Join>,
+    /// The spec joins the runtime's own mount namespace by path.
+    own_mount: bool,
+    clone_flags: CloneFlags,
+    unshare_flags: CloneFlags,
+    two_stage: bool,
+    new_user: bool,
+}
+
+/// What goes into the container's filesystem: its mounts and device nodes.
+struct Filesystem {
+    mounts: Vec<MountOp>,
+    make_devices: bool,
+    devices: Vec<Device>,
+    device_nodes: devices::NodeSource,
+    mount_ns: bool,
+}
+
+/// The parts of a plan that take a step of their own to resolve.
+struct Resolved<'a> {
+    linux: &'a Linux,
+    process: &'a oci_spec::runtime::Process,
+    ns: NamespaceLayout,
+    fs: Filesystem,
+    env: Vec<String>,
+    listen_fds: u32,
+    args: Vec<String>,
+    seccomp: Option<crate::linux::seccomp::CompiledSeccomp>,
+    caps: CapSets,
+    warnings: Vec<String>,
+}
+
 pub fn build(id: &str, b: &Bundle, opts: &Options) -> Result<Plan> {
     let spec = &b.spec;
     let linux = spec
@@ -150,7 +185,33 @@ pub fn build(id: &str, b: &Bundle, opts: &Options) -> Result<Plan> {
         .process()
         .as_ref()
         .ok_or_else(|| Error::Config("process: missing".into()))?;
+    let ns = namespace_layout(spec, linux)?;
+    let fs = filesystem(b, linux, &ns)?;
+    let (env, listen_fds) = environment(process)?;
+    let args = arguments(process)?;
+    if linux.mount_label().as_ref().is_some_and(|l| !l.is_empty()) {
+        crate::log::debug(
+            "linux.mountLabel ignored: SELinux mount labels are not applied by gpurun",
+        );
+    }
+    let seccomp = seccomp(linux)?;
+    let (caps, warnings) = CapSets::from_spec(process.capabilities().as_ref());
+    let parts = Resolved {
+        linux,
+        process,
+        ns,
+        fs,
+        env,
+        listen_fds,
+        args,
+        seccomp,
+        caps,
+        warnings,
+    };
+    Ok(assemble(id, b, opts, parts))
+}
 
+fn namespace_layout(spec: &oci_spec::runtime::Spec, linux: &Linux) -> Result<NamespaceLayout> {
     let mut joins = Vec::new();
     let mut created = CloneFlags::empty();
     for ns in spec::namespaces(spec) {
@@ -184,8 +245,19 @@ pub fn build(id: &str, b: &Bundle, opts: &Options) -> Result<Plan> {
         clone_flags |= CloneFlags::CLONE_NEWPID;
         unshare_flags -= CloneFlags::CLONE_NEWPID;
     }
+    Ok(NamespaceLayout {
+        joins,
+        own_mount: own_mount.is_some(),
+        clone_flags,
+        unshare_flags,
+        two_stage,
+        new_user,
+    })
+}
 
-    let time_offsets = linux.time_offsets().as_ref().map(|offs| {
+/// `linux.timeOffsets` as `/proc/self/timens_offsets` takes it, one clock a line.
+fn time_offsets(linux: &Linux) -> Option<String> {
+    linux.time_offsets().as_ref().map(|offs| {
         let mut lines: Vec<String> = offs
             .iter()
             .map(|(clock, o)| {
@@ -198,13 +270,16 @@ pub fn build(id: &str, b: &Bundle, opts: &Options) -> Result<Plan> {
             .collect();
         lines.sort();
         lines.concat()
-    });
+    })
+}
 
+fn filesystem(b: &Bundle, linux: &Linux, ns: &NamespaceLayout) -> Result<Filesystem> {
+    let spec = &b.spec;
     let mut mounts = Vec::new();
     for m in spec.mounts().as_deref().unwrap_or(&[]) {
         mounts.push(rootfs::parse_mount(m, &b.dir)?);
     }
-    cgroup_mounts_from_parent(&mut mounts, &joins, unshare_flags);
+    cgroup_mounts_from_parent(&mut mounts, &ns.joins, ns.unshare_flags);
     let dev_is_bind = mounts
         .iter()
         .any(|m| m.bind && spec::lexical_clean(&m.dest) == Path::new("/dev"));
@@ -214,7 +289,7 @@ pub fn build(id: &str, b: &Bundle, opts: &Options) -> Result<Plan> {
         devs.retain(|x| x.path != d.path);
         devs.push(d);
     }
-    let mount_ns = own_mount.is_none() && spec::has_namespace(spec, LinuxNamespaceType::Mount);
+    let mount_ns = !ns.own_mount && spec::has_namespace(spec, LinuxNamespaceType::Mount);
     let device_nodes = if !mount_ns {
         devices::NodeSource::MknodOnly
     } else if spec::has_namespace(spec, LinuxNamespaceType::User) {
@@ -222,8 +297,17 @@ pub fn build(id: &str, b: &Bundle, opts: &Options) -> Result<Plan> {
     } else {
         devices::NodeSource::MknodOrBind
     };
+    Ok(Filesystem {
+        mounts,
+        make_devices: !dev_is_bind,
+        devices: devs,
+        device_nodes,
+        mount_ns,
+    })
+}
 
-    let user = process.user();
+/// `process.env`, with the socket-activation variables set for the fds passed in.
+fn environment(process: &oci_spec::runtime::Process) -> Result<(Vec<String>, u32)> {
     let mut env: Vec<String> = process.env().clone().unwrap_or_default();
     let listen_fds = inherited_listen_fds();
     if listen_fds > 0 {
@@ -238,54 +322,85 @@ pub fn build(id: &str, b: &Bundle, opts: &Options) -> Result<Plan> {
             )));
         }
     }
+    Ok((env, listen_fds))
+}
+
+fn arguments(process: &oci_spec::runtime::Process) -> Result<Vec<String>> {
     let args = process.args().clone().unwrap_or_default();
     if args.iter().any(|a| a.contains('\0')) {
         return Err(Error::Config(
             "process.args: an argument contains a NUL byte".into(),
         ));
     }
-    if linux.mount_label().as_ref().is_some_and(|l| !l.is_empty()) {
-        crate::log::debug(
-            "linux.mountLabel ignored: SELinux mount labels are not applied by gpurun",
-        );
+    Ok(args)
+}
+
+fn seccomp(linux: &Linux) -> Result<Option<crate::linux::seccomp::CompiledSeccomp>> {
+    let Some(s) = linux.seccomp() else {
+        return Ok(None);
+    };
+    let c = crate::linux::seccomp::compile(s).map_err(Error::SeccompProfile)?;
+    for skipped in c.skipped_architectures() {
+        crate::log::warn_caller(&format!("linux.seccomp.architectures: {skipped}"));
     }
-    let personality = linux.personality().as_ref().map(|p| match p.domain() {
+    if !c.skipped_syscalls().is_empty() {
+        crate::log::debug(&format!(
+            "linux.seccomp: syscalls unknown on this architecture skipped: {}",
+            c.skipped_syscalls().join(", ")
+        ));
+    }
+    Ok(Some(c))
+}
+
+fn personality(linux: &Linux) -> Option<u64> {
+    linux.personality().as_ref().map(|p| match p.domain() {
         oci_spec::runtime::LinuxPersonalityDomain::PerLinux32 => 0x0008,
         _ => 0,
-    });
-    let seccomp = match linux.seccomp() {
-        Some(s) => {
-            let c = crate::linux::seccomp::compile(s).map_err(Error::SeccompProfile)?;
-            for skipped in c.skipped_architectures() {
-                crate::log::warn_caller(&format!("linux.seccomp.architectures: {skipped}"));
-            }
-            if !c.skipped_syscalls().is_empty() {
-                crate::log::debug(&format!(
-                    "linux.seccomp: syscalls unknown on this architecture skipped: {}",
-                    c.skipped_syscalls().join(", ")
-                ));
-            }
-            Some(c)
-        }
-        None => None,
-    };
-    let (caps, warnings) = CapSets::from_spec(process.capabilities().as_ref());
-    Ok(Plan {
+    })
+}
+
+fn sorted_sysctl(linux: &Linux) -> Vec<(String, String)> {
+    let mut v: Vec<_> = linux
+        .sysctl()
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    v.sort();
+    v
+}
+
+/// (rows, cols) of `process.consoleSize`, clamped to what a winsize holds.
+fn console_size(process: &oci_spec::runtime::Process) -> Option<(u16, u16)> {
+    process.console_size().as_ref().map(|b| {
+        (
+            b.height().min(u16::MAX as u64) as u16,
+            b.width().min(u16::MAX as u64) as u16,
+        )
+    })
+}
+
+/// The plan from the resolved parts and the fields the spec gives as they are.
+fn assemble(id: &str, b: &Bundle, opts: &Options, r: Resolved) -> Plan {
+    let (linux, process) = (r.linux, r.process);
+    let spec = &b.spec;
+    let user = process.user();
+    Plan {
         id: id.to_string(),
         rootfs: b.rootfs.clone(),
-        clone_flags,
-        unshare_flags,
-        two_stage,
-        joins,
-        new_user,
+        clone_flags: r.ns.clone_flags,
+        unshare_flags: r.ns.unshare_flags,
+        two_stage: r.ns.two_stage,
+        joins: r.ns.joins,
+        new_user: r.ns.new_user,
         uid_map: id_map(linux.uid_mappings().as_ref()),
         gid_map: id_map(linux.gid_mappings().as_ref()),
-        time_offsets,
-        mounts,
-        make_devices: !dev_is_bind,
-        devices: devs,
-        device_nodes,
-        mount_ns,
+        time_offsets: time_offsets(linux),
+        mounts: r.fs.mounts,
+        make_devices: r.fs.make_devices,
+        devices: r.fs.devices,
+        device_nodes: r.fs.device_nodes,
+        mount_ns: r.fs.mount_ns,
         masked: linux.masked_paths().clone().unwrap_or_default(),
         readonly: linux.readonly_paths().clone().unwrap_or_default(),
         root_readonly: spec
@@ -297,17 +412,9 @@ pub fn build(id: &str, b: &Bundle, opts: &Options) -> Result<Plan> {
         no_pivot: opts.no_pivot,
         hostname: spec.hostname().clone(),
         domainname: spec.domainname().clone(),
-        sysctl: linux
-            .sysctl()
-            .as_ref()
-            .map(|m| {
-                let mut v: Vec<_> = m.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-                v.sort();
-                v
-            })
-            .unwrap_or_default(),
-        caps,
-        warnings,
+        sysctl: sorted_sysctl(linux),
+        caps: r.caps,
+        warnings: r.warnings,
         uid: user.uid(),
         gid: user.gid(),
         additional_gids: user.additional_gids().clone().unwrap_or_default(),
@@ -315,28 +422,23 @@ pub fn build(id: &str, b: &Bundle, opts: &Options) -> Result<Plan> {
         rlimits: process.rlimits().clone().unwrap_or_default(),
         no_new_privileges: process.no_new_privileges().unwrap_or(false),
         oom_score_adj: process.oom_score_adj(),
-        personality,
-        args,
-        env,
+        personality: personality(linux),
+        args: r.args,
+        env: r.env,
         cwd: process.cwd().clone(),
-        preserve_fds: listen_fds + opts.preserve_fds,
-        seccomp,
+        preserve_fds: r.listen_fds + opts.preserve_fds,
+        seccomp: r.seccomp,
         session_keyring: (!opts.no_new_keyring).then(|| format!("_ses.{id}")),
         lsm_exec: lsm_exec(process),
         terminal: process.terminal().unwrap_or(false),
-        console_size: process.console_size().as_ref().map(|b| {
-            (
-                b.height().min(u16::MAX as u64) as u16,
-                b.width().min(u16::MAX as u64) as u16,
-            )
-        }),
+        console_size: console_size(process),
         hooks: spec.hooks().clone(),
         bundle: b.dir.clone(),
         oci_version: spec.version().clone(),
         annotations: spec.annotations().clone().unwrap_or_default(),
         exec_mode: false,
         exec_root: None,
-    })
+    }
 }
 
 /// AppArmor and SELinux labels apply at execve through `/proc/self/attr`. On a host

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::path::{Component, Path, PathBuf};
 
-use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use oci_spec::runtime::{Linux, LinuxNamespaceType, Spec};
 
 mod error;
 
@@ -219,8 +219,21 @@ pub fn validate_process(spec: &Spec) -> Result<()> {
             process.cwd()
         )));
     }
-    // (uid_t)-1 means "unchanged" to setresuid and setresgid: the process would stay root.
-    let user = process.user();
+    check_user(process.user())?;
+    if let Some(adj) = process
+        .oom_score_adj()
+        .filter(|a| !(-1000..=1000).contains(a))
+    {
+        return Err(cfg_err(format!(
+            "process.oomScoreAdj {adj} is out of range (-1000 to 1000)"
+        )));
+    }
+    check_unsupported_process_fields(process)?;
+    check_rlimits(process)
+}
+
+/// (uid_t)-1 means "unchanged" to setresuid and setresgid: the process would stay root.
+fn check_user(user: &oci_spec::runtime::User) -> Result<()> {
     for (field, id) in [("uid", user.uid()), ("gid", user.gid())] {
         if id == u32::MAX {
             return Err(cfg_err(format!(
@@ -239,14 +252,10 @@ pub fn validate_process(spec: &Spec) -> Result<()> {
             "process.user.additionalGids: {g} is not a valid group id"
         )));
     }
-    if let Some(adj) = process
-        .oom_score_adj()
-        .filter(|a| !(-1000..=1000).contains(a))
-    {
-        return Err(cfg_err(format!(
-            "process.oomScoreAdj {adj} is out of range (-1000 to 1000)"
-        )));
-    }
+    Ok(())
+}
+
+fn check_unsupported_process_fields(process: &oci_spec::runtime::Process) -> Result<()> {
     if process.command_line().is_some() {
         return Err(cfg_err("process.commandLine is Windows-only"));
     }
@@ -261,6 +270,10 @@ pub fn validate_process(spec: &Spec) -> Result<()> {
             "process.execCPUAffinity is not supported by gpurun",
         ));
     }
+    Ok(())
+}
+
+fn check_rlimits(process: &oci_spec::runtime::Process) -> Result<()> {
     if let Some(rl) = process.rlimits() {
         let mut seen = HashSet::new();
         for r in rl {
@@ -280,10 +293,30 @@ pub fn validate_process(spec: &Spec) -> Result<()> {
     Ok(())
 }
 
+/// The checks of the `linux` object, in the order they run: the first that fails names
+/// the field.
+const LINUX_CHECKS: &[fn(&Spec, &Linux) -> Result<()>] = &[
+    check_namespace_list,
+    check_id_mappings,
+    check_uts_names,
+    check_without_mount_namespace,
+    check_time_offsets,
+    check_sysctls,
+    check_unsupported_fields,
+    check_rootfs_propagation,
+    check_personality,
+    check_mounts,
+    check_devices,
+];
+
 fn validate_linux(spec: &Spec) -> Result<()> {
     let Some(linux) = spec.linux() else {
         return Err(cfg_err("linux: missing (gpurun runs Linux containers)"));
     };
+    LINUX_CHECKS.iter().try_for_each(|check| check(spec, linux))
+}
+
+fn check_namespace_list(spec: &Spec, _: &Linux) -> Result<()> {
     let mut seen = HashSet::new();
     for ns in namespaces(spec) {
         if !seen.insert(ns.typ()) {
@@ -302,8 +335,10 @@ fn validate_linux(spec: &Spec) -> Result<()> {
             }
         }
     }
-    let has = |t| has_namespace(spec, t);
-    let user = has(LinuxNamespaceType::User);
+    Ok(())
+}
+
+fn check_id_mappings(spec: &Spec, linux: &Linux) -> Result<()> {
     let uid_maps = linux.uid_mappings().as_ref().is_some_and(|m| !m.is_empty());
     let gid_maps = linux.gid_mappings().as_ref().is_some_and(|m| !m.is_empty());
     let maps = uid_maps || gid_maps;
@@ -317,27 +352,47 @@ fn validate_linux(spec: &Spec) -> Result<()> {
             "linux.uidMappings/gidMappings: mappings need a new user namespace",
         ));
     }
-    if spec.hostname().is_some() && !has(LinuxNamespaceType::Uts) {
+    Ok(())
+}
+
+fn check_uts_names(spec: &Spec, _: &Linux) -> Result<()> {
+    let uts = has_namespace(spec, LinuxNamespaceType::Uts);
+    if spec.hostname().is_some() && !uts {
         return Err(cfg_err(
             "hostname: unable to set hostname without a private UTS namespace",
         ));
     }
-    if spec.domainname().is_some() && !has(LinuxNamespaceType::Uts) {
+    if spec.domainname().is_some() && !uts {
         return Err(cfg_err(
             "domainname: unable to set domainname without a private UTS namespace",
         ));
     }
-    if !has(LinuxNamespaceType::Mount) {
-        validate_without_mount_namespace(spec, linux)?;
+    Ok(())
+}
+
+fn check_without_mount_namespace(spec: &Spec, linux: &Linux) -> Result<()> {
+    if has_namespace(spec, LinuxNamespaceType::Mount) {
+        return Ok(());
     }
+    validate_without_mount_namespace(spec, linux)
+}
+
+fn check_time_offsets(spec: &Spec, linux: &Linux) -> Result<()> {
     if linux.time_offsets().is_some() && !creates_namespace(spec, LinuxNamespaceType::Time) {
         return Err(cfg_err("linux.timeOffsets: needs a new time namespace"));
     }
-    if let Some(sysctl) = linux.sysctl() {
-        for key in sysctl.keys() {
-            validate_sysctl(key, spec, user)?;
-        }
+    Ok(())
+}
+
+fn check_sysctls(spec: &Spec, linux: &Linux) -> Result<()> {
+    let user = has_namespace(spec, LinuxNamespaceType::User);
+    for key in linux.sysctl().iter().flat_map(|s| s.keys()) {
+        validate_sysctl(key, spec, user)?;
     }
+    Ok(())
+}
+
+fn check_unsupported_fields(_: &Spec, linux: &Linux) -> Result<()> {
     if linux.intel_rdt().is_some() {
         return Err(cfg_err("linux.intelRdt is not supported by gpurun"));
     }
@@ -347,32 +402,50 @@ fn validate_linux(spec: &Spec) -> Result<()> {
     if linux.net_devices().is_some() {
         return Err(cfg_err("linux.netDevices is not supported by gpurun"));
     }
-    if let Some(prop) = linux.rootfs_propagation() {
-        if !matches!(
-            prop.as_str(),
-            "" | "private"
-                | "rprivate"
-                | "slave"
-                | "rslave"
-                | "shared"
-                | "rshared"
-                | "unbindable"
-                | "runbindable"
-        ) {
-            return Err(cfg_err(format!(
-                "linux.rootfsPropagation {prop:?} is not valid"
-            )));
+    Ok(())
+}
+
+fn check_rootfs_propagation(_: &Spec, linux: &Linux) -> Result<()> {
+    let Some(prop) = linux.rootfs_propagation() else {
+        return Ok(());
+    };
+    if !matches!(
+        prop.as_str(),
+        "" | "private"
+            | "rprivate"
+            | "slave"
+            | "rslave"
+            | "shared"
+            | "rshared"
+            | "unbindable"
+            | "runbindable"
+    ) {
+        return Err(cfg_err(format!(
+            "linux.rootfsPropagation {prop:?} is not valid"
+        )));
+    }
+    Ok(())
+}
+
+fn check_personality(_: &Spec, linux: &Linux) -> Result<()> {
+    use oci_spec::runtime::LinuxPersonalityDomain as D;
+    match linux.personality() {
+        Some(p) if !matches!(p.domain(), D::PerLinux | D::PerLinux32) => {
+            Err(cfg_err("linux.personality: only LINUX and LINUX32 domains"))
         }
+        _ => Ok(()),
     }
-    if let Some(p) = linux.personality() {
-        use oci_spec::runtime::LinuxPersonalityDomain as D;
-        if !matches!(p.domain(), D::PerLinux | D::PerLinux32) {
-            return Err(cfg_err("linux.personality: only LINUX and LINUX32 domains"));
-        }
-    }
-    for m in spec.mounts().as_deref().unwrap_or(&[]) {
-        validate_mount(m)?;
-    }
+}
+
+fn check_mounts(spec: &Spec, _: &Linux) -> Result<()> {
+    spec.mounts()
+        .as_deref()
+        .unwrap_or(&[])
+        .iter()
+        .try_for_each(validate_mount)
+}
+
+fn check_devices(_: &Spec, linux: &Linux) -> Result<()> {
     for d in linux.devices().as_deref().unwrap_or(&[]) {
         let p = d.path();
         if !p.is_absolute() || !lexical_clean(p).starts_with("/dev") {
@@ -418,10 +491,7 @@ fn validate_mount(m: &oci_spec::runtime::Mount) -> Result<()> {
 /// so shares the host's mount table, which gpurun never changes: what would need a mount
 /// is refused by name. What is left runs as runc runs it: device nodes made with mknod
 /// in the rootfs, then chroot into it.
-pub fn validate_without_mount_namespace(
-    spec: &Spec,
-    linux: &oci_spec::runtime::Linux,
-) -> Result<()> {
+pub fn validate_without_mount_namespace(spec: &Spec, linux: &Linux) -> Result<()> {
     let refuse = |what: String| {
         Err(cfg_err(format!(
             "{what} needs a mount namespace: without \"mount\" in linux.namespaces the \

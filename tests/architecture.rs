@@ -238,7 +238,9 @@ fn sibling_graphs(src: &Path) -> (Graphs, Vec<String>) {
     let known: BTreeSet<Module> = modules(src).into_iter().map(|(_, m)| m).collect();
     for (path, m) in modules(src) {
         let text = std::fs::read_to_string(&path).expect("read source");
-        let is_mod = path.file_name().is_some_and(|n| n == "mod.rs" || n == "lib.rs");
+        let is_mod = path
+            .file_name()
+            .is_some_and(|n| n == "mod.rs" || n == "lib.rs");
         let code = code_only(&text);
         for target in references(&code, &m, is_mod) {
             // Keep the longest prefix that is a module: `crate::a::b::Type` is module a::b.
@@ -371,8 +373,11 @@ fn the_checker_sees_a_circle_through_a_third_sibling_and_a_use_tree() {
     // a (through its child x) → b, b → c, c → a: one circle of three.
     std::fs::write(s.join("a/x.rs"), "use crate::{b::{self, Thing}};").expect("x");
     std::fs::write(s.join("b.rs"), "fn f() { crate::c::g() } // crate::a::no").expect("b");
-    std::fs::write(s.join("c.rs"), "use super::a::x;\nconst S: &str = \"crate::b\";")
-        .expect("c");
+    std::fs::write(
+        s.join("c.rs"),
+        "use super::a::x;\nconst S: &str = \"crate::b\";",
+    )
+    .expect("c");
     let (graphs, _) = sibling_graphs(s);
     let root = &graphs[&Vec::<String>::new()];
     assert_eq!(circles(root), vec![vec!["a", "b", "c"]]);
