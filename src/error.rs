@@ -26,6 +26,10 @@ pub enum Error {
     State(String),
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A command-line argument gpurun cannot act on (a bad signal, an output path that
+    /// names no file, flags that contradict each other).
+    #[error("{0}")]
+    Usage(String),
     #[error("{what} {path}: {source}")]
     Io {
         what: &'static str,
@@ -72,6 +76,8 @@ pub enum Error {
     Seccomp(#[from] crate::linux::seccomp::SeccompError),
     #[error(transparent)]
     Hook(#[from] crate::hooks::HookError),
+    #[error(transparent)]
+    Gpu(#[from] crate::gpu::GpuError),
     #[error("{0}")]
     Other(String),
 }
@@ -125,5 +131,14 @@ mod tests {
         let e = json.expect_err("not JSON");
         assert!(e.to_string().starts_with("decoding a message: "), "{e}");
         assert!(std::error::Error::source(&e).is_some());
+    }
+
+    #[test]
+    fn a_gpu_error_is_wrapped_typed_with_its_own_message() {
+        let inner = crate::gpu::GpuError::Lease("the lease table is locked".into());
+        let want = inner.to_string();
+        let outer = Error::from(inner);
+        assert!(matches!(outer, Error::Gpu(crate::gpu::GpuError::Lease(_))));
+        assert_eq!(outer.to_string(), want);
     }
 }

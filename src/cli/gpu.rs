@@ -55,7 +55,7 @@ fn config() -> Result<Config> {
 }
 
 fn inventory(cfg: &Config) -> Result<Inventory> {
-    crate::gpu::discover_cached(cfg).map_err(|e| Error::Other(e.to_string()))
+    Ok(crate::gpu::discover_cached(cfg)?)
 }
 
 /// A container holding a GPU, as `gpus` prints it.
@@ -214,12 +214,11 @@ fn processes_cell(p: &[ProcessView]) -> String {
 /// runs nvidia-smi anyway.
 pub fn gpus(a: &GpusArgs) -> Result<()> {
     let cfg = config()?;
-    let gpu_err = |e: crate::gpu::GpuError| Error::Other(e.to_string());
     let mut inv = inventory(&cfg)?;
     if a.refresh || inv.enrichment.failed || inv.enrichment.pending {
-        inv = crate::gpu::rediscover(&cfg).map_err(gpu_err)?;
+        inv = crate::gpu::rediscover(&cfg)?;
     }
-    let leases = Leases::for_node(&cfg).list().map_err(gpu_err)?;
+    let leases = Leases::for_node(&cfg).list()?;
     let live = match nvml::live(&inv, nvml::LIVE_TIMEOUT) {
         Ok(l) => Some(l),
         Err(e) => {
@@ -229,7 +228,7 @@ pub fn gpus(a: &GpusArgs) -> Result<()> {
     };
     let rows = views(&inv, &leases, live.as_ref());
     if a.format == "json" {
-        let text = serde_json::to_string(&rows).map_err(|e| Error::Other(e.to_string()))?;
+        let text = serde_json::to_string(&rows).map_err(Error::json("encoding the GPU list"))?;
         println!("{text}");
         return Ok(());
     }
@@ -303,7 +302,7 @@ fn cdi_format(flag: Option<&str>, output: Option<&Path>) -> Result<&'static str>
             _ => None,
         });
     match (flag, by_ext, output) {
-        (Some(f), Some(e), Some(p)) if f != e => Err(Error::Other(format!(
+        (Some(f), Some(e), Some(p)) if f != e => Err(Error::Usage(format!(
             "--format {f} does not match {}: CDI readers choose the parser by extension \
              (.json, .yaml, .yml)",
             p.display()
@@ -335,7 +334,7 @@ fn generate(output: Option<&Path>, format: Option<&str>, caps: Option<&str>) -> 
     let cfg = config()?;
     let caps = caps.unwrap_or(&cfg.nvidia.default_capabilities);
     let caps =
-        Capabilities::parse(caps).map_err(|e| Error::Other(format!("--capabilities: {e}")))?;
+        Capabilities::parse(caps).map_err(|e| Error::Usage(format!("--capabilities: {e}")))?;
     let inv = inventory(&cfg)?;
     let spec = crate::gpu::cdi::generate(&inv, caps);
     let mut text = match format {
@@ -359,7 +358,7 @@ fn generate(output: Option<&Path>, format: Option<&str>, caps: Option<&str>) -> 
 /// sees half a spec.
 fn write_atomically(path: &Path, data: &[u8]) -> Result<()> {
     if path.file_name().is_none() {
-        return Err(Error::Other(format!(
+        return Err(Error::Usage(format!(
             "--output {} names no file",
             path.display()
         )));
@@ -380,7 +379,7 @@ fn write_atomically(path: &Path, data: &[u8]) -> Result<()> {
 pub fn refresh_in_background() -> Result<()> {
     let _ = crate::linux::sys::proc::close_range_from(3, false);
     let cfg = config()?;
-    crate::gpu::refresh(&cfg).map_err(|e| Error::Other(e.to_string()))
+    Ok(crate::gpu::refresh(&cfg)?)
 }
 
 #[cfg(test)]

@@ -369,7 +369,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
             let st = runtime::load_public(&g, &id)?;
             println!(
                 "{}",
-                serde_json::to_string_pretty(&st).map_err(|e| Error::Other(e.to_string()))?
+                serde_json::to_string_pretty(&st).map_err(Error::json("encoding the state"))?
             );
             Ok(0)
         }

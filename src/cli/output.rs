@@ -15,7 +15,7 @@ pub fn version() -> String {
 }
 
 fn json<T: serde::Serialize>(v: &T) -> Result<String> {
-    serde_json::to_string(v).map_err(|e| Error::Other(e.to_string()))
+    serde_json::to_string(v).map_err(Error::json("encoding the output as JSON"))
 }
 
 pub fn list(g: &Globals, format: &str, quiet: bool) -> Result<()> {
@@ -143,6 +143,7 @@ pub fn spec(bundle: Option<PathBuf>, rootless: bool) -> Result<()> {
         )));
     }
     let v = crate::features::default_spec(rootless);
-    let text = serde_json::to_string_pretty(&v).map_err(|e| Error::Other(e.to_string()))?;
+    let text =
+        serde_json::to_string_pretty(&v).map_err(Error::json("encoding the default spec"))?;
     std::fs::write(&path, text + "\n").map_err(|e| Error::io("writing", &path, e))
 }

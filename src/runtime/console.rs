@@ -25,7 +25,7 @@ pub(super) fn console_fds(
             "--console-socket given but process.terminal is false: cannot use a console socket without a terminal".into(),
         )),
         (true, Some(path)) => {
-            let fd = console::connect_socket(path).map_err(|e| Error::Other(e.to_string()))?;
+            let fd = console::connect_socket(path)?;
             Ok((Some(fd), None))
         }
         (true, None) if foreground => {
@@ -41,5 +41,22 @@ pub(super) fn console_fds(
         (true, None) => Err(Error::Config(
             "process.terminal is true but no --console-socket was given: cannot allocate a tty for a detached container".into(),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreachable_console_socket_keeps_the_console_error() {
+        let path = Path::new("/nonexistent/gpurun-console.sock");
+        let e = console_fds(true, Some(path), false).expect_err("no such socket");
+        let want = crate::linux::console::connect_socket(path)
+            .expect_err("no such socket")
+            .to_string();
+        assert!(matches!(e, Error::Console(_)), "{e:?}");
+        assert_eq!(e.to_string(), want);
+        assert!(want.contains("/nonexistent/gpurun-console.sock"), "{want}");
     }
 }

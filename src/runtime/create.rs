@@ -200,7 +200,7 @@ fn record_init(o: &CreateOpts, pid: Pid, st: &mut State, guard: &mut Creating) -
     st.cgroup = guard.cgroup.as_ref().map(|h| h.record());
     st.pid = pid.as_raw();
     st.init_start_time = state::process_start_time(st.pid)
-        .ok_or_else(|| Error::Other("container init died right after it was ready".into()))?;
+        .ok_or_else(|| Error::State("container init died right after it was ready".into()))?;
     if let Some(gpu) = guard.gpu.as_mut() {
         // The lease follows init: it is live exactly as long as the container is.
         gpu.bind(st.pid, st.init_start_time).map_err(gpu_error)?;
@@ -217,7 +217,7 @@ fn record_init(o: &CreateOpts, pid: Pid, st: &mut State, guard: &mut Creating) -
 fn gpu_error(e: crate::gpu::GpuError) -> Error {
     match e {
         crate::gpu::GpuError::Config(c) => Error::Config(c.to_string()),
-        e => Error::Other(e.to_string()),
+        e => Error::Gpu(e),
     }
 }
 

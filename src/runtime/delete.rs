@@ -63,7 +63,7 @@ fn kill_and_wait(st: &State) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    Err(Error::Other(format!(
+    Err(Error::State(format!(
         "container init {} did not die after SIGKILL",
         st.pid
     )))
@@ -88,9 +88,7 @@ fn destroy(c: Container, st: &State) -> Result<()> {
     )?;
     if let Some(dir) = &st.gpu_state_dir {
         let root = c.dir.parent().map(Path::to_path_buf).unwrap_or_default();
-        crate::gpu::lease::Leases::new(dir)
-            .release(&st.id, &root)
-            .map_err(|e| Error::Other(e.to_string()))?;
+        crate::gpu::lease::Leases::new(dir).release(&st.id, &root)?;
     }
     c.remove()
 }

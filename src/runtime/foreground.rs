@@ -79,13 +79,14 @@ pub(super) fn attach_terminal(peer: Option<OwnedFd>) -> Result<Option<Proxy>> {
     let Some(peer) = peer else {
         return Ok(None);
     };
-    let cerr = |e: console::ConsoleError| Error::Other(e.to_string());
-    let (master, _name) = console::recv_master(peer.as_fd()).map_err(cerr)?;
+    let (master, _name) = console::recv_master(peer.as_fd())?;
     let input = nix::unistd::dup(std::io::stdin())
         .map_err(|e| Error::sys("duplicating stdin", "dup", "", e))?;
     let output = nix::unistd::dup(std::io::stdout())
         .map_err(|e| Error::sys("duplicating stdout", "dup", "", e))?;
-    Proxy::new(input, output, master).map(Some).map_err(cerr)
+    Proxy::new(input, output, master)
+        .map(Some)
+        .map_err(Error::from)
 }
 
 /// Forward every signal in `mask` to `init` and relay its terminal until it exits; its
@@ -106,9 +107,7 @@ pub(super) fn forward_and_wait(
             return Ok(code);
         }
         if let Some(p) = proxy.as_mut() {
-            let ready = p
-                .step(&[sfd.as_fd()], nix::poll::PollTimeout::NONE)
-                .map_err(|e| Error::Other(e.to_string()))?;
+            let ready = p.step(&[sfd.as_fd()], nix::poll::PollTimeout::NONE)?;
             if !ready.first().copied().unwrap_or(false) {
                 continue;
             }

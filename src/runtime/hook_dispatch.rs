@@ -20,7 +20,7 @@ pub(super) fn run(
     crate::hooks::dispatch(phase, hooks, state, cwd, &mut |w| {
         crate::log::warn_caller(&w.to_string())
     })
-    .map_err(|e| Error::Other(e.to_string()))
+    .map_err(Error::from)
 }
 
 pub(super) fn state_of<'a>(st: &'a State, status: &'a str, pid: i32) -> HookState<'a> {

@@ -9,7 +9,7 @@ use crate::state::{State, Status};
 
 pub fn parse_signal(s: &str) -> Result<Signal> {
     if let Ok(n) = s.parse::<i32>() {
-        return Signal::try_from(n).map_err(|_| Error::Other(format!("invalid signal {s:?}")));
+        return Signal::try_from(n).map_err(|_| Error::Usage(format!("invalid signal {s:?}")));
     }
     let up = s.to_ascii_uppercase();
     let name = if up.starts_with("SIG") {
@@ -18,7 +18,7 @@ pub fn parse_signal(s: &str) -> Result<Signal> {
         format!("SIG{up}")
     };
     name.parse::<Signal>()
-        .map_err(|_| Error::Other(format!("invalid signal {s:?}")))
+        .map_err(|_| Error::Usage(format!("invalid signal {s:?}")))
 }
 
 pub fn kill(g: &Globals, id: &str, sig: Signal, all: bool) -> Result<()> {
@@ -87,5 +87,14 @@ mod tests {
         assert_eq!(parse_signal("term").ok(), Some(Signal::SIGTERM));
         assert_eq!(parse_signal("SIGHUP").ok(), Some(Signal::SIGHUP));
         assert!(parse_signal("NOPE").is_err());
+    }
+
+    #[test]
+    fn a_bad_signal_is_a_usage_error_that_quotes_it() {
+        for bad in ["NOPE", "99999"] {
+            let e = parse_signal(bad).expect_err("not a signal");
+            assert!(matches!(e, Error::Usage(_)), "{e:?}");
+            assert_eq!(e.to_string(), format!("invalid signal {bad:?}"));
+        }
     }
 }
