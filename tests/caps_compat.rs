@@ -183,3 +183,40 @@ fn with_a_log_file_the_warnings_go_there_as_json_lines() {
         .iter()
         .all(|w| w["msg"].as_str().unwrap_or("").contains("ambient")));
 }
+
+/// A capability outside gpurun's own bounding set (root without CAP_SYS_RESOURCE, as on
+/// these test machines) cannot reach the container: a warning, and the container runs
+/// with the rest (the OCI validation suite's process_capabilities asks for all of them).
+#[test]
+fn a_capability_the_runtime_does_not_hold_is_a_warning_not_a_capset_failure() {
+    let test = "a_capability_the_runtime_does_not_hold_is_a_warning_not_a_capset_failure";
+    if skip(test) {
+        return;
+    }
+    if caps::has_cap(
+        None,
+        caps::CapSet::Bounding,
+        caps::Capability::CAP_SYS_RESOURCE,
+    )
+    .unwrap_or(true)
+    {
+        gpurun::skip::not_applicable(test, "this host's root holds CAP_SYS_RESOURCE");
+        return;
+    }
+    let mut config = fixture();
+    for set in ["bounding", "effective", "permitted"] {
+        config["process"]["capabilities"][set]
+            .as_array_mut()
+            .expect("set")
+            .push("CAP_SYS_RESOURCE".into());
+    }
+    let b = from_runc_spec(config, SHOW_CAPS);
+    let out = Runtime::new().run(&b, &id("notheld"));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), RUNC_SPEC_CAPS, "{}", stderr(&out));
+    let warned = stderr(&out)
+        .lines()
+        .filter(|l| l.contains("level=warning") && l.contains("CAP_SYS_RESOURCE"))
+        .count();
+    assert_eq!(warned, 3, "{}", stderr(&out));
+}

@@ -2,8 +2,9 @@
 //! change, with keep-caps) effective/permitted/inheritable in one capset, then ambient.
 //!
 //! What the kernel cannot grant is left out in the parent, with a warning, as runtime-spec
-//! 1.1 asks: a capability this kernel does not have, and an ambient capability that is
-//! not both permitted and inheritable. Nothing is ever added to the inheritable set to
+//! 1.1 asks: a capability this kernel does not have, one outside gpurun's own bounding set
+//! (no process it starts can hold it), and an ambient capability that is not both
+//! permitted and inheritable. Nothing is ever added to the inheritable set to
 //! make an ambient raise succeed (CVE-2022-29162).
 
 use std::str::FromStr;
@@ -26,18 +27,25 @@ pub struct CapSets {
     pub known: Vec<Capability>,
 }
 
-fn mask(
-    field: &str,
-    set: &Option<Capabilities>,
-    known: &[Capability],
-    warnings: &mut Vec<String>,
-) -> u64 {
+/// What this process can hand on: the kernel's capabilities, and of those the ones in
+/// gpurun's own bounding set.
+struct Grantable {
+    known: Vec<Capability>,
+    bounding: u64,
+}
+
+fn mask(field: &str, set: &Option<Capabilities>, g: &Grantable, warnings: &mut Vec<String>) -> u64 {
     let mut m = 0u64;
     let mut names: Vec<String> = set.iter().flatten().map(|c| format!("CAP_{c}")).collect();
     names.sort();
     for name in names {
         match Capability::from_str(&name) {
-            Ok(cap) if known.contains(&cap) => m |= cap.bitmask(),
+            Ok(cap) if g.known.contains(&cap) && g.bounding & cap.bitmask() != 0 => {
+                m |= cap.bitmask()
+            }
+            Ok(cap) if g.known.contains(&cap) => warnings.push(format!(
+                "process.capabilities.{field}: {name} is not in gpurun's own bounding set, so no process it starts can hold it; ignored"
+            )),
             _ => warnings.push(format!(
                 "process.capabilities.{field}: {name} is not a capability of this kernel; ignored"
             )),
@@ -50,11 +58,19 @@ impl CapSets {
     /// The sets, and a warning for each capability left out.
     pub fn from_spec(c: Option<&LinuxCapabilities>) -> (Self, Vec<String>) {
         let known = supported();
+        // Unreadable (no procfs yet): every capability of the kernel, as before.
+        let bounding = caps::read(None, CapSet::Bounding)
+            .map(|s| s.iter().fold(0u64, |m, c| m | c.bitmask()))
+            .unwrap_or(u64::MAX);
+        Self::from_spec_with(c, Grantable { known, bounding })
+    }
+
+    fn from_spec_with(c: Option<&LinuxCapabilities>, g: Grantable) -> (Self, Vec<String>) {
         let mut warnings = Vec::new();
         let Some(c) = c else {
             return (
                 CapSets {
-                    known,
+                    known: g.known,
                     ..CapSets::default()
                 },
                 warnings,
@@ -62,12 +78,12 @@ impl CapSets {
         };
         let w = &mut warnings;
         let mut sets = CapSets {
-            bounding: mask("bounding", c.bounding(), &known, w),
-            effective: mask("effective", c.effective(), &known, w),
-            permitted: mask("permitted", c.permitted(), &known, w),
-            inheritable: mask("inheritable", c.inheritable(), &known, w),
-            ambient: mask("ambient", c.ambient(), &known, w),
-            known,
+            bounding: mask("bounding", c.bounding(), &g, w),
+            effective: mask("effective", c.effective(), &g, w),
+            permitted: mask("permitted", c.permitted(), &g, w),
+            inheritable: mask("inheritable", c.inheritable(), &g, w),
+            ambient: mask("ambient", c.ambient(), &g, w),
+            known: g.known,
         };
         sets.drop_unraisable_ambient(w);
         (sets, warnings)
@@ -190,10 +206,38 @@ mod tests {
         let set: Option<Capabilities> =
             serde_json::from_value(serde_json::json!(["CAP_KILL", "CAP_BPF"])).expect("set");
         let mut w = Vec::new();
-        let m = mask("bounding", &set, &[Capability::CAP_KILL], &mut w);
+        let g = Grantable {
+            known: vec![Capability::CAP_KILL],
+            bounding: u64::MAX,
+        };
+        let m = mask("bounding", &set, &g, &mut w);
         assert_eq!(m, 1 << 5);
         assert_eq!(w.len(), 1, "{w:?}");
         assert!(w[0].contains("CAP_BPF"), "{w:?}");
+    }
+
+    #[test]
+    fn a_capability_outside_the_runtimes_own_bounding_set_is_left_out_with_a_warning() {
+        // Where root lacks CAP_SYS_RESOURCE (these test machines), a config asking for it
+        // runs without it (the OCI validation suite's process_capabilities).
+        let c: LinuxCapabilities = serde_json::from_value(serde_json::json!({
+            "bounding": ["CAP_KILL", "CAP_SYS_RESOURCE"],
+            "permitted": ["CAP_KILL", "CAP_SYS_RESOURCE"],
+            "effective": ["CAP_SYS_RESOURCE"]
+        }))
+        .expect("caps");
+        let g = Grantable {
+            known: vec![Capability::CAP_KILL, Capability::CAP_SYS_RESOURCE],
+            bounding: Capability::CAP_KILL.bitmask(),
+        };
+        let (s, w) = CapSets::from_spec_with(Some(&c), g);
+        assert_eq!((s.bounding, s.permitted, s.effective), (1 << 5, 1 << 5, 0));
+        assert_eq!(w.len(), 3, "{w:?}");
+        assert!(
+            w.iter()
+                .all(|l| l.contains("CAP_SYS_RESOURCE") && l.contains("bounding set")),
+            "{w:?}"
+        );
     }
 
     #[test]
