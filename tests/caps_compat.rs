@@ -88,20 +88,26 @@ fn an_unknown_capability_name_is_a_warning_not_a_parse_failure() {
     if skip("an_unknown_capability_name_is_a_warning_not_a_parse_failure") {
         return;
     }
+    runs_without_with_three_warnings("CAP_NOT_A_CAPABILITY", "unknowncap");
+}
+
+/// `cap` added to the bounding, effective and permitted sets of `runc spec`'s config:
+/// the container runs with `runc spec`'s own sets and one warning per set names `cap`.
+fn runs_without_with_three_warnings(cap: &str, name: &str) {
     let mut config = fixture();
     for set in ["bounding", "effective", "permitted"] {
         config["process"]["capabilities"][set]
             .as_array_mut()
             .expect("set")
-            .push("CAP_NOT_A_CAPABILITY".into());
+            .push(cap.into());
     }
     let b = from_runc_spec(config, SHOW_CAPS);
-    let out = Runtime::new().run(&b, &id("unknowncap"));
+    let out = Runtime::new().run(&b, &id(name));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(stdout(&out), RUNC_SPEC_CAPS, "{}", stderr(&out));
     let warned = stderr(&out)
         .lines()
-        .filter(|l| l.contains("level=warning") && l.contains("CAP_NOT_A_CAPABILITY"))
+        .filter(|l| l.contains("level=warning") && l.contains(cap))
         .count();
     assert_eq!(warned, 3, "{}", stderr(&out));
 }
@@ -203,20 +209,5 @@ fn a_capability_the_runtime_does_not_hold_is_a_warning_not_a_capset_failure() {
         gpurun::skip::not_applicable(test, "this host's root holds CAP_SYS_RESOURCE");
         return;
     }
-    let mut config = fixture();
-    for set in ["bounding", "effective", "permitted"] {
-        config["process"]["capabilities"][set]
-            .as_array_mut()
-            .expect("set")
-            .push("CAP_SYS_RESOURCE".into());
-    }
-    let b = from_runc_spec(config, SHOW_CAPS);
-    let out = Runtime::new().run(&b, &id("notheld"));
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert_eq!(stdout(&out), RUNC_SPEC_CAPS, "{}", stderr(&out));
-    let warned = stderr(&out)
-        .lines()
-        .filter(|l| l.contains("level=warning") && l.contains("CAP_SYS_RESOURCE"))
-        .count();
-    assert_eq!(warned, 3, "{}", stderr(&out));
+    runs_without_with_three_warnings("CAP_SYS_RESOURCE", "notheld");
 }
