@@ -133,11 +133,6 @@ impl Config {
         }
     }
 
-    /// Parses configuration text (the path in errors is `<string>`).
-    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
-        Self::parse(text, Path::new("<string>"))
-    }
-
     fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
@@ -194,9 +189,13 @@ impl Config {
 mod tests {
     use super::*;
 
+    fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("<string>"))
+    }
+
     #[test]
     fn empty_file_gives_defaults() {
-        let cfg = Config::from_toml_str("").unwrap();
+        let cfg = from_toml_str("").unwrap();
         assert_eq!(cfg, Config::default());
         assert_eq!(cfg.nvidia.driver_root, PathBuf::from("/"));
         assert_eq!(cfg.nvidia.default_capabilities, "utility,compute");
@@ -211,7 +210,7 @@ mod tests {
 
     #[test]
     fn every_key_parses() {
-        let cfg = Config::from_toml_str(
+        let cfg = from_toml_str(
             r#"
             [nvidia]
             driver-root = "/run/nvidia/driver"
@@ -237,25 +236,25 @@ mod tests {
 
     #[test]
     fn unknown_key_is_an_error_naming_it() {
-        let err = Config::from_toml_str("[nvidia]\nacept-env-when-unprivileged = true\n")
+        let err = from_toml_str("[nvidia]\nacept-env-when-unprivileged = true\n")
             .unwrap_err()
             .to_string();
         assert!(err.contains("acept-env-when-unprivileged"), "{err}");
-        let err = Config::from_toml_str("[gpu]\n").unwrap_err().to_string();
+        let err = from_toml_str("[gpu]\n").unwrap_err().to_string();
         assert!(err.contains("gpu"), "{err}");
     }
 
     #[test]
     fn bad_values_are_errors() {
-        let err = Config::from_toml_str("[gpus]\nsharing = \"sometimes\"\n")
+        let err = from_toml_str("[gpus]\nsharing = \"sometimes\"\n")
             .unwrap_err()
             .to_string();
         assert!(err.contains("sometimes"), "{err}");
-        let err = Config::from_toml_str("[nvidia]\ndriver-root = \"relative\"\n")
+        let err = from_toml_str("[nvidia]\ndriver-root = \"relative\"\n")
             .unwrap_err()
             .to_string();
         assert!(err.contains("nvidia.driver-root"), "{err}");
-        let err = Config::from_toml_str("[nvidia]\ndefault-capabilities = \"compute,gaming\"\n")
+        let err = from_toml_str("[nvidia]\ndefault-capabilities = \"compute,gaming\"\n")
             .unwrap_err()
             .to_string();
         assert!(err.contains("gaming"), "{err}");
