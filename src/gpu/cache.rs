@@ -7,6 +7,7 @@
 //! is ignored and rewritten: it is never trusted. A valid cache is the whole answer: a
 //! container start that finds one runs nothing.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -86,7 +87,7 @@ pub fn load_cache(path: &Path, roots: &Roots) -> Result<Option<Inventory>, GpuEr
     if file.format != CACHE_FORMAT || file.key != current_key(roots)? {
         return Ok(None);
     }
-    if file.inventory.validate(roots).is_err() {
+    if file.inventory.validate(roots).is_err() || !nodes_unchanged(&file.inventory, roots) {
         return Ok(None);
     }
     let procfs_version = file
@@ -98,6 +99,25 @@ pub fn load_cache(path: &Path, roots: &Roots) -> Result<Option<Inventory>, GpuEr
         return Ok(None);
     }
     Ok(Some(file.inventory))
+}
+
+/// Whether every recorded device node still has the host node's mode and owner: they are
+/// injected as recorded, so a chmod or chgrp on the host (a udev rule, a driver reload
+/// with other `NVreg_DeviceFileMode`/`NVreg_DeviceFileGID`) must not leave containers with
+/// the old ones. One `lstat` per node; a node that is absent must still be absent.
+fn nodes_unchanged(inv: &Inventory, roots: &Roots) -> bool {
+    inv.all_nodes().all(|n| {
+        let Ok(rel) = n.path.strip_prefix("/") else {
+            return false;
+        };
+        match std::fs::symlink_metadata(roots.dev.join(rel)) {
+            Ok(m) => (m.mode() & 0o7777, m.uid(), m.gid()) == (n.mode, n.uid, n.gid),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                (n.mode, n.uid, n.gid) == (0o666, 0, 0)
+            }
+            Err(_) => false,
+        }
+    })
 }
 
 /// Writes the inventory atomically (a temporary file renamed into place), making the state

@@ -106,6 +106,26 @@ impl<'a> Editor<'a> {
         }
     }
 
+    /// Adds groups to the process's `additionalGids`, keeping those there and adding none
+    /// twice.
+    pub fn add_gids(&mut self, gids: &[u32]) {
+        if gids.is_empty() {
+            return;
+        }
+        let Some(p) = self.spec.process_mut().as_mut() else {
+            return;
+        };
+        let mut user = p.user().clone();
+        let mut extra = user.additional_gids().clone().unwrap_or_default();
+        for g in gids {
+            if !extra.contains(g) {
+                extra.push(*g);
+            }
+        }
+        user.set_additional_gids(Some(extra));
+        p.set_user(user);
+    }
+
     /// Sets an env variable, replacing every earlier definition.
     pub fn set_env(&mut self, key: &str, value: &str) {
         let Some(process) = self.spec.process_mut().as_mut() else {

@@ -71,6 +71,21 @@ fn linux_device(n: &DeviceNode) -> LinuxDevice {
     d
 }
 
+/// The groups a non-root process needs to open `nodes`: the group of each node that is not
+/// read-write for others, as NVIDIA's toolkit adds them. Added whatever the container's
+/// user, since root gains nothing and loses nothing by them. Group 0 is never added: a node
+/// only root's group may open stays closed to a non-root user rather than handing it
+/// root's group for every file.
+pub fn node_groups(nodes: &[DeviceNode]) -> Vec<u32> {
+    let mut out = Vec::new();
+    for n in nodes {
+        if n.mode & 0o006 != 0o006 && n.gid != 0 && !out.contains(&n.gid) {
+            out.push(n.gid);
+        }
+    }
+    out
+}
+
 /// Device nodes for the selected GPUs and MIG devices, plus the control nodes the
 /// capabilities need (uvm with compute, modeset with display).
 pub fn device_nodes(inv: &Inventory, sel: &Selection<'_>, caps: Capabilities) -> Vec<DeviceNode> {
@@ -298,9 +313,11 @@ pub fn inject(
     let warnings = require::check(&req.requirements, &facts(inv, &gpus))?;
     let native = !sel.gpus.is_empty() || !sel.mig.is_empty() || req.devices.is_empty();
     if native {
-        for n in device_nodes(inv, &sel, req.capabilities) {
-            ed.device(linux_device(&n), "rwm");
+        let nodes = device_nodes(inv, &sel, req.capabilities);
+        for n in &nodes {
+            ed.device(linux_device(n), "rwm");
         }
+        ed.add_gids(&node_groups(&nodes));
         driver_file_mounts(&mut ed, inv, req.capabilities, &library_dirs(t.rootfs))?;
     }
     if native || cdi.wants_params {
@@ -408,6 +425,27 @@ mod tests {
             .flatten()
             .map(|m| m.destination().display().to_string())
             .collect()
+    }
+
+    #[test]
+    fn node_groups_takes_each_group_only_group_once_never_root_s() {
+        let n = |mode, gid| DeviceNode {
+            path: PathBuf::from("/dev/nvidia0"),
+            major: 195,
+            minor: 0,
+            mode,
+            uid: 0,
+            gid,
+        };
+        let nodes = [
+            n(0o666, 27),
+            n(0o660, 44),
+            n(0o664, 44),
+            n(0o660, 0),
+            n(0o600, 45),
+        ];
+        assert_eq!(node_groups(&nodes), [44, 45]);
+        assert!(node_groups(&[n(0o666, 44)]).is_empty());
     }
 
     #[test]

@@ -220,6 +220,19 @@ impl Inventory {
 
     /// Checks a cached inventory before trusting it: every host path inside its root,
     /// every container path clean, every file name what its table entry says.
+    /// Every device node the inventory knows: control, GPU and MIG capability nodes.
+    pub fn all_nodes(&self) -> impl Iterator<Item = &DeviceNode> {
+        let control = [&self.uvm, &self.uvm_tools, &self.modeset]
+            .into_iter()
+            .flatten()
+            .chain(std::iter::once(&self.nvidiactl));
+        let mig = self
+            .mig_devices
+            .iter()
+            .flat_map(|m| [&m.gi_node, &m.ci_node]);
+        control.chain(self.gpus.iter().map(|g| &g.node)).chain(mig)
+    }
+
     pub fn validate(&self, roots: &Roots) -> Result<(), String> {
         if &self.roots != roots {
             return Err("recorded for other roots".into());

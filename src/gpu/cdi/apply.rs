@@ -78,7 +78,7 @@ pub fn apply(
             }
             ed.device(dev, &access);
         }
-        add_gids(ed, &e.additional_gids);
+        ed.add_gids(&e.additional_gids);
         for h in &e.hooks {
             if is_nvidia_hook(h) {
                 note_nvidia_hook(h, &mut applied, &mut links);
@@ -163,24 +163,6 @@ fn device(n: &super::DeviceNodeEdit) -> Result<(LinuxDevice, String), String> {
 /// `/dev/nvidia<N>` → N.
 fn gpu_minor(path: &Path) -> Option<u32> {
     path.to_str()?.strip_prefix("/dev/nvidia")?.parse().ok()
-}
-
-fn add_gids(ed: &mut Editor<'_>, gids: &[u32]) {
-    if gids.is_empty() {
-        return;
-    }
-    let Some(p) = ed.spec().process_mut().as_mut() else {
-        return;
-    };
-    let mut user = p.user().clone();
-    let mut extra = user.additional_gids().clone().unwrap_or_default();
-    for g in gids {
-        if !extra.contains(g) {
-            extra.push(*g);
-        }
-    }
-    user.set_additional_gids(Some(extra));
-    p.set_user(user);
 }
 
 fn is_nvidia_hook(h: &HookEdit) -> bool {

@@ -7,11 +7,15 @@ use std::path::Path;
 use super::{CdiDevice, CdiSpec, ContainerEdits, DeviceNodeEdit, MountEdit};
 use crate::gpu::capabilities::Capabilities;
 use crate::gpu::editor::{FILE_OPTIONS, IPC_OPTIONS};
+use crate::gpu::edits::node_groups;
 use crate::gpu::inventory::{DeviceNode, Inventory, DEV_LINKED};
 
 pub const CDI_KIND: &str = "nvidia.com/gpu";
 /// Device names starting with a digit and `hostPath` need 0.5.0.
 const VERSION: &str = "0.5.0";
+/// `additionalGids` needs 0.7.0: used only when a node needs its group, so specs for hosts
+/// with world read-write nodes stay readable by engines that know only older versions.
+const VERSION_GIDS: &str = "0.7.0";
 
 fn node(inv: &Inventory, n: &DeviceNode) -> DeviceNodeEdit {
     let host = inv
@@ -52,6 +56,7 @@ pub fn generate(inv: &Inventory, caps: Capabilities) -> CdiSpec {
     for g in &inv.gpus {
         let edits = ContainerEdits {
             device_nodes: vec![node(inv, &g.node)],
+            additional_gids: node_groups(std::slice::from_ref(&g.node)),
             ..Default::default()
         };
         devices.push(CdiDevice {
@@ -65,12 +70,14 @@ pub fn generate(inv: &Inventory, caps: Capabilities) -> CdiSpec {
             container_edits: edits,
         });
     }
+    let gpu_nodes: Vec<DeviceNode> = inv.gpus.iter().map(|g| g.node.clone()).collect();
     if !inv.gpus.is_empty() {
         devices.push(CdiDevice {
             name: "all".into(),
             annotations: None,
             container_edits: ContainerEdits {
                 device_nodes: inv.gpus.iter().map(|g| node(inv, &g.node)).collect(),
+                additional_gids: node_groups(&gpu_nodes),
                 ..Default::default()
             },
         });
@@ -81,13 +88,16 @@ pub fn generate(inv: &Inventory, caps: Capabilities) -> CdiSpec {
         env: vec!["NVIDIA_VISIBLE_DEVICES=void".into()],
         ..Default::default()
     };
-    common.device_nodes.push(node(inv, &inv.nvidiactl));
-    for n in [&inv.uvm, &inv.uvm_tools, &inv.modeset]
-        .into_iter()
-        .flatten()
-    {
-        common.device_nodes.push(node(inv, n));
-    }
+    let control: Vec<DeviceNode> = std::iter::once(&inv.nvidiactl)
+        .chain(
+            [&inv.uvm, &inv.uvm_tools, &inv.modeset]
+                .into_iter()
+                .flatten(),
+        )
+        .cloned()
+        .collect();
+    common.device_nodes = control.iter().map(|n| node(inv, n)).collect();
+    common.additional_gids = node_groups(&control);
     for lib in inv.libraries_for(caps) {
         let Some(path) = in_root(inv, &lib.host_path) else {
             continue;
@@ -120,8 +130,12 @@ pub fn generate(inv: &Inventory, caps: Capabilities) -> CdiSpec {
             .mounts
             .push(mount(&s.host_path, &s.path, IPC_OPTIONS));
     }
+    let gids = !common.additional_gids.is_empty()
+        || devices
+            .iter()
+            .any(|d| !d.container_edits.additional_gids.is_empty());
     CdiSpec {
-        cdi_version: VERSION.into(),
+        cdi_version: if gids { VERSION_GIDS } else { VERSION }.into(),
         kind: CDI_KIND.into(),
         annotations: None,
         devices,
