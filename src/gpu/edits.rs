@@ -8,7 +8,7 @@ use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, Mount, Spec};
 
 use super::capabilities::{Capabilities, Capability};
 use super::cdi;
-use super::inventory::{DeviceNode, Gpu, Inventory, MigDevice, DEV_LINKED};
+use super::inventory::{node_groups, DeviceNode, Gpu, Inventory, MigDevice, DEV_LINKED};
 use super::paths::{container_dest, normalize, rootfs_has_dir};
 use super::procfs;
 use super::request::{self, Grant, Request, RequestSource, Selection};
@@ -69,21 +69,6 @@ fn linux_device(n: &DeviceNode) -> LinuxDevice {
     d.set_uid(Some(n.uid));
     d.set_gid(Some(n.gid));
     d
-}
-
-/// The groups a non-root process needs to open `nodes`: the group of each node that is not
-/// read-write for others, as NVIDIA's toolkit adds them. Added whatever the container's
-/// user, since root gains nothing and loses nothing by them. Group 0 is never added: a node
-/// only root's group may open stays closed to a non-root user rather than handing it
-/// root's group for every file.
-pub fn node_groups(nodes: &[DeviceNode]) -> Vec<u32> {
-    let mut out = Vec::new();
-    for n in nodes {
-        if n.mode & 0o006 != 0o006 && n.gid != 0 && !out.contains(&n.gid) {
-            out.push(n.gid);
-        }
-    }
-    out
 }
 
 /// Device nodes for the selected GPUs and MIG devices, plus the control nodes the
@@ -425,27 +410,6 @@ mod tests {
             .flatten()
             .map(|m| m.destination().display().to_string())
             .collect()
-    }
-
-    #[test]
-    fn node_groups_takes_each_group_only_group_once_never_root_s() {
-        let n = |mode, gid| DeviceNode {
-            path: PathBuf::from("/dev/nvidia0"),
-            major: 195,
-            minor: 0,
-            mode,
-            uid: 0,
-            gid,
-        };
-        let nodes = [
-            n(0o666, 27),
-            n(0o660, 44),
-            n(0o664, 44),
-            n(0o660, 0),
-            n(0o600, 45),
-        ];
-        assert_eq!(node_groups(&nodes), [44, 45]);
-        assert!(node_groups(&[n(0o666, 44)]).is_empty());
     }
 
     #[test]

@@ -94,6 +94,21 @@ pub struct DeviceNode {
     pub gid: u32,
 }
 
+/// The groups a non-root process needs to open `nodes`: the group of each node that is not
+/// read-write for others, as NVIDIA's toolkit adds them. Added whatever the container's
+/// user, since root gains nothing and loses nothing by them. Group 0 is never added: a node
+/// only root's group may open stays closed to a non-root user rather than handing it
+/// root's group for every file.
+pub fn node_groups(nodes: &[DeviceNode]) -> Vec<u32> {
+    let mut out = Vec::new();
+    for n in nodes {
+        if n.mode & 0o006 != 0o006 && n.gid != 0 && !out.contains(&n.gid) {
+            out.push(n.gid);
+        }
+    }
+    out
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Gpu {
@@ -371,4 +386,30 @@ pub fn is_device_uuid(s: &str) -> bool {
 /// Text safe to keep and print: short, no control characters.
 pub fn is_label(s: &str) -> bool {
     !s.is_empty() && s.len() <= 128 && !s.chars().any(char::is_control)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_groups_takes_each_group_only_group_once_never_root_s() {
+        let n = |mode, gid| DeviceNode {
+            path: std::path::PathBuf::from("/dev/nvidia0"),
+            major: 195,
+            minor: 0,
+            mode,
+            uid: 0,
+            gid,
+        };
+        let nodes = [
+            n(0o666, 27),
+            n(0o660, 44),
+            n(0o664, 44),
+            n(0o660, 0),
+            n(0o600, 45),
+        ];
+        assert_eq!(node_groups(&nodes), [44, 45]);
+        assert!(node_groups(&[n(0o666, 44)]).is_empty());
+    }
 }

@@ -7,8 +7,7 @@ use std::path::Path;
 use super::{CdiDevice, CdiSpec, ContainerEdits, DeviceNodeEdit, MountEdit};
 use crate::gpu::capabilities::Capabilities;
 use crate::gpu::editor::{FILE_OPTIONS, IPC_OPTIONS};
-use crate::gpu::edits::node_groups;
-use crate::gpu::inventory::{DeviceNode, Inventory, DEV_LINKED};
+use crate::gpu::inventory::{node_groups, DeviceNode, Inventory, DEV_LINKED};
 
 pub const CDI_KIND: &str = "nvidia.com/gpu";
 /// Device names starting with a digit and `hostPath` need 0.5.0.
