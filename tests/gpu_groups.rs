@@ -172,13 +172,32 @@ fn cdi_generate_emits_the_groups_of_group_only_nodes_at_0_7_0() {
     let spec = gpu::cdi::generate(&gpu::discover(&Roots::at(&f.root)).unwrap(), caps);
     spec.validate().unwrap();
     assert_eq!(spec.cdi_version, "0.7.0");
-    let gids = |name: &str| {
+    let edit_gids = |name: &str| {
         let d = spec.devices.iter().find(|d| d.name == name).unwrap();
         d.container_edits.additional_gids.clone()
     };
-    assert_eq!(gids("0"), [VIDEO]);
-    assert_eq!(gids("1"), Vec::<u32>::new(), "GPU 1's node is still 0666");
-    assert_eq!(gids("all"), [VIDEO]);
+    assert_eq!(edit_gids("0"), [VIDEO]);
+    assert_eq!(
+        edit_gids("1"),
+        Vec::<u32>::new(),
+        "GPU 1's node is still 0666"
+    );
+    assert_eq!(edit_gids("all"), [VIDEO]);
     let common = spec.container_edits.as_ref().unwrap();
     assert_eq!(common.additional_gids, [VIDEO], "nvidiactl's group");
+
+    // Applied: the node keeps its group and the process gets it.
+    let dir = t.path().join("cdi");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("nvidia.yaml"), spec.to_yaml().unwrap()).unwrap();
+    let mut cfg = fake::config(&f.root, &t.path().join("state"));
+    cfg.nvidia.cdi_spec_dirs = vec![dir];
+    let rootfs = fake::rootfs(t.path(), true).unwrap();
+    let mut s = fake::spec(&[], false, &[("cdi.k8s.io/x", "nvidia.com/gpu=0")]);
+    let inv = gpu::discover(&Roots::at(&f.root)).unwrap();
+    gpu::inject(&mut s, &rootfs, "c1", &t.path().join("gen"), &cfg, &inv)
+        .unwrap()
+        .expect("a request");
+    assert_eq!(gids(&s), [VIDEO]);
+    assert_eq!(node_in_spec(&s, "/dev/nvidia0"), (0o660, VIDEO));
 }

@@ -17,6 +17,7 @@ const VERSION: &str = "0.5.0";
 const VERSION_GIDS: &str = "0.7.0";
 
 fn node(inv: &Inventory, n: &DeviceNode) -> DeviceNodeEdit {
+    let restricted = !node_groups(std::slice::from_ref(n)).is_empty();
     let host = inv
         .roots
         .dev
@@ -29,8 +30,10 @@ fn node(inv: &Inventory, n: &DeviceNode) -> DeviceNodeEdit {
         minor: Some(i64::from(n.minor)),
         file_mode: Some(n.mode & 0o777),
         permissions: Some("rw".into()),
-        uid: None,
-        gid: None,
+        // With the numbers given, an engine takes the owner from here, not the host node:
+        // a node only its group may open must keep that group for `additionalGids` to work.
+        uid: restricted.then_some(n.uid),
+        gid: restricted.then_some(n.gid),
     }
 }
 
