@@ -134,8 +134,13 @@ mod tests {
 
     fn entries(dir: &Path) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .expect("list the directory")
+            .map(|e| {
+                e.expect("directory entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
             .collect();
         v.sort();
         v
@@ -143,24 +148,28 @@ mod tests {
 
     #[test]
     fn replaces_content_and_leaves_no_temporary() {
-        let t = tempfile::tempdir().unwrap();
+        let t = tempfile::tempdir().expect("tempdir");
         let p = t.path().join("state.json");
         for d in [Durability::Synced, Durability::Volatile] {
-            write("test", &p, b"first", 0o600, d).unwrap();
-            write("test", &p, b"second", 0o600, d).unwrap();
-            assert_eq!(std::fs::read(&p).unwrap(), b"second");
+            write("test", &p, b"first", 0o600, d).expect("first write");
+            write("test", &p, b"second", 0o600, d).expect("second write");
+            assert_eq!(std::fs::read(&p).expect("read back"), b"second");
             assert_eq!(entries(t.path()), ["state.json"]);
         }
-        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        let mode = std::fs::metadata(&p)
+            .expect("metadata")
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o600);
     }
 
     #[test]
     fn temporary_names_are_unique_and_beside_the_target() {
-        let t = tempfile::tempdir().unwrap();
+        let t = tempfile::tempdir().expect("tempdir");
         let p = t.path().join("f");
-        let (a, _fa) = create_temporary("test", &p, 0o600).unwrap();
-        let (b, _fb) = create_temporary("test", &p, 0o600).unwrap();
+        let (a, _fa) = create_temporary("test", &p, 0o600).expect("first temporary");
+        let (b, _fb) = create_temporary("test", &p, 0o600).expect("second temporary");
         assert_ne!(a, b);
         assert_eq!(a.parent(), Some(t.path()));
         assert_eq!(b.parent(), Some(t.path()));
@@ -170,29 +179,33 @@ mod tests {
             .to_string_lossy()
             .rsplit('.')
             .nth(1)
-            .unwrap()
+            .expect("a counter field in the name")
             .parse()
-            .unwrap();
+            .expect("the counter is a number");
         let pid = std::process::id();
         let stale: Vec<PathBuf> = (n + 1..n + 20)
             .map(|k| t.path().join(format!(".f.{pid}.{k}.tmp")))
             .collect();
         for s in &stale {
-            std::fs::write(s, b"stale").unwrap();
+            std::fs::write(s, b"stale").expect("plant a stale temporary");
         }
-        let (c, _fc) = create_temporary("test", &p, 0o600).unwrap();
+        let (c, _fc) =
+            create_temporary("test", &p, 0o600).expect("a temporary beside the stale one");
         assert!(!stale.contains(&c), "{c:?}");
         for s in &stale {
-            assert_eq!(std::fs::read(s).unwrap(), b"stale");
+            assert_eq!(
+                std::fs::read(s).expect("the stale file is untouched"),
+                b"stale"
+            );
         }
     }
 
     #[test]
     fn readers_never_see_a_torn_file_while_writers_race() {
-        let t = tempfile::tempdir().unwrap();
+        let t = tempfile::tempdir().expect("tempdir");
         let p = t.path().join("f");
         let contents: Vec<Vec<u8>> = (0..4u8).map(|i| vec![b'a' + i; 256 * 1024]).collect();
-        write("test", &p, &contents[0], 0o644, Durability::Volatile).unwrap();
+        write("test", &p, &contents[0], 0o644, Durability::Volatile).expect("first write");
         let stop = std::sync::atomic::AtomicBool::new(false);
         std::thread::scope(|s| {
             for c in &contents {
@@ -200,12 +213,12 @@ mod tests {
                 let stop = &stop;
                 s.spawn(move || {
                     while !stop.load(Ordering::Relaxed) {
-                        write("test", p, c, 0o644, Durability::Volatile).unwrap();
+                        write("test", p, c, 0o644, Durability::Volatile).expect("a racing write");
                     }
                 });
             }
             for _ in 0..300 {
-                let seen = std::fs::read(&p).unwrap();
+                let seen = std::fs::read(&p).expect("read while writers race");
                 assert!(
                     contents.contains(&seen),
                     "a torn file of {} bytes",
@@ -219,7 +232,7 @@ mod tests {
 
     #[test]
     fn a_failed_write_names_the_step_and_path() {
-        let t = tempfile::tempdir().unwrap();
+        let t = tempfile::tempdir().expect("tempdir");
         let p = t.path().join("missing").join("f");
         let e = write("test", &p, b"x", 0o644, Durability::Synced).unwrap_err();
         assert_eq!(e.source.kind(), io::ErrorKind::NotFound);
@@ -230,7 +243,7 @@ mod tests {
         );
         // The target is a directory: rename fails and the temporary is removed.
         let d = t.path().join("d");
-        std::fs::create_dir_all(d.join("inside")).unwrap();
+        std::fs::create_dir_all(d.join("inside")).expect("mkdir inside");
         let e = write("test", &d, b"x", 0o644, Durability::Synced).unwrap_err();
         assert_eq!(e.step, "renaming into place");
         assert_eq!(entries(t.path()), ["d"]);

@@ -195,7 +195,7 @@ mod tests {
 
     #[test]
     fn empty_file_gives_defaults() {
-        let cfg = from_toml_str("").unwrap();
+        let cfg = from_toml_str("").expect("the empty configuration parses");
         assert_eq!(cfg, Config::default());
         assert_eq!(cfg.nvidia.driver_root, PathBuf::from("/"));
         assert_eq!(cfg.nvidia.default_capabilities, "utility,compute");
@@ -225,7 +225,7 @@ mod tests {
             state-dir = "/var/lib/gpurun"
             "#,
         )
-        .unwrap();
+        .expect("the full configuration parses");
         assert_eq!(cfg.nvidia.driver_root, PathBuf::from("/run/nvidia/driver"));
         assert_eq!(cfg.nvidia.dev_root, PathBuf::from("/host"));
         assert_eq!(cfg.nvidia.proc_root, PathBuf::from("/hostproc"));
@@ -262,14 +262,15 @@ mod tests {
 
     #[test]
     fn missing_file_gives_defaults() {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = Config::load_from(&dir.path().join("absent.toml")).unwrap();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = Config::load_from(&dir.path().join("absent.toml"))
+            .expect("a missing file means the defaults");
         assert_eq!(cfg, Config::default());
     }
 
     #[test]
     fn unreadable_path_is_an_error_naming_it() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("tempdir");
         let err = Config::load_from(dir.path()).unwrap_err().to_string();
         assert!(err.contains(&dir.path().display().to_string()), "{err}");
     }

@@ -239,13 +239,15 @@ mod tests {
         cfg.gpus.state_dir = PathBuf::from("/run/x/gpus");
         let e = check_state_dir(&cfg, Path::new("/run/x")).unwrap_err();
         assert!(e.to_string().contains("/run/x/gpus"), "{e}");
-        check_state_dir(&cfg, Path::new("/run/x/gpus")).unwrap();
-        check_state_dir(&cfg, Path::new("/run/gpurun")).unwrap();
-        check_state_dir(&Config::default(), Path::new("/run/gpurun")).unwrap();
+        check_state_dir(&cfg, Path::new("/run/x/gpus")).expect("a state dir outside the root");
+        check_state_dir(&cfg, Path::new("/run/gpurun"))
+            .expect("the state dir beside the default root");
+        check_state_dir(&Config::default(), Path::new("/run/gpurun"))
+            .expect("the default state dir");
     }
 
     fn grant_in(state: &Path, id: &str) -> GpuGrant {
-        try_grant_in(state, id).unwrap()
+        try_grant_in(state, id).expect("a grant")
     }
 
     fn try_grant_in(state: &Path, id: &str) -> Result<GpuGrant, GpuError> {
@@ -261,13 +263,14 @@ mod tests {
 
     fn lease_pids(state: &Path) -> Vec<i64> {
         let mut pids: Vec<i64> = std::fs::read_dir(state.join("leases"))
-            .unwrap()
+            .expect("list the lease table")
             .filter_map(|e| e.ok())
             .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
             .map(|e| {
                 let v: serde_json::Value =
-                    serde_json::from_slice(&std::fs::read(e.path()).unwrap()).unwrap();
-                v["holder"]["pid"].as_i64().unwrap()
+                    serde_json::from_slice(&std::fs::read(e.path()).expect("read a lease"))
+                        .expect("a lease is JSON");
+                v["holder"]["pid"].as_i64().expect("a lease names its pid")
             })
             .collect();
         pids.sort_unstable();
@@ -276,16 +279,16 @@ mod tests {
 
     #[test]
     fn a_grant_writes_its_lease_once_in_inits_name_and_releases_it_unless_kept() {
-        let t = tempfile::tempdir().unwrap();
+        let t = tempfile::tempdir().expect("tempdir");
         let me = std::process::id() as i32;
-        let start = crate::linux::procstat::live_start_time(me).unwrap();
+        let start = crate::linux::procstat::live_start_time(me).expect("our own start time");
 
         let mut g = grant_in(t.path(), "c1");
         assert!(lease_pids(t.path()).is_empty(), "reserving writes nothing");
         let e = g.bind(0, start).unwrap_err().to_string();
         assert!(e.contains("no init pid"), "{e}");
         assert!(lease_pids(t.path()).is_empty(), "no lease in pid 0's name");
-        g.bind(me, start).unwrap();
+        g.bind(me, start).expect("the lease is written");
         assert_eq!(lease_pids(t.path()), [i64::from(me)]);
         let e = try_grant_in(t.path(), "c2").unwrap_err();
         assert!(e.to_string().contains("c1"), "refused before anything: {e}");
@@ -293,7 +296,7 @@ mod tests {
         assert!(lease_pids(t.path()).is_empty(), "a dropped grant releases");
 
         let mut g = grant_in(t.path(), "c3");
-        g.bind(me, start).unwrap();
+        g.bind(me, start).expect("a later grant's lease is written");
         g.keep();
         assert_eq!(lease_pids(t.path()), [i64::from(me)], "a kept grant stays");
     }

@@ -115,13 +115,13 @@ mod tests {
 
     #[test]
     fn comm_with_spaces_and_parens_is_skipped_whole() {
-        let s = parse(LINE).unwrap();
+        let s = parse(LINE).expect("the sample line parses");
         assert_eq!(s.pid, 1234);
         assert_eq!(s.comm, "a (b) c");
         assert_eq!(s.state, ProcState::Sleeping);
         assert_eq!(s.start_time, 98765);
         let odd = "42 (a) b (c)) S 1 42 42 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 98765 1000 10";
-        let s = parse(odd).unwrap();
+        let s = parse(odd).expect("a name with spaces and parentheses parses");
         assert_eq!(
             (s.comm.as_str(), s.state),
             ("a) b (c)", ProcState::Sleeping)
@@ -144,7 +144,11 @@ mod tests {
         ];
         for (c, want) in names {
             let line = LINE.replace(") S ", &format!(") {c} "));
-            assert_eq!(parse(&line).unwrap().state, want, "letter {c}");
+            assert_eq!(
+                parse(&line).expect("every state letter parses").state,
+                want,
+                "letter {c}"
+            );
         }
         assert!(ProcState::Zombie.has_exited() && ProcState::Dead.has_exited());
         assert!(!ProcState::Stopped.has_exited() && !ProcState::DiskSleep.has_exited());
@@ -160,7 +164,7 @@ mod tests {
     #[test]
     fn own_process_is_live_and_free_pids_are_not() {
         let me = std::process::id() as i32;
-        let own = read(me).unwrap();
+        let own = read(me).expect("our own stat");
         assert_eq!(own.pid, me);
         assert_eq!(live_start_time(me), Some(own.start_time));
         assert_eq!(live_start_time(0), None);
@@ -170,7 +174,9 @@ mod tests {
 
     #[test]
     fn an_unreaped_child_is_not_live() {
-        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let mut child = std::process::Command::new("true")
+            .spawn()
+            .expect("spawn true");
         let pid = child.id() as i32;
         let exited = (0..500).any(|_| {
             std::thread::sleep(std::time::Duration::from_millis(10));
@@ -180,6 +186,6 @@ mod tests {
         });
         assert!(exited, "child {pid} never became a zombie");
         assert_eq!(live_start_time(pid), None);
-        child.wait().unwrap();
+        child.wait().expect("reap true");
     }
 }

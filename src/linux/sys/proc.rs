@@ -342,7 +342,7 @@ mod tests {
 
     #[test]
     fn fd_is_open_tells_open_numbers_from_free_ones() {
-        let f = std::fs::File::open("/proc/self/stat").unwrap();
+        let f = std::fs::File::open("/proc/self/stat").expect("open /proc/self/stat");
         assert!(fd_is_open(f.as_raw_fd()));
         assert!(!fd_is_open(-1));
         assert!(!fd_is_open(i32::MAX));
