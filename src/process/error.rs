@@ -10,20 +10,6 @@ use nix::sys::signal::Signal;
 pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(String),
-    #[error("{what} {path}: {source}")]
-    Io {
-        what: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{what}: {syscall} {path}: {errno}")]
-    Sys {
-        what: String,
-        syscall: &'static str,
-        path: PathBuf,
-        errno: Errno,
-    },
     /// A step of init failed; init reported it over the channel.
     #[error("container init failed at step {step}: {msg}")]
     Init { step: String, msg: String },
@@ -78,13 +64,11 @@ pub enum Error {
     Hook(#[from] crate::hooks::HookError),
 }
 
+/// A failed file operation or system call of this layer is the `linux` layer's kind of
+/// error, with the same message.
 impl Error {
     pub fn io(what: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            what,
-            path: path.into(),
-            source,
-        }
+        Error::Linux(crate::linux::Error::io(what, path, source))
     }
 
     pub fn sys(
@@ -93,12 +77,7 @@ impl Error {
         path: impl Into<PathBuf>,
         errno: Errno,
     ) -> Self {
-        Error::Sys {
-            what: what.into(),
-            syscall,
-            path: path.into(),
-            errno,
-        }
+        Error::Linux(crate::linux::Error::sys(what, syscall, path, errno))
     }
 
     pub fn json(what: &'static str) -> impl FnOnce(serde_json::Error) -> Self {
