@@ -4,6 +4,7 @@
 //! `/etc/gpurun/config.toml`) for the driver roots and the host-wide state directory.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Subcommand};
 use serde::Serialize;
@@ -12,8 +13,12 @@ use crate::atomic_file::Durability;
 use crate::error::{Error, Result};
 use crate::gpu::config::Config;
 use crate::gpu::lease::{Lease, Leases};
+use crate::gpu::nvml::parse::ComputeApp;
 use crate::gpu::nvml::{self, Live};
+use crate::gpu::observe::{self, Activity, Sighting};
 use crate::gpu::{Capabilities, Inventory};
+
+use super::gpu_cells as cells;
 
 #[derive(Args, Debug)]
 pub struct GpusArgs {
@@ -24,6 +29,15 @@ pub struct GpusArgs {
     /// after MIG devices were recreated with other profiles.
     #[arg(long)]
     pub refresh: bool,
+    /// Wait until this GPU has no holder, so that an exclusive request would be granted,
+    /// then exit 0. The GPU is named as NVIDIA_VISIBLE_DEVICES names it: index, UUID, PCI
+    /// address, or a MIG device (which waits for its GPU).
+    #[arg(long, value_name = "GPU")]
+    pub wait: Option<String>,
+    /// With --wait: give up after this long (30s, 5m, 1h), exiting non-zero with the
+    /// holder's name.
+    #[arg(long, value_name = "DURATION", requires = "wait", value_parser = super::gpu_wait::parse_duration)]
+    pub timeout: Option<Duration>,
 }
 
 #[derive(Args, Debug)]
@@ -65,15 +79,31 @@ struct HolderView {
     root: PathBuf,
     pid: i32,
     sharing: crate::gpu::config::Sharing,
+    /// Shares the GPU through MPS.
+    mps: bool,
+    /// When the lease was taken (seconds since the Unix epoch); `null` for a lease
+    /// written before gpurun recorded it.
+    acquired: Option<u64>,
+    /// Whether a process of the holder uses this GPU now, and since when it has not.
+    activity: Activity,
+    /// Its lease's index in the lease table.
+    #[serde(skip)]
+    lease: usize,
 }
 
 /// A process using a GPU, from nvidia-smi.
 #[derive(Debug, Serialize)]
 struct ProcessView {
+    /// The host's pid, as nvidia-smi reports it.
     pid: i32,
+    /// The pid inside the container (its innermost pid namespace), for a container's
+    /// process.
+    container_pid: Option<i32>,
     used_memory_mib: Option<u64>,
     /// The holder it runs in (its init, its pid namespace, or its cgroups), if any.
     container: Option<String>,
+    #[serde(skip)]
+    lease: Option<usize>,
 }
 
 #[derive(Debug, Serialize)]
@@ -100,6 +130,36 @@ struct GpuView {
     memory_used_mib: Option<u64>,
     memory_total_mib: Option<u64>,
     processes: Option<Vec<ProcessView>>,
+}
+
+fn holder_views(leases: &[Lease], uuid: &str) -> Vec<HolderView> {
+    leases
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.gpus.iter().any(|g| g == uuid))
+        .map(|(i, l)| HolderView {
+            id: l.holder.container_id.clone(),
+            root: l.holder.root.clone(),
+            pid: l.holder.pid,
+            sharing: l.sharing,
+            mps: l.mps,
+            acquired: l.acquired,
+            activity: Activity::Unknown,
+            lease: i,
+        })
+        .collect()
+}
+
+fn process_view(app: &ComputeApp, leases: &[Lease], holder_pids: &[i32]) -> ProcessView {
+    let proc = Path::new("/proc");
+    let lease = nvml::owner::container_of(proc, app.pid, holder_pids);
+    ProcessView {
+        pid: app.pid,
+        container_pid: lease.and_then(|_| observe::innermost_pid(proc, app.pid)),
+        used_memory_mib: app.used_mib,
+        container: lease.map(|i| leases[i].holder.container_id.clone()),
+        lease,
+    }
 }
 
 fn views(inv: &Inventory, leases: &[Lease], live: Option<&Live>) -> Vec<GpuView> {
@@ -138,32 +198,14 @@ fn views(inv: &Inventory, leases: &[Lease], live: Option<&Live>) -> Vec<GpuView>
                         uuid: m.uuid.clone(),
                     })
                     .collect(),
-                holders: leases
-                    .iter()
-                    .filter(|l| l.gpus.contains(&g.uuid))
-                    .map(|l| HolderView {
-                        id: l.holder.container_id.clone(),
-                        root: l.holder.root.clone(),
-                        pid: l.holder.pid,
-                        sharing: l.sharing,
-                    })
-                    .collect(),
+                holders: holder_views(leases, &g.uuid),
                 memory_used_mib: memory.and_then(|m| m.1),
                 memory_total_mib: memory.and_then(|m| m.2),
                 processes: live.map(|l| {
                     l.apps
                         .iter()
                         .filter(|a| on_this_gpu(&a.gpu_uuid))
-                        .map(|a| ProcessView {
-                            pid: a.pid,
-                            used_memory_mib: a.used_mib,
-                            container: nvml::owner::container_of(
-                                Path::new("/proc"),
-                                a.pid,
-                                &holder_pids,
-                            )
-                            .map(|i| leases[i].holder.container_id.clone()),
-                        })
+                        .map(|a| process_view(a, leases, &holder_pids))
                         .collect()
                 }),
             }
@@ -171,42 +213,41 @@ fn views(inv: &Inventory, leases: &[Lease], live: Option<&Live>) -> Vec<GpuView>
         .collect()
 }
 
-fn holders_cell(h: &[HolderView]) -> String {
-    if h.is_empty() {
-        return "-".into();
+/// Sets each holder's activity from this run's processes and the earlier runs' record,
+/// and records what this run saw. Only a run whose nvidia-smi answered observes.
+fn observe_activity(state_dir: &Path, leases: &[Lease], rows: &mut [GpuView]) {
+    let now = unix_now();
+    let activity = {
+        let sightings: Vec<Sighting> = rows
+            .iter()
+            .flat_map(|r| {
+                r.holders.iter().map(move |h| Sighting {
+                    holder: &leases[h.lease].holder,
+                    gpu: &r.uuid,
+                    busy: r
+                        .processes
+                        .iter()
+                        .flatten()
+                        .any(|p| p.lease == Some(h.lease)),
+                })
+            })
+            .collect();
+        let (record, activity) = observe::observe(&observe::load(state_dir), now, &sightings);
+        if let Err(e) = observe::save(state_dir, &record) {
+            crate::log::warn(&format!("what this run saw is not kept: {e}"));
+        }
+        activity
+    };
+    let holders = rows.iter_mut().flat_map(|r| r.holders.iter_mut());
+    for (h, a) in holders.zip(activity) {
+        h.activity = a;
     }
-    h.iter()
-        .map(|h| {
-            let excl = match h.sharing {
-                crate::gpu::config::Sharing::Exclusive => ", exclusive",
-                crate::gpu::config::Sharing::Shared => "",
-            };
-            format!("{} (pid {}, root {}{excl})", h.id, h.pid, h.root.display())
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
-fn memory_cell(v: &GpuView) -> String {
-    let n = |x: Option<u64>| x.map_or("-".to_string(), |x| x.to_string());
-    format!("{}/{} MiB", n(v.memory_used_mib), n(v.memory_total_mib))
-}
-
-fn processes_cell(p: &[ProcessView]) -> String {
-    if p.is_empty() {
-        return "-".into();
-    }
-    p.iter()
-        .map(|p| {
-            let mem = p
-                .used_memory_mib
-                .map(|m| format!(", {m} MiB"))
-                .unwrap_or_default();
-            let c = p.container.as_deref().unwrap_or("host");
-            format!("{} ({c}{mem})", p.pid)
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// `gpurun gpus`: the discovered GPUs with the live leases on each, and what nvidia-smi
@@ -218,6 +259,9 @@ pub fn gpus(a: &GpusArgs) -> Result<()> {
     if a.refresh || inv.enrichment.failed || inv.enrichment.pending {
         inv = crate::gpu::rediscover(&cfg)?;
     }
+    if let Some(gpu) = &a.wait {
+        return super::gpu_wait::wait(&cfg, &inv, gpu, a.timeout);
+    }
     let leases = Leases::for_node(&cfg).list()?;
     let live = match nvml::live(&inv, nvml::LIVE_TIMEOUT) {
         Ok(l) => Some(l),
@@ -226,12 +270,20 @@ pub fn gpus(a: &GpusArgs) -> Result<()> {
             None
         }
     };
-    let rows = views(&inv, &leases, live.as_ref());
+    let mut rows = views(&inv, &leases, live.as_ref());
+    if live.is_some() {
+        observe_activity(&cfg.gpus.state_dir, &leases, &mut rows);
+    }
     if a.format == "json" {
         let text = serde_json::to_string(&rows).map_err(Error::json("encoding the GPU list"))?;
         println!("{text}");
         return Ok(());
     }
+    print_gpus(&rows, live.is_some());
+    Ok(())
+}
+
+fn print_gpus(rows: &[GpuView], live: bool) {
     let base = |r: &GpuView| {
         [
             r.index.to_string(),
@@ -241,54 +293,84 @@ pub fn gpus(a: &GpusArgs) -> Result<()> {
             r.minor.to_string(),
         ]
     };
-    match &live {
-        None => {
-            let table: Vec<[String; 6]> = rows
+    let now = unix_now();
+    let holders = |r: &GpuView| {
+        let cells: Vec<String> = r
+            .holders
+            .iter()
+            .map(|h| cells::holder(&h.into(), now))
+            .collect();
+        cells::joined(cells)
+    };
+    if !live {
+        let table: Vec<[String; 6]> = rows
+            .iter()
+            .map(|r| {
+                let [a, b, c, d, e] = base(r);
+                [a, b, c, d, e, holders(r)]
+            })
+            .collect();
+        super::output::print_table(
+            &["INDEX", "UUID", "MODEL", "BUS-ID", "MINOR", "HOLDERS"],
+            &table,
+        );
+        return;
+    }
+    let table: Vec<[String; 8]> = rows
+        .iter()
+        .map(|r| {
+            let [a, b, c, d, e] = base(r);
+            let procs: Vec<String> = r
+                .processes
                 .iter()
-                .map(|r| {
-                    let [a, b, c, d, e] = base(r);
-                    [a, b, c, d, e, holders_cell(&r.holders)]
+                .flatten()
+                .map(|p| {
+                    cells::process(
+                        p.pid,
+                        p.container.as_deref(),
+                        p.container_pid,
+                        p.used_memory_mib,
+                    )
                 })
                 .collect();
-            super::output::print_table(
-                &["INDEX", "UUID", "MODEL", "BUS-ID", "MINOR", "HOLDERS"],
-                &table,
-            );
-        }
-        Some(_) => {
-            let table: Vec<[String; 8]> = rows
-                .iter()
-                .map(|r| {
-                    let [a, b, c, d, e] = base(r);
-                    let procs = processes_cell(r.processes.as_deref().unwrap_or_default());
-                    [
-                        a,
-                        b,
-                        c,
-                        d,
-                        e,
-                        memory_cell(r),
-                        holders_cell(&r.holders),
-                        procs,
-                    ]
-                })
-                .collect();
-            super::output::print_table(
-                &[
-                    "INDEX",
-                    "UUID",
-                    "MODEL",
-                    "BUS-ID",
-                    "MINOR",
-                    "MEMORY",
-                    "HOLDERS",
-                    "PROCESSES",
-                ],
-                &table,
-            );
+            let memory = cells::memory(r.memory_used_mib, r.memory_total_mib);
+            [a, b, c, d, e, memory, holders(r), cells::joined(procs)]
+        })
+        .collect();
+    super::output::print_table(
+        &[
+            "INDEX",
+            "UUID",
+            "MODEL",
+            "BUS-ID",
+            "MINOR",
+            "MEMORY",
+            "HOLDERS",
+            "PROCESSES",
+        ],
+        &table,
+    );
+    if rows
+        .iter()
+        .flat_map(|r| &r.holders)
+        .any(|h| matches!(h.activity, Activity::Idle { .. }))
+    {
+        println!("{}", cells::IDLE_NOTE);
+    }
+}
+
+impl<'a> From<&'a HolderView> for cells::Holder<'a> {
+    fn from(h: &'a HolderView) -> Self {
+        cells::Holder {
+            id: &h.id,
+            root: &h.root,
+            pid: h.pid,
+            exclusive: h.sharing == crate::gpu::config::Sharing::Exclusive,
+            mps: h.mps,
+            acquired: h.acquired,
+            activity: &h.activity,
         }
     }
-    Ok(())
 }
 
 /// Which serialisation `cdi generate` writes: the flag, else the file's extension.

@@ -3,8 +3,11 @@
 
 mod exec;
 mod gpu;
+mod gpu_cells;
+mod gpu_wait;
 mod install;
 mod output;
+mod ps_gpu;
 mod resources;
 mod run;
 

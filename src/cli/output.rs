@@ -120,16 +120,18 @@ pub fn ps(g: &Globals, id: &str, format: &str, args: &[String]) -> Result<()> {
         .split_whitespace()
         .position(|c| c == "PID")
         .ok_or_else(|| Error::Other("ps output has no PID column".into()))?;
-    println!("{head}");
-    for l in lines {
-        let pid = l
-            .split_whitespace()
-            .nth(pid_col)
-            .and_then(|p| p.parse::<i32>().ok());
-        if pid.is_some_and(|p| pids.contains(&p)) {
-            println!("{l}");
-        }
-    }
+    let rows: Vec<(Option<i32>, &str)> = lines
+        .map(|l| {
+            let pid = l
+                .split_whitespace()
+                .nth(pid_col)
+                .and_then(|p| p.parse::<i32>().ok());
+            (pid, l)
+        })
+        .filter(|(pid, _)| pid.is_some_and(|p| pids.contains(&p)))
+        .collect();
+    let marks = super::ps_gpu::marks(g, id);
+    super::ps_gpu::print(head, &rows, marks.as_ref());
     Ok(())
 }
 

@@ -50,6 +50,13 @@ pub struct Lease {
     pub holder: Holder,
     pub gpus: Vec<String>,
     pub sharing: Sharing,
+    /// When the lease was taken, in seconds since the Unix epoch; `None` in a lease
+    /// written before gpurun recorded it.
+    #[serde(default)]
+    pub acquired: Option<u64>,
+    /// The holder shares its GPUs through an MPS control daemon.
+    #[serde(default)]
+    pub mps: bool,
 }
 
 /// The lease table of one state directory.
@@ -235,6 +242,8 @@ impl Leases {
             holder: holder.clone(),
             gpus: gpus.to_vec(),
             sharing,
+            acquired: unix_now(),
+            mps: false,
         };
         let data = serde_json::to_vec_pretty(&lease).map_err(|e| GpuError::Lease(e.to_string()))?;
         // Volatile: the lease table lives on /run (tmpfs) and does not outlive a reboot;
@@ -295,6 +304,13 @@ fn file_name(id: &str, root: &Path) -> Result<String, GpuError> {
         "{id}@{:016x}.json",
         fnv1a(root.as_os_str().as_encoded_bytes())
     ))
+}
+
+fn unix_now() -> Option<u64> {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_secs())
 }
 
 /// FNV-1a, to turn a root path into a fixed-width file-name part.

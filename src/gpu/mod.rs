@@ -32,6 +32,7 @@ pub mod inventory;
 pub mod ldcache;
 pub mod lease;
 pub mod nvml;
+pub mod observe;
 pub mod paths;
 mod prepare;
 pub mod procdir;
