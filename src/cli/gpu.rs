@@ -234,7 +234,7 @@ fn observe_activity(state_dir: &Path, leases: &[Lease], rows: &mut [GpuView]) {
             .collect();
         let (record, activity) = observe::observe(&observe::load(state_dir), now, &sightings);
         if let Err(e) = observe::save(state_dir, &record) {
-            crate::log::warn(&format!("what this run saw is not kept: {e}"));
+            crate::log::warn_caller(&format!("what this run saw is not kept: {e}"));
         }
         activity
     };

@@ -22,7 +22,7 @@ pub fn marks(g: &Globals, id: &str) -> Option<BTreeMap<i32, String>> {
     match ask() {
         Ok(m) => Some(m),
         Err(e) => {
-            crate::log::warn(&format!("processes holding GPU memory not marked: {e}"));
+            crate::log::warn_caller(&format!("processes holding GPU memory not marked: {e}"));
             None
         }
     }
