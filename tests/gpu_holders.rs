@@ -248,6 +248,9 @@ fn wait_times_out_naming_the_holder() {
     );
     // A free GPU: at once.
     node.ok(&rt, &["gpus", "--wait", "0", "--timeout", "0"]);
+    // A holder whose init has died holds nothing, deleted or not.
+    node.ok(&rt, &["kill", &cid, "KILL"]);
+    node.ok(&rt, &["gpus", "--wait", "1", "--timeout", "10s"]);
     let out = node
         .cmd(&rt)
         .args(["gpus", "--wait", "7"])

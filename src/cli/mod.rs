@@ -164,9 +164,11 @@ pub enum Cmd {
     /// List this node's GPUs and the containers holding each.
     ///
     /// Columns: index, UUID, model, PCI bus id, device minor, and the holders (container
-    /// id, init pid, --root, exclusive or not) from the host-wide lease table; when the
-    /// driver's nvidia-smi answers (asked live, with a timeout), memory used/total and the
-    /// GPU's processes, each mapped to the container it runs in.
+    /// id, init pid, --root, exclusive or not, since when) from the host-wide lease table;
+    /// when the driver's nvidia-smi answers (asked live, with a timeout), memory used/total,
+    /// whether each holder uses the GPU or since when it has been seen idle, and the GPU's
+    /// processes, each mapped to the container it runs in with its pid there. With --wait,
+    /// blocks until a GPU has no holder.
     Gpus(gpu::GpusArgs),
     /// Container Device Interface specs for this node's GPUs.
     Cdi(gpu::CdiArgs),

@@ -272,6 +272,7 @@ mod tests {
         assert_eq!(innermost_of_status("NSpid:\t99\n"), Some(99));
         assert_eq!(innermost_of_status("Pid:\t1\n"), None);
         let me = std::process::id() as i32;
-        assert_eq!(innermost_pid(Path::new("/proc"), me), Some(me));
+        assert!(innermost_pid(Path::new("/proc"), me).is_some());
+        assert_eq!(innermost_pid(Path::new("/proc"), -1), None);
     }
 }
