@@ -234,7 +234,9 @@ fn observe_activity(state_dir: &Path, leases: &[Lease], rows: &mut [GpuView]) {
             .collect();
         let (record, activity) = observe::observe(&observe::load(state_dir), now, &sightings);
         if let Err(e) = observe::save(state_dir, &record) {
-            crate::log::warn_caller(&format!("what this run saw is not kept: {e}"));
+            crate::log::warn_caller(&format!(
+                "not recorded, so a later run cannot tell since when a holder is idle: {e}"
+            ));
         }
         activity
     };
