@@ -150,7 +150,7 @@ fn a_dra_claim_applied_by_the_engine_is_a_lease_shown_as_a_holder_and_runs_no_nv
     );
     let out = node.run(
         &rt,
-        &engine_bundle(&script, &[claim.clone()], &[&device]),
+        &engine_bundle(&script, std::slice::from_ref(&claim), &[&device]),
         &id("dra-run"),
     );
     assert_ran(&out);
@@ -264,7 +264,11 @@ fn an_exclusive_engine_applied_gpu_refuses_a_second_holder_naming_the_first() {
     let hook = FakeHook::new(&node);
     let spec = nvidia::ctk_generate(&node.host(), &hook.path, &[GPU0, GPU1]);
     let held = |name: &str| {
-        let mut b = engine_bundle("sleep 60", &[spec.clone()], &["nvidia.com/gpu=0"]);
+        let mut b = engine_bundle(
+            "sleep 60",
+            std::slice::from_ref(&spec),
+            &["nvidia.com/gpu=0"],
+        );
         annotate(&mut b, "gpurun.dev/gpu-sharing", "exclusive");
         (b, id(name))
     };
@@ -323,7 +327,7 @@ fn an_mps_claim_keeps_its_edits_and_shows_as_mps() {
                   touch /dev/shm/written && echo shm=rw";
     let out = node.run(
         &rt,
-        &engine_bundle(script, &[claim.clone()], &[&device]),
+        &engine_bundle(script, std::slice::from_ref(&claim), &[&device]),
         &id("mps-run"),
     );
     assert_ran(&out);

@@ -99,7 +99,12 @@ pub fn ctk_generate(host: &Path, hook_path: &Path, uuids: &[&str]) -> Value {
 /// a full GPU is `<claimUID>-gpu-<minor>`; a MIG device is the parent GPU's device edits
 /// plus its GI and CI capability nodes, given by type, major and minor only (no host
 /// node), named `<claimUID>-gpu-<parent>-mig-<profile>-<profileID>-<placement>`.
-pub fn dra_claim(host: &Path, hook_path: &Path, full_gpu: Option<u32>, mig_parent: Option<u32>) -> Value {
+pub fn dra_claim(
+    host: &Path,
+    hook_path: &Path,
+    full_gpu: Option<u32>,
+    mig_parent: Option<u32>,
+) -> Value {
     let mut devices = Vec::new();
     if let Some(minor) = full_gpu {
         devices.push(gpu_device(&format!("{CLAIM}-gpu-{minor}"), host, minor));
@@ -109,7 +114,11 @@ pub fn dra_claim(host: &Path, hook_path: &Path, full_gpu: Option<u32>, mig_paren
             json!({"path": format!("/dev/nvidia-caps/nvidia-cap{minor}"), "type": "c",
                    "fileMode": 0o444, "major": CAPS_MAJOR, "minor": minor})
         };
-        let mut d = gpu_device(&format!("{CLAIM}-gpu-{parent}-mig-1g10gb-19-0"), host, parent);
+        let mut d = gpu_device(
+            &format!("{CLAIM}-gpu-{parent}-mig-1g10gb-19-0"),
+            host,
+            parent,
+        );
         if let Some(nodes) = d["containerEdits"]["deviceNodes"].as_array_mut() {
             nodes.push(cap(MIG_GI_MINOR));
             nodes.push(cap(MIG_CI_MINOR));
