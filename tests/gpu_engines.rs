@@ -1,6 +1,6 @@
 //! GPUs that the engine already applied: config.json edited by CDI exactly as
-//! containerd 2.x, CRI-O and Podman edit it ([`engine_cdi`]), with specs shaped like
-//! NVIDIA's own ([`engine_cdi::nvidia`]: a DRA claim with a full GPU, a MIG device and
+//! containerd 2.x, CRI-O and Podman edit it ([`engine_cdi`](gpurun::gpu::fake::engine_cdi)), with specs shaped like
+//! NVIDIA's own ([`nvidia_cdi`](gpurun::gpu::fake::nvidia_cdi): a DRA claim with a full GPU, a MIG device and
 //! MPS, the device plugin's `cdi-cri` GPUs and IMEX channels, `nvidia-ctk cdi generate`),
 //! run by the real binary on the fake two-GPU tree.
 //!
@@ -10,15 +10,15 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
-mod engine_cdi;
 mod gpu_node;
 
 use std::path::PathBuf;
 
 use common::*;
-use engine_cdi::nvidia;
 use gpu_node::*;
-use serde_json::{json, Value};
+use gpurun::gpu::fake::engine_cdi;
+use gpurun::gpu::fake::nvidia_cdi as nvidia;
+use serde_json::Value;
 
 /// A stand-in for NVIDIA's hook binary: if anything runs it, it leaves a line in `ran`.
 struct FakeHook {
@@ -70,52 +70,6 @@ fn opens(nodes: &[&str]) -> String {
             )
         })
         .collect()
-}
-
-#[test]
-fn the_cdi_applier_edits_as_the_cdi_library_does() {
-    // Device nodes fully given (no host node needed), env replaced in place, mounts
-    // sorted by depth, gid 0 skipped, a gid once.
-    let mut config = json!({
-        "process": {"env": ["PATH=/bin", "NVIDIA_VISIBLE_DEVICES=all"], "user": {"uid": 1000, "gid": 1000}},
-        "mounts": [{"destination": "/proc"}, {"destination": "/dev/pts"}, {"destination": "/dev"}],
-        "linux": {"devices": [{"path": "/dev/x", "type": "c", "major": 1, "minor": 1}]},
-    });
-    let spec = json!({
-        "cdiVersion": "0.7.0",
-        "kind": "example.com/dev",
-        "containerEdits": {"env": ["NVIDIA_VISIBLE_DEVICES=void", "A=1"], "additionalGids": [0, 44]},
-        "devices": [{"name": "d", "containerEdits": {
-            "deviceNodes": [{"path": "/dev/x", "type": "c", "major": 195, "minor": 3, "permissions": "rw"}],
-            "mounts": [{"hostPath": "/h/lib", "containerPath": "/usr/lib/x/lib.so", "options": ["ro", "bind"]}],
-            "additionalGids": [44],
-            "hooks": [{"hookName": "createContainer", "path": "/bin/h", "args": ["h", "a"]}],
-        }}],
-    });
-    engine_cdi::inject(&mut config, &[spec], &["example.com/dev=d"]).unwrap();
-    assert_eq!(
-        config["process"]["env"],
-        json!(["PATH=/bin", "NVIDIA_VISIBLE_DEVICES=void", "A=1"])
-    );
-    assert_eq!(config["process"]["user"]["additionalGids"], json!([44]));
-    assert_eq!(
-        config["linux"]["devices"],
-        json!([{"path": "/dev/x", "type": "c", "major": 195, "minor": 3, "uid": 1000, "gid": 1000}])
-    );
-    assert_eq!(
-        config["linux"]["resources"]["devices"],
-        json!([{"allow": true, "type": "c", "major": 195, "minor": 3, "access": "rw"}])
-    );
-    let dests: Vec<&str> = config["mounts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["destination"].as_str().unwrap())
-        .collect();
-    assert_eq!(dests, ["/proc", "/dev", "/dev/pts", "/usr/lib/x/lib.so"]);
-    assert_eq!(config["hooks"]["createContainer"][0]["path"], "/bin/h");
-    let e = engine_cdi::inject(&mut config, &[], &["example.com/dev=nope"]).unwrap_err();
-    assert!(e.contains("unresolvable"), "{e}");
 }
 
 /// A busybox bundle running `script`, with a CUDA image's `NVIDIA_VISIBLE_DEVICES=all`

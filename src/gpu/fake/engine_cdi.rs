@@ -18,10 +18,6 @@
 //! - hooks are appended to their phase's list; `additionalGids` are appended once each,
 //!   gid 0 skipped.
 
-#![allow(dead_code)]
-
-pub mod nvidia;
-
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 
@@ -246,5 +242,56 @@ fn parts(m: &Value) -> usize {
 fn sort_mounts(config: &mut Value) {
     if let Some(a) = config["mounts"].as_array_mut() {
         a.sort_by_key(parts);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cdi_applier_edits_as_the_cdi_library_does() {
+        // Device nodes fully given (no host node needed), env replaced in place, mounts
+        // sorted by depth, gid 0 skipped, a gid once.
+        let mut config = json!({
+            "process": {"env": ["PATH=/bin", "NVIDIA_VISIBLE_DEVICES=all"], "user": {"uid": 1000, "gid": 1000}},
+            "mounts": [{"destination": "/proc"}, {"destination": "/dev/pts"}, {"destination": "/dev"}],
+            "linux": {"devices": [{"path": "/dev/x", "type": "c", "major": 1, "minor": 1}]},
+        });
+        let spec = json!({
+            "cdiVersion": "0.7.0",
+            "kind": "example.com/dev",
+            "containerEdits": {"env": ["NVIDIA_VISIBLE_DEVICES=void", "A=1"], "additionalGids": [0, 44]},
+            "devices": [{"name": "d", "containerEdits": {
+                "deviceNodes": [{"path": "/dev/x", "type": "c", "major": 195, "minor": 3, "permissions": "rw"}],
+                "mounts": [{"hostPath": "/h/lib", "containerPath": "/usr/lib/x/lib.so", "options": ["ro", "bind"]}],
+                "additionalGids": [44],
+                "hooks": [{"hookName": "createContainer", "path": "/bin/h", "args": ["h", "a"]}],
+            }}],
+        });
+        inject(&mut config, &[spec], &["example.com/dev=d"]).expect("applied");
+        assert_eq!(
+            config["process"]["env"],
+            json!(["PATH=/bin", "NVIDIA_VISIBLE_DEVICES=void", "A=1"])
+        );
+        assert_eq!(config["process"]["user"]["additionalGids"], json!([44]));
+        assert_eq!(
+            config["linux"]["devices"],
+            json!([{"path": "/dev/x", "type": "c", "major": 195, "minor": 3, "uid": 1000, "gid": 1000}])
+        );
+        assert_eq!(
+            config["linux"]["resources"]["devices"],
+            json!([{"allow": true, "type": "c", "major": 195, "minor": 3, "access": "rw"}])
+        );
+        let dests: Vec<&str> = config["mounts"]
+            .as_array()
+            .expect("mounts")
+            .iter()
+            .map(|m| m["destination"].as_str().unwrap_or_default())
+            .collect();
+        assert_eq!(dests, ["/proc", "/dev", "/dev/pts", "/usr/lib/x/lib.so"]);
+        assert_eq!(config["hooks"]["createContainer"][0]["path"], "/bin/h");
+        let e = inject(&mut config, &[], &["example.com/dev=nope"]).expect_err("unknown device");
+        assert!(e.contains("unresolvable"), "{e}");
     }
 }

@@ -2,11 +2,9 @@
 //! Each function names the release whose output it follows; the host paths, majors and
 //! minors are the fake tree's.
 
-#![allow(dead_code)]
-
 use std::path::Path;
 
-use gpurun::gpu::fake::{LIB_DIR, VERSION};
+use super::{LIB_DIR, VERSION};
 use serde_json::{json, Value};
 
 /// Minors of the fake tree's MIG capability nodes for GPU 1's `gi1` and `gi1/ci0`
