@@ -5,7 +5,8 @@
 //! in the spec is never executed.
 //!
 //! The spec is `gpurun cdi generate` on the fake two-GPU tree plus the createContainer
-//! hook `nvidia-ctk cdi generate` adds; it goes to `/etc/cdi` under a unique name and is
+//! hook `nvidia-ctk cdi generate` adds, written for CDI 0.5.0 (`--cdi-version 0.5.0`: Podman
+//! 4.3 reads nothing newer, and no `additionalGids`); it goes to `/etc/cdi` under a unique name and is
 //! removed afterwards. Podman passes no environment to the runtime, so a wrapper named
 //! `gpurun` points it at the fake tree's configuration.
 
@@ -91,8 +92,18 @@ fn setup() -> Option<Setup> {
         std::fs::write(path, text).unwrap();
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
-    let generated = gpurun_with(&config, &["cdi", "generate", "--format", "json"])
-        .expect_ok("gpurun cdi generate");
+    let generated = gpurun_with(
+        &config,
+        &[
+            "cdi",
+            "generate",
+            "--format",
+            "json",
+            "--cdi-version",
+            "0.5.0",
+        ],
+    )
+    .expect_ok("gpurun cdi generate");
     let mut spec: serde_json::Value = serde_json::from_str(&generated.stdout).unwrap();
     spec["containerEdits"]["hooks"] = serde_json::json!([{
         "hookName": "createContainer",
