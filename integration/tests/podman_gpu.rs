@@ -189,7 +189,7 @@ fn podman_applied_cdi_gpu_is_a_lease_and_an_exclusive_second_is_refused() {
     let first_id = r.stdout.trim().to_string();
     assert_eq!(
         s.holders(),
-        [first_id.clone()],
+        std::slice::from_ref(&first_id),
         "its lease, held by podman's id"
     );
     let table = gpurun_with(&s.config, &["gpus"]).expect_ok("gpurun gpus");
