@@ -123,12 +123,36 @@ pub fn debug(msg: &str) {
 
 pub fn format_line(level: Level, msg: &str, json: bool, now: SystemTime) -> String {
     let time = rfc3339(now);
+    let code = reason_code(msg);
     if json {
-        let v = serde_json::json!({"level": level.as_str(), "msg": msg, "time": time});
+        let mut v = serde_json::json!({"level": level.as_str(), "msg": msg, "time": time});
+        if let Some(c) = code {
+            v["code"] = c.into();
+        }
         format!("{v}\n")
     } else {
-        format!("time=\"{time}\" level={} msg={:?}\n", level.as_str(), msg)
+        let code = code.map(|c| format!(" code={c}")).unwrap_or_default();
+        format!(
+            "time=\"{time}\" level={} msg={:?}{code}\n",
+            level.as_str(),
+            msg
+        )
     }
+}
+
+/// The stable reason code a GPU refusal or a skipped NVIDIA hook carries in its text, as
+/// `[gpu-…]` or `[nvidia-…]` (listed in runtime-spec/gpu.md): the first such bracket.
+pub fn reason_code(msg: &str) -> Option<&str> {
+    msg.match_indices('[').find_map(|(i, _)| {
+        let rest = &msg[i + 1..];
+        let code = &rest[..rest.find(']')?];
+        let shaped = (code.starts_with("gpu-") || code.starts_with("nvidia-"))
+            && !code.ends_with('-')
+            && code
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        shaped.then_some(code)
+    })
 }
 
 /// RFC 3339 in UTC with nanoseconds, e.g. `2026-11-28T12:00:00.123456789Z`.
@@ -183,5 +207,24 @@ mod tests {
         assert_eq!(v["level"], "error");
         assert_eq!(v["msg"], "boom \"x\"");
         assert_eq!(v["time"], "1970-01-01T00:00:00.000000000Z");
+        assert!(v.get("code").is_none(), "no code without one in the text");
+    }
+
+    #[test]
+    fn a_reason_code_in_the_text_is_a_field_of_both_formats() {
+        let msg = "create: GPU GPU-1 [x] is held exclusively by c1 [gpu-exclusive-held]";
+        let v: serde_json::Value =
+            serde_json::from_str(format_line(Level::Error, msg, true, UNIX_EPOCH).trim())
+                .expect("json");
+        assert_eq!(v["code"], "gpu-exclusive-held");
+        assert_eq!(v["msg"], msg);
+        let text = format_line(Level::Warn, msg, false, UNIX_EPOCH);
+        assert!(text.ends_with(" code=gpu-exclusive-held\n"), "{text}");
+        assert_eq!(
+            reason_code("[nvidia-hook-unknown] skipped"),
+            Some("nvidia-hook-unknown")
+        );
+        assert_eq!(reason_code("[GPU-x] [gpu-] no"), None);
+        assert_eq!(reason_code("nothing [here"), None);
     }
 }

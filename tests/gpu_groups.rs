@@ -200,4 +200,13 @@ fn cdi_generate_emits_the_groups_of_group_only_nodes_at_0_7_0() {
         .expect("a request");
     assert_eq!(gids(&s), [VIDEO]);
     assert_eq!(node_in_spec(&s, "/dev/nvidia0"), (0o660, VIDEO));
+
+    // For CDI 0.5.0 readers (Podman 4.x): no additionalGids, the nodes keep their group.
+    let mut old = spec.clone();
+    gpu::cdi::without_additional_gids(&mut old);
+    old.validate().unwrap();
+    assert_eq!(old.cdi_version, "0.5.0");
+    let yaml = old.to_yaml().unwrap();
+    assert!(!yaml.contains("additionalGids"), "{yaml}");
+    assert!(yaml.contains(&format!("gid: {VIDEO}")), "{yaml}");
 }

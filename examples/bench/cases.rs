@@ -19,6 +19,10 @@ pub struct Bundles {
     pub gpu: PathBuf,
     /// The GPU bundle running a shell that checks what was injected.
     pub gpu_check: PathBuf,
+    /// The plain bundle with GPU 0 applied before gpurun sees it, as containerd 2.x or
+    /// Podman apply `nvidia.com/gpu=0` from an `nvidia-ctk cdi generate` spec (hooks
+    /// included); written by [`Bundles::add_applied`].
+    pub applied: Option<PathBuf>,
 }
 
 impl Bundles {
@@ -27,6 +31,7 @@ impl Bundles {
             plain: dir.join("bundle"),
             gpu: dir.join("bundle-gpu"),
             gpu_check: dir.join("bundle-gpu-check"),
+            applied: None,
         };
         setup::write_bundle(&b.plain, config)?;
         let mut gpu = config.clone();
@@ -50,6 +55,21 @@ impl Bundles {
         ]);
         setup::write_bundle(&b.gpu_check, &gpu)?;
         Ok(b)
+    }
+
+    /// The engine-applied bundle for the fake tree at `host`.
+    pub fn add_applied(&mut self, dir: &Path, config: &Value, host: &Path) -> Result<(), String> {
+        use gpurun::gpu::fake::{engine_cdi, nvidia_cdi};
+        let inv = gpurun::gpu::discover(&gpurun::gpu::Roots::at(host))
+            .map_err(|e| format!("discovering the fake tree: {e}"))?;
+        let uuids: Vec<&str> = inv.gpus.iter().map(|g| g.uuid.as_str()).collect();
+        let spec = nvidia_cdi::ctk_generate(host, Path::new("/usr/bin/nvidia-cdi-hook"), &uuids);
+        let mut applied = config.clone();
+        engine_cdi::inject(&mut applied, &[spec], &["nvidia.com/gpu=0"])?;
+        let path = dir.join("bundle-applied");
+        setup::write_bundle(&path, &applied)?;
+        self.applied = Some(path);
+        Ok(())
     }
 }
 
@@ -293,7 +313,7 @@ pub fn lifecycle_case(world: &World, o: &Opts, b: &Bundles) -> Result<Vec<Series
 }
 
 /// (c) gpurun alone: `run` with GPU 0 of the fake tree granted, interleaved with the same
-/// `run` without a grant.
+/// `run` without a grant and, where written, with GPU 0 applied by the engine.
 pub fn gpu_case(
     world: &World,
     o: &Opts,
@@ -301,7 +321,7 @@ pub fn gpu_case(
     gpu_dir: &Path,
 ) -> Result<Vec<Series>, String> {
     let rt = gpurun_of(world)?;
-    let variants = [
+    let mut variants = vec![
         Variant {
             case: "c:gpu",
             rt,
@@ -315,6 +335,14 @@ pub fn gpu_case(
             tag: "c-none".to_string(),
         },
     ];
+    if let Some(applied) = &b.applied {
+        variants.push(Variant {
+            case: "c:applied",
+            rt,
+            bundle: applied,
+            tag: "c-applied".to_string(),
+        });
+    }
     Ok(interleave(
         world,
         o,

@@ -297,7 +297,10 @@ fn run(o: &Opts, host_layout: Layout) -> Result<(), String> {
         });
     }
 
-    let bundles = cases::Bundles::write(&dir, &config)?;
+    let mut bundles = cases::Bundles::write(&dir, &config)?;
+    if o.has_case("c") {
+        bundles.add_applied(&dir, &config, &gpu_dir.join("host"))?;
+    }
     cases::preflight(&mut world, &bundles, &mut notes)?;
     let injected = if o.has_case("c") {
         Some(cases::check_injection(&world, &bundles)?)

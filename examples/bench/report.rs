@@ -243,13 +243,16 @@ pub fn notes(all: &[Series]) -> String {
         );
     }
     let find = |c: &str| all.iter().find(|s| s.case == c);
-    if let (Some(g), Some(n)) = (find("c:gpu"), find("c:none")) {
+    for (what, case) in [("injection", "c:gpu"), ("engine-applied", "c:applied")] {
+        let (Some(g), Some(n)) = (find(case), find("c:none")) else {
+            continue;
+        };
         if let (Some(gm), Some(nm)) = (g.median_ms(), n.median_ms()) {
             let cpu = median(&g.cpu_ms).zip(median(&n.cpu_ms));
             let rss = median_u(&g.maxrss_kb).zip(median_u(&n.maxrss_kb));
             let _ = writeln!(
                 t,
-                "injection (gpurun, c:gpu vs c:none, interleaved): {:.2}x wall, {:+.2} ms median, \
+                "{what} (gpurun, {case} vs c:none, interleaved): {:.2}x wall, {:+.2} ms median, \
                  {} ms cpu, {} kB peak RSS",
                 gm / nm,
                 gm - nm,

@@ -61,6 +61,11 @@ pub enum CdiCmd {
         /// default: the configuration's default-capabilities.
         #[arg(long)]
         capabilities: Option<String>,
+        /// The highest CDI version the spec may use. 0.5.0 is what Podman 4.x reads:
+        /// `additionalGids` (0.7.0) is left out, and gpurun adds the nodes' groups itself
+        /// when it receives the applied nodes.
+        #[arg(long, value_parser = ["0.5.0", "0.7.0"])]
+        cdi_version: Option<String>,
     },
 }
 
@@ -405,22 +410,32 @@ pub fn cdi(a: &CdiArgs) -> Result<()> {
             output,
             format,
             capabilities,
+            cdi_version,
         } => generate(
             output.as_deref(),
             format.as_deref(),
             capabilities.as_deref(),
+            cdi_version.as_deref(),
         ),
     }
 }
 
-fn generate(output: Option<&Path>, format: Option<&str>, caps: Option<&str>) -> Result<()> {
+fn generate(
+    output: Option<&Path>,
+    format: Option<&str>,
+    caps: Option<&str>,
+    cdi_version: Option<&str>,
+) -> Result<()> {
     let format = cdi_format(format, output)?;
     let cfg = config()?;
     let caps = caps.unwrap_or(&cfg.nvidia.default_capabilities);
     let caps =
         Capabilities::parse(caps).map_err(|e| Error::Usage(format!("--capabilities: {e}")))?;
     let inv = inventory(&cfg)?;
-    let spec = crate::gpu::cdi::generate(&inv, caps);
+    let mut spec = crate::gpu::cdi::generate(&inv, caps);
+    if cdi_version == Some("0.5.0") {
+        crate::gpu::cdi::without_additional_gids(&mut spec);
+    }
     let mut text = match format {
         "json" => spec.to_json(),
         _ => spec.to_yaml(),

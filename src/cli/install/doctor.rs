@@ -21,7 +21,12 @@ pub struct Check {
     pub fix: Option<String>,
 }
 
-fn check(status: Status, name: &'static str, detail: String, fix: Option<&str>) -> Check {
+pub(super) fn check(
+    status: Status,
+    name: &'static str,
+    detail: String,
+    fix: Option<&str>,
+) -> Check {
     Check {
         status,
         name,
@@ -92,6 +97,7 @@ pub fn run_checks(node: &Node) -> Vec<Check> {
                 ));
                 out.push(check_nodes(&inv));
                 out.push(check_enrichment(&inv));
+                out.push(super::doctor_gpu::check_imex(cfg));
             }
             Err(e) => out.push(check(
                 Status::Problem,
@@ -120,6 +126,9 @@ pub fn run_checks(node: &Node) -> Vec<Check> {
         out.push(check_device_filter(r));
     }
     out.extend(check_clients(&node.etc_root));
+    if let Some(cfg) = cfg {
+        out.extend(super::doctor_gpu::check_engine_cdi(&node.etc_root, cfg));
+    }
     out
 }
 
@@ -156,9 +165,8 @@ fn check_enrichment(inv: &crate::gpu::Inventory) -> Check {
 
 fn check_nodes(inv: &crate::gpu::Inventory) -> Check {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    let mut nodes = vec![&inv.nvidiactl];
-    nodes.extend([&inv.uvm, &inv.uvm_tools].into_iter().flatten());
-    nodes.extend(inv.gpus.iter().map(|g| &g.node));
+    // Control, GPU and MIG capability nodes: a MIG layout change leaves cap nodes behind.
+    let nodes: Vec<_> = inv.all_nodes().collect();
     let mut bad = Vec::new();
     for n in &nodes {
         let host = inv
@@ -280,7 +288,7 @@ fn device_filter_self_test(dir: &Path) -> std::result::Result<(), String> {
 }
 
 /// Whether `bin` is on `PATH` (or in an sbin directory root's PATH may lack).
-fn in_path(bin: &str) -> bool {
+pub(super) fn in_path(bin: &str) -> bool {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/sbin", "/sbin", "/usr/local/sbin"].map(PathBuf::from))
@@ -481,5 +489,23 @@ mod tests {
         assert!(
             d.status == Status::Problem || std::path::Path::new("/proc/driver/nvidia").exists()
         );
+    }
+
+    #[test]
+    fn a_missing_mig_capability_node_is_a_problem() {
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        let t = tempfile::tempdir().expect("tempdir");
+        let fake = crate::gpu::fake::FakeDriver::two_gpus()
+            .build(&t.path().join("host"))
+            .expect("fake tree");
+        let cfg = crate::gpu::fake::config(&fake.root, &t.path().join("state"));
+        let inv = crate::gpu::discover(&cfg.roots()).expect("discovery");
+        assert_eq!(check_nodes(&inv).status, Status::Ok);
+        std::fs::remove_file(fake.root.join("dev/nvidia-caps/nvidia-cap12")).expect("rm");
+        let c = check_nodes(&inv);
+        assert_eq!(c.status, Status::Problem, "{c:?}");
+        assert!(c.detail.contains("nvidia-cap12"), "{c:?}");
     }
 }

@@ -144,3 +144,16 @@ pub fn generate(inv: &Inventory, caps: Capabilities) -> CdiSpec {
         container_edits: Some(common),
     }
 }
+
+/// The spec as CDI 0.5.0 readers (Podman 4.x) accept it: no `additionalGids`. The nodes
+/// keep their uid and gid, from which gpurun adds the groups when it receives them
+/// applied.
+pub fn without_additional_gids(spec: &mut CdiSpec) {
+    if let Some(e) = spec.container_edits.as_mut() {
+        e.additional_gids.clear();
+    }
+    for d in &mut spec.devices {
+        d.container_edits.additional_gids.clear();
+    }
+    spec.cdi_version = VERSION.into();
+}

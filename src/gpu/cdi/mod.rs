@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use apply::{apply, Applied};
-pub use generate::{generate, CDI_KIND};
+pub use generate::{generate, without_additional_gids, CDI_KIND};
 pub use registry::Registry;
 
 /// The versions this reader accepts (the oldest CDI still supports is 0.3.0).

@@ -4,6 +4,8 @@
 //! placeholder files otherwise), and an `nvidia-smi` script answering like a real driver
 //! ([`smi`]). Test support only: it runs `cc` and `ldconfig`.
 
+pub mod engine_cdi;
+pub mod nvidia_cdi;
 pub mod smi;
 
 pub use smi::FakeSmi;
