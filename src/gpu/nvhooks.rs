@@ -277,8 +277,9 @@ pub fn prepare(spec: &mut Spec, rootfs: &Path) -> Result<(), GpuError> {
     }
     let cfg = Config::load()?;
     let done = handle(spec, rootfs, &cfg)?;
+    // The caller's own input: on stderr without --log, as a config warning is.
     for w in &done.warnings {
-        crate::log::warn(w);
+        crate::log::warn_caller(w);
     }
     for l in &done.log {
         crate::log::debug(l);
@@ -375,8 +376,19 @@ fn params(spec: &mut Spec, cfg: &Config, store: &Path) -> Result<(), GpuError> {
     let content = super::procfs::params_without_device_modification(&text);
     let file = generated(store, "params", content.into_bytes())?;
     Editor::new(spec).bind(&file, Path::new(PARAMS), PROC_OPTIONS);
+    // No NVIDIA module in this kernel (a fake driver tree): the cover over /proc/driver
+    // needs a params file of its own for this mount to land on.
     if !Path::new("/proc/driver/nvidia").is_dir() {
         let cover = cfg.gpus.state_dir.join(super::prepare::PROC_DRIVER_COVER);
+        let target = cover.join("nvidia/params");
+        std::fs::create_dir_all(cover.join("nvidia"))
+            .and_then(|()| {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&target)
+            })
+            .map_err(|e| GpuError::io("creating", &target, e))?;
         super::edits::cover_proc_driver(spec, &cover)?;
     }
     Ok(())
