@@ -89,7 +89,7 @@ fn add_compat_note(lib: &Path, drivers: &[u32]) {
         format!("{{\"Format\":1,\"CUDA Version\":\"12.8\",\"Driver\":{drivers:?},\"Device\":[]}}");
     let pad = |b: &[u8]| {
         let mut v = b.to_vec();
-        while v.len() % 4 != 0 {
+        while !v.len().is_multiple_of(4) {
             v.push(0);
         }
         v

@@ -297,7 +297,7 @@ pub fn cuda_compat_note(file: File) -> io::Result<Option<CudaCompatNote>> {
     else {
         return Ok(None);
     };
-    if size > MAX_NOTE || size < 12 {
+    if !(12..=MAX_NOTE).contains(&size) {
         return Ok(None);
     }
     parse_note(&r, &r.bytes(off, size as usize)?, align)
