@@ -393,3 +393,49 @@ fn the_compat_note_is_read_from_the_library() {
     assert_eq!(note.drivers, [470, 535]);
     assert_eq!(note.cuda_version, "12.8");
 }
+
+#[test]
+fn a_skipped_hook_carries_its_reason_code_in_the_json_log() {
+    if skip("a_skipped_hook_carries_its_reason_code_in_the_json_log") {
+        return;
+    }
+    let node = Node::new(false);
+    let rt = Runtime::new();
+    let mut b = bundle("true");
+    set_hooks(
+        &mut b,
+        vec![hook(
+            "/usr/bin/nvidia-cdi-hook",
+            &["chmod", "--mode", "755", "--path", "/dev/dri"],
+        )],
+    );
+    b.write();
+    let id = id("nvh-json");
+    rt.track(&id);
+    let log = b.path().join("log.json");
+    let out = node
+        .cmd(&rt)
+        .arg("--log")
+        .arg(&log)
+        .args(["--log-format", "json", "run", "-b"])
+        .arg(b.path())
+        .arg(&id)
+        .output()
+        .unwrap();
+    assert_ran(&out);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let line: Value = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| {
+            v["msg"]
+                .as_str()
+                .is_some_and(|m| m.contains("[nvidia-hook-unknown]"))
+        })
+        .unwrap_or_else(|| panic!("no reason code in the log: {text}"));
+    assert_eq!(line["level"], "warning", "{line}");
+    assert!(
+        line["msg"].as_str().unwrap().contains("\"chmod\""),
+        "{line}"
+    );
+}
