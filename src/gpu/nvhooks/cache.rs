@@ -8,6 +8,7 @@
 //! every entry of the image's own cache. Each folder library whose file name is not its
 //! SONAME also gets the SONAME link ldconfig would make beside it.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::Spec;
@@ -41,11 +42,11 @@ pub(super) fn generate(
     let image = image_entries(root, &mut made.log);
     let mut entries: Vec<Entry> = Vec::new();
     if let Some(dir) = compat {
-        for (name, soname) in image_libraries(root, dir, &[], &[]) {
+        for (name, soname) in image_libraries(root, dir, &[], &HashSet::new()) {
             entries.push(entry(&soname, &dir.join(name)));
         }
     }
-    let known: Vec<&str> = image.iter().map(|e| e.path.as_str()).collect();
+    let known: HashSet<&str> = image.iter().map(|e| e.soname.as_str()).collect();
     for f in folders {
         let dir = normalize(f);
         let mounted = mounted_libraries(spec, &dir);
@@ -128,12 +129,14 @@ fn mounted_libraries(spec: &Spec, dir: &Path) -> Vec<(PathBuf, String)> {
 }
 
 /// The image's native libraries in `dir` (regular files only, read inside the root), less
-/// those a mount covers and those whose path is in `known`: (file name, SONAME).
+/// those a mount covers and those whose name starts with a SONAME in `known` (the image's
+/// cache already resolves it; this spares reading most of a distribution's library
+/// directory): (file name, SONAME).
 fn image_libraries(
     root: &Root,
     dir: &Path,
     shadowed: &[PathBuf],
-    known: &[&str],
+    known: &HashSet<&str>,
 ) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for (name, regular) in list_dir(root, dir) {
@@ -141,7 +144,7 @@ fn image_libraries(
         if !regular
             || !is_library_name(&path)
             || shadowed.contains(&path)
-            || known.contains(&path.display().to_string().as_str())
+            || soname_prefixes(&name).any(|p| known.contains(p))
         {
             continue;
         }
@@ -162,6 +165,17 @@ fn native_soname(info: std::io::Result<ElfInfo>) -> Option<String> {
         .filter(ElfInfo::is_native)
         .and_then(|i| i.soname)
         .filter(|s| !s.contains('/'))
+}
+
+/// The prefixes of a library file name that a SONAME could be: `libz.so.1.2.13` gives
+/// `libz.so`, `libz.so.1`, `libz.so.1.2` and itself.
+fn soname_prefixes(name: &str) -> impl Iterator<Item = &str> {
+    let from = name.find(".so").map_or(name.len(), |i| i + 3);
+    name.match_indices('.')
+        .map(|(i, _)| i)
+        .filter(move |i| *i >= from)
+        .map(move |i| &name[..i])
+        .chain(std::iter::once(name))
 }
 
 /// What ldconfig looks at: `lib*.so*`.
@@ -191,4 +205,68 @@ pub(super) fn list_dir(root: &Root, dir: &Path) -> Vec<(String, bool)> {
             Some((name, regular))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_lists_the_folder_first_then_the_images_own_entries() {
+        let Some(libc) = ["/lib/x86_64-linux-gnu/libc.so.6", "/lib64/libc.so.6"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+        else {
+            return;
+        };
+        let t = tempfile::tempdir().expect("tempdir");
+        let rootfs = t.path().join("rootfs");
+        std::fs::create_dir_all(rootfs.join("etc")).expect("etc");
+        std::fs::create_dir_all(rootfs.join("opt/f")).expect("folder");
+        let image = [
+            ldcache_write::native_entry("libimage.so.1", "/opt/img/libimage.so.1"),
+            ldcache_write::native_entry("libc.so.6", "/lib/libc.so.6"),
+        ];
+        std::fs::write(rootfs.join("etc/ld.so.cache"), ldcache_write::write(&image))
+            .expect("the image's cache");
+        std::fs::copy(libc, rootfs.join("opt/f/libc-copy.so.6")).expect("a library");
+        let root = Root::open(&rootfs).expect("the root");
+        let mut spec = Spec::default();
+        let store = t.path().join("store");
+        let known = HashSet::new();
+        assert_eq!(
+            image_libraries(&root, Path::new("/opt/f"), &[], &known),
+            [("libc-copy.so.6".to_string(), "libc.so.6".to_string())]
+        );
+        let made = generate(&mut spec, &root, &[PathBuf::from("/opt/f")], None, &store)
+            .expect("generated");
+        assert_eq!(
+            made.links,
+            [("libc-copy.so.6".to_string(), "/opt/f/libc.so.6".to_string())]
+        );
+        let src = spec
+            .mounts()
+            .iter()
+            .flatten()
+            .find(|m| m.destination() == Path::new(LD_SO_CACHE))
+            .and_then(|m| m.source().clone())
+            .expect("the cache is mounted");
+        assert!(src.starts_with(&store), "{}", src.display());
+        let back = ldcache::read(&src).expect("read").expect("parse");
+        let libc_paths: Vec<&str> = back
+            .iter()
+            .filter(|e| e.soname == "libc.so.6")
+            .map(|e| e.path.as_str())
+            .collect();
+        assert_eq!(libc_paths, ["/opt/f/libc-copy.so.6", "/lib/libc.so.6"]);
+        assert!(back.iter().any(|e| e.soname == "libimage.so.1"));
+    }
+
+    #[test]
+    fn a_file_name_gives_the_sonames_it_could_carry() {
+        let p: Vec<&str> = soname_prefixes("libz.so.1.2.13").collect();
+        assert_eq!(p, ["libz.so", "libz.so.1", "libz.so.1.2", "libz.so.1.2.13"]);
+        let p: Vec<&str> = soname_prefixes("libfoo.so").collect();
+        assert_eq!(p, ["libfoo.so"]);
+    }
 }
