@@ -258,7 +258,11 @@ fn nvidia_spec_hooks_are_skipped_and_their_work_done_natively() {
     // The spec's NVIDIA hooks join the spec as given, then leave it with their work done.
     let mut cfg = e.cfg.clone();
     cfg.gpus.state_dir = e.gen.parent().unwrap().to_path_buf();
-    let work = gpu::nvhooks::handle(&mut s, &e.rootfs, &cfg).unwrap();
+    let t = gpu::nvhooks::Target {
+        rootfs: &e.rootfs,
+        cover: "proc-driver-cover",
+    };
+    let work = gpu::nvhooks::handle(&mut s, &t, &cfg).unwrap();
     let left: usize = s
         .hooks()
         .iter()

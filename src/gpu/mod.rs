@@ -6,7 +6,7 @@
 //! ```text
 //! prepare  → cache, edits, lease, request, config, nvhooks   (nothing imports prepare)
 //! edits    → cdi → editor → paths;  edits → request, require, procdir, inventory, config
-//! nvhooks  → editor, edits, procdir, procfs, elf, ldcache, ldcache_write, config;  cdi → nvhooks
+//! nvhooks  → editor, edits, procdir, procfs, elf, ldcache, ldcache_write, config
 //! cache    → discover → nvml, driverfiles → inventory → capabilities, paths, procfs
 //! request  → inventory, config;  lease → config;  config → capabilities
 //! leaves:    paths, procfs, procdir, elf, ldcache, ldcache_write, capabilities

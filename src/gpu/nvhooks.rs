@@ -270,13 +270,14 @@ pub fn take(spec: &mut Spec) -> Result<Work, GpuError> {
 }
 
 /// The runtime's entry: reads the node configuration only for a spec holding an NVIDIA
-/// hook, then [`handle`]s it and logs what was done.
-pub fn prepare(spec: &mut Spec, rootfs: &Path) -> Result<(), GpuError> {
+/// hook, then [`handle`]s it and logs what was done. `cover` names the directory under
+/// the state directory that covers `/proc/driver` when the kernel has no NVIDIA module.
+pub fn prepare(spec: &mut Spec, rootfs: &Path, cover: &str) -> Result<(), GpuError> {
     if !present(spec) {
         return Ok(());
     }
     let cfg = Config::load()?;
-    let done = handle(spec, rootfs, &cfg)?;
+    let done = handle(spec, &Target { rootfs, cover }, &cfg)?;
     // The caller's own input: on stderr without --log, as a config warning is.
     for w in &done.warnings {
         crate::log::warn_caller(w);
@@ -287,9 +288,17 @@ pub fn prepare(spec: &mut Spec, rootfs: &Path) -> Result<(), GpuError> {
     Ok(())
 }
 
+/// The container's root (only read, inside the root) and the name, under the state
+/// directory, of the cover of `/proc/driver` for a kernel without the NVIDIA module.
+pub struct Target<'a> {
+    pub rootfs: &'a Path,
+    pub cover: &'a str,
+}
+
 /// Does the NVIDIA hooks' work as spec edits, or with `hooks = "run"` leaves them be.
-/// `rootfs` is only read, inside the root; generated files go to the state directory.
-pub fn handle(spec: &mut Spec, rootfs: &Path, cfg: &Config) -> Result<Work, GpuError> {
+/// Generated files go to the state directory.
+pub fn handle(spec: &mut Spec, t: &Target<'_>, cfg: &Config) -> Result<Work, GpuError> {
+    let rootfs = t.rootfs;
     if cfg.nvidia.hooks == NvidiaHooks::Run {
         let mut w = Work::default();
         if present(spec) {
@@ -319,7 +328,7 @@ pub fn handle(spec: &mut Spec, rootfs: &Path, cfg: &Config) -> Result<Work, GpuE
         work.log.extend(made.log);
     }
     if work.params {
-        params(spec, cfg, &store)?;
+        params(spec, cfg, &store, &cfg.gpus.state_dir.join(t.cover))?;
     }
     if work.profile {
         profile(spec, &store);
@@ -361,7 +370,7 @@ pub fn read_links(spec: &Spec) -> Vec<(String, String)> {
 
 /// The host's params with `ModifyDeviceFiles: 0`, mounted over the container's, unless
 /// the spec already mounts a generated `/proc/driver/nvidia` (whose params says so).
-fn params(spec: &mut Spec, cfg: &Config, store: &Path) -> Result<(), GpuError> {
+fn params(spec: &mut Spec, cfg: &Config, store: &Path, cover: &Path) -> Result<(), GpuError> {
     let covered = spec.mounts().iter().flatten().any(|m| {
         let d = super::paths::normalize(m.destination());
         d == Path::new("/proc/driver/nvidia") || d == Path::new(PARAMS)
@@ -379,7 +388,6 @@ fn params(spec: &mut Spec, cfg: &Config, store: &Path) -> Result<(), GpuError> {
     // No NVIDIA module in this kernel (a fake driver tree): the cover over /proc/driver
     // needs a params file of its own for this mount to land on.
     if !Path::new("/proc/driver/nvidia").is_dir() {
-        let cover = cfg.gpus.state_dir.join(super::prepare::PROC_DRIVER_COVER);
         let target = cover.join("nvidia/params");
         std::fs::create_dir_all(cover.join("nvidia"))
             .and_then(|()| {
@@ -389,7 +397,7 @@ fn params(spec: &mut Spec, cfg: &Config, store: &Path) -> Result<(), GpuError> {
                     .open(&target)
             })
             .map_err(|e| GpuError::io("creating", &target, e))?;
-        super::edits::cover_proc_driver(spec, &cover)?;
+        super::edits::cover_proc_driver(spec, cover)?;
     }
     Ok(())
 }

@@ -62,7 +62,7 @@ pub struct GpuGrant {
 /// in the edited spec, whether a request brought them or the engine did, are done last.
 pub fn prepare(spec: &mut Spec, c: &Container<'_>) -> Result<Option<GpuGrant>, GpuError> {
     let grant = request_grant(spec, c)?;
-    super::nvhooks::prepare(spec, c.rootfs)?;
+    super::nvhooks::prepare(spec, c.rootfs, PROC_DRIVER_COVER)?;
     Ok(grant)
 }
 

@@ -12,7 +12,6 @@ use oci_spec::runtime::{Hook, LinuxDevice, LinuxDeviceType};
 
 use super::{ContainerEdits, HookEdit, Registry};
 use crate::gpu::editor::Editor;
-use crate::gpu::nvhooks::{self, Subcommand};
 use crate::gpu::paths::{is_clean_absolute, normalize};
 use crate::gpu::GpuError;
 
@@ -78,10 +77,8 @@ pub fn apply(
         }
         ed.add_gids(&e.additional_gids);
         for h in &e.hooks {
-            let hook = add_hook(ed, h);
-            if nvhooks::parse(&hook)? == Some(Subcommand::DisableDeviceNodeModification) {
-                applied.disable_device_node_modification = true;
-            }
+            applied.disable_device_node_modification |= asks_for_params(h);
+            add_hook(ed, h);
         }
     }
     // Mounts last, sorted by depth (as CDI does) so a parent is mounted before its children.
@@ -161,7 +158,19 @@ fn gpu_minor(path: &Path) -> Option<u32> {
     path.to_str()?.strip_prefix("/dev/nvidia")?.parse().ok()
 }
 
-fn add_hook(ed: &mut Editor<'_>, h: &HookEdit) -> Hook {
+/// NVIDIA's `disable-device-node-modification` (its binary named by file name): a grant
+/// from this spec gets the generated `/proc/driver/nvidia` with its params.
+fn asks_for_params(h: &HookEdit) -> bool {
+    let nvidia = Path::new(&h.path)
+        .file_name()
+        .is_some_and(|n| n == "nvidia-cdi-hook" || n == "nvidia-ctk");
+    nvidia
+        && h.args
+            .iter()
+            .any(|a| a == "disable-device-node-modification")
+}
+
+fn add_hook(ed: &mut Editor<'_>, h: &HookEdit) {
     let mut hook = Hook::default();
     hook.set_path(PathBuf::from(&h.path));
     hook.set_args((!h.args.is_empty()).then(|| h.args.clone()));
@@ -177,7 +186,6 @@ fn add_hook(ed: &mut Editor<'_>, h: &HookEdit) -> Hook {
         "poststart" => hooks.poststart_mut(),
         _ => hooks.poststop_mut(),
     };
-    list.get_or_insert_with(Vec::new).push(hook.clone());
+    list.get_or_insert_with(Vec::new).push(hook);
     spec.set_hooks(Some(hooks));
-    hook
 }

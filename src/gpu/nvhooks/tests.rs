@@ -157,7 +157,11 @@ fn the_run_setting_leaves_the_hooks_in_the_spec() {
     spec.set_hooks(Some(hooks));
     let mut cfg = Config::default();
     cfg.nvidia.hooks = NvidiaHooks::Run;
-    let w = handle(&mut spec, Path::new("/nonexistent"), &cfg).expect("handled");
+    let t = Target {
+        rootfs: Path::new("/nonexistent"),
+        cover: "cover",
+    };
+    let w = handle(&mut spec, &t, &cfg).expect("handled");
     assert!(w.log[0].contains(CODE_RUN));
     assert_eq!(
         spec.hooks()
