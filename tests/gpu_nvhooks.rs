@@ -392,6 +392,21 @@ fn the_compat_note_is_read_from_the_library() {
         .expect("a note");
     assert_eq!(note.drivers, [470, 535]);
     assert_eq!(note.cuda_version, "12.8");
+    // Any cut of the file, and every byte of its section table flipped, is an answer,
+    // never a panic.
+    let whole = std::fs::read(&lib).unwrap();
+    let cut = t.path().join("cut");
+    for len in (0..whole.len()).step_by(97) {
+        std::fs::write(&cut, &whole[..len]).unwrap();
+        let _ = gpurun::gpu::elf::cuda_compat_note(std::fs::File::open(&cut).unwrap());
+    }
+    let shoff = u64::from_le_bytes(whole[0x28..0x30].try_into().unwrap()) as usize;
+    for i in shoff..whole.len() {
+        let mut bad = whole.clone();
+        bad[i] ^= 0xff;
+        std::fs::write(&cut, &bad).unwrap();
+        let _ = gpurun::gpu::elf::cuda_compat_note(std::fs::File::open(&cut).unwrap());
+    }
 }
 
 #[test]
