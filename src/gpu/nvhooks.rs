@@ -298,7 +298,6 @@ pub struct Target<'a> {
 /// Does the NVIDIA hooks' work as spec edits, or with `hooks = "run"` leaves them be.
 /// Generated files go to the state directory.
 pub fn handle(spec: &mut Spec, t: &Target<'_>, cfg: &Config) -> Result<Work, GpuError> {
-    let rootfs = t.rootfs;
     if cfg.nvidia.hooks == NvidiaHooks::Run {
         let mut w = Work::default();
         if present(spec) {
@@ -309,24 +308,15 @@ pub fn handle(spec: &mut Spec, t: &Target<'_>, cfg: &Config) -> Result<Work, Gpu
         return Ok(w);
     }
     let mut work = take(spec)?;
-    let store = cfg.gpus.state_dir.join(STORE);
-    let root = crate::linux::inroot::Root::open(rootfs).map_err(|e| GpuError::UnsafePath {
-        path: rootfs.to_path_buf(),
-        message: e.to_string(),
+    let root = crate::linux::inroot::Root::open(t.rootfs).map_err(|e| {
+        GpuError::io(
+            "reading the rootfs for NVIDIA's hooks",
+            t.rootfs,
+            std::io::Error::other(e.to_string()),
+        )
     })?;
-    let compat_dir = match &work.compat {
-        Some(c) => compat::decide(&root, c, &mut work.log),
-        None => None,
-    };
-    if compat_dir.is_some() || !work.folders.is_empty() {
-        let made = cache::generate(spec, &root, &work.folders, compat_dir.as_deref(), &store)?;
-        for l in made.links {
-            if !work.links.contains(&l) {
-                work.links.push(l);
-            }
-        }
-        work.log.extend(made.log);
-    }
+    let store = cfg.gpus.state_dir.join(STORE);
+    loader_cache(spec, &root, &mut work, &store)?;
     if work.params {
         params(spec, cfg, &store, &cfg.gpus.state_dir.join(t.cover))?;
     }
@@ -335,6 +325,30 @@ pub fn handle(spec: &mut Spec, t: &Target<'_>, cfg: &Config) -> Result<Work, Gpu
     }
     record_links(spec, &work.links)?;
     Ok(work)
+}
+
+/// `enable-cuda-compat` and `update-ldcache` together: one generated cache.
+fn loader_cache(
+    spec: &mut Spec,
+    root: &crate::linux::inroot::Root,
+    work: &mut Work,
+    store: &Path,
+) -> Result<(), GpuError> {
+    let compat_dir = match &work.compat {
+        Some(c) => compat::decide(root, c, &mut work.log),
+        None => None,
+    };
+    if compat_dir.is_none() && work.folders.is_empty() {
+        return Ok(());
+    }
+    let made = cache::generate(spec, root, &work.folders, compat_dir.as_deref(), store)?;
+    for l in made.links {
+        if !work.links.contains(&l) {
+            work.links.push(l);
+        }
+    }
+    work.log.extend(made.log);
+    Ok(())
 }
 
 /// The links go to init through the spec, as every GPU edit does.
