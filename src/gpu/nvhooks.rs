@@ -96,15 +96,20 @@ pub fn parse(hook: &Hook) -> Result<Option<Subcommand>, GpuError> {
     let values = |name: &str| flag_values(&flags, name);
     let sub = match verb.as_str() {
         "create-symlinks" => Subcommand::CreateSymlinks(links(&values("link"))?),
-        "update-ldcache" => {
-            Subcommand::UpdateLdcache(values("folder").into_iter().map(PathBuf::from).collect())
-        }
+        "update-ldcache" => Subcommand::UpdateLdcache(
+            values("folder")
+                .iter()
+                .map(|f| PathBuf::from(rooted(f)))
+                .collect(),
+        ),
         "enable-cuda-compat" => Subcommand::EnableCudaCompat(CompatArgs {
             host_driver_version: values("host-driver-version").pop(),
             host_cuda_version: values("host-cuda-version").pop(),
-            dir: values("cuda-compat-container-root")
-                .pop()
-                .map_or_else(|| PathBuf::from(DEFAULT_COMPAT_DIR), PathBuf::from),
+            dir: PathBuf::from(rooted(
+                &values("cuda-compat-container-root")
+                    .pop()
+                    .unwrap_or_else(|| DEFAULT_COMPAT_DIR.to_string()),
+            )),
         }),
         "disable-device-node-modification" => Subcommand::DisableDeviceNodeModification,
         "update-application-profile" => Subcommand::UpdateApplicationProfile,
@@ -131,11 +136,21 @@ fn flag_values(flags: &[&String], name: &str) -> Vec<String> {
     out
 }
 
+/// A path inside the container as NVIDIA's hooks take one: relative to its root.
+fn rooted(p: &str) -> String {
+    if p.starts_with('/') {
+        p.to_string()
+    } else {
+        format!("/{p}")
+    }
+}
+
 fn links(specs: &[String]) -> Result<Vec<(String, String)>, GpuError> {
     let mut out: Vec<(String, String)> = Vec::new();
     for s in specs {
         let pair = match s.split("::").collect::<Vec<_>>()[..] {
-            [t, l] if !t.is_empty() && !l.is_empty() => (t.to_string(), l.to_string()),
+            // NVIDIA's hook joins the link to the container's root: `a/b` is `/a/b`.
+            [t, l] if !t.is_empty() && !l.is_empty() => (t.to_string(), rooted(l)),
             _ => {
                 return Err(GpuError::Unsupported(format!(
                     "{CODE_INVALID} NVIDIA hook create-symlinks: --link {s:?} is not target::link"

@@ -56,7 +56,7 @@ fn nvidia_hooks_are_known_by_file_name_and_their_subcommand_parsed() {
             "create-symlinks",
             "--link=a::/b",
             "-link",
-            "c::/d",
+            "c::d",
         ],
     ))
     .expect("parses");
@@ -65,7 +65,8 @@ fn nvidia_hooks_are_known_by_file_name_and_their_subcommand_parsed() {
         Some(Subcommand::CreateSymlinks(vec![
             ("a".into(), "/b".into()),
             ("c".into(), "/d".into())
-        ]))
+        ])),
+        "a link relative to the root is made absolute"
     );
     assert_eq!(
         parse(&hook(
