@@ -7,7 +7,12 @@
 //! that time still use it there, so a container may never be named like it.
 
 /// Entries of the host-wide GPU state directory, refused as container ids.
-pub const RESERVED: &[&str] = &["leases", "proc-driver-nvidia", "proc-driver-cover"];
+pub const RESERVED: &[&str] = &[
+    "leases",
+    "proc-driver-nvidia",
+    "proc-driver-cover",
+    "nvidia-hooks",
+];
 /// Prefix of the discovery cache's files (`discovery.json`, its temporary copies and the
 /// refresh marker), refused as a container id prefix.
 pub const RESERVED_PREFIX: &str = "discovery.";

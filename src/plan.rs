@@ -19,6 +19,11 @@ use crate::linux::namespaces::{self, Join};
 use crate::linux::rootfs::{self, MountOp};
 use crate::spec::{self, Bundle};
 
+/// Links init makes inside the root after the mounts, before the createContainer hooks:
+/// a JSON list of `[target, link]` pairs. GPU injection writes it for NVIDIA's
+/// `create-symlinks` hook, which gpurun does instead of running.
+pub const SYMLINKS_ANNOTATION: &str = "gpurun.dev/symlinks";
+
 pub struct Plan {
     pub id: String,
     pub rootfs: PathBuf,
@@ -42,6 +47,9 @@ pub struct Plan {
     /// The container has a mount namespace of its own (new or joined). Without one it
     /// shares the runtime's mount table, and init makes no mount at all.
     pub mount_ns: bool,
+    /// (link, target) pairs from [`SYMLINKS_ANNOTATION`], made inside the root; an
+    /// existing entry is left alone.
+    pub symlinks: Vec<(PathBuf, PathBuf)>,
     pub masked: Vec<String>,
     pub readonly: Vec<String>,
     pub root_readonly: bool,
@@ -208,7 +216,7 @@ pub fn build(id: &str, b: &Bundle, opts: &Options) -> Result<Plan> {
         caps,
         warnings,
     };
-    Ok(assemble(id, b, opts, parts))
+    assemble(id, b, opts, parts)
 }
 
 fn namespace_layout(spec: &oci_spec::runtime::Spec, linux: &Linux) -> Result<NamespaceLayout> {
@@ -381,11 +389,11 @@ fn console_size(process: &oci_spec::runtime::Process) -> Option<(u16, u16)> {
 }
 
 /// The plan from the resolved parts and the fields the spec gives as they are.
-fn assemble(id: &str, b: &Bundle, opts: &Options, r: Resolved) -> Plan {
+fn assemble(id: &str, b: &Bundle, opts: &Options, r: Resolved) -> Result<Plan> {
     let (linux, process) = (r.linux, r.process);
     let spec = &b.spec;
     let user = process.user();
-    Plan {
+    Ok(Plan {
         id: id.to_string(),
         rootfs: b.rootfs.clone(),
         clone_flags: r.ns.clone_flags,
@@ -401,6 +409,7 @@ fn assemble(id: &str, b: &Bundle, opts: &Options, r: Resolved) -> Plan {
         devices: r.fs.devices,
         device_nodes: r.fs.device_nodes,
         mount_ns: r.fs.mount_ns,
+        symlinks: symlinks(spec)?,
         masked: linux.masked_paths().clone().unwrap_or_default(),
         readonly: linux.readonly_paths().clone().unwrap_or_default(),
         root_readonly: spec
@@ -438,7 +447,37 @@ fn assemble(id: &str, b: &Bundle, opts: &Options, r: Resolved) -> Plan {
         annotations: spec.annotations().clone().unwrap_or_default(),
         exec_mode: false,
         exec_root: None,
-    }
+    })
+}
+
+/// The links of [`SYMLINKS_ANNOTATION`]: absolute link paths, targets as given.
+fn symlinks(spec: &oci_spec::runtime::Spec) -> Result<Vec<(PathBuf, PathBuf)>> {
+    let Some(text) = spec
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(SYMLINKS_ANNOTATION))
+    else {
+        return Ok(Vec::new());
+    };
+    let pairs: Vec<(String, String)> = serde_json::from_str(text).map_err(|e| {
+        Error::Config(format!(
+            "annotation {SYMLINKS_ANNOTATION}: not a list of [target, link] pairs: {e}"
+        ))
+    })?;
+    pairs
+        .into_iter()
+        .map(|(target, link)| {
+            let link = PathBuf::from(link);
+            if !link.is_absolute() || target.is_empty() || target.contains('\0') {
+                return Err(Error::Config(format!(
+                    "annotation {SYMLINKS_ANNOTATION}: link {} -> {target:?} needs an absolute \
+                     link path and a target",
+                    link.display()
+                )));
+            }
+            Ok((link, PathBuf::from(target)))
+        })
+        .collect()
 }
 
 /// AppArmor and SELinux labels apply at execve through `/proc/self/attr`. On a host

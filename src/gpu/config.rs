@@ -57,6 +57,20 @@ pub struct NvidiaConfig {
     pub ldconfig: PathBuf,
     /// CDI spec directories, lowest priority first: a later directory wins on a conflict.
     pub cdi_spec_dirs: Vec<PathBuf>,
+    /// What becomes of NVIDIA's own hooks (`nvidia-cdi-hook`, `nvidia-ctk hook`) in a
+    /// spec: done by gpurun itself, or run as given.
+    pub hooks: NvidiaHooks,
+}
+
+/// `[nvidia] hooks`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NvidiaHooks {
+    /// gpurun does their work inside the root and never executes them.
+    #[default]
+    Native,
+    /// They run as the spec gives them, like any other hook.
+    Run,
 }
 
 impl Default for NvidiaConfig {
@@ -69,6 +83,7 @@ impl Default for NvidiaConfig {
             default_capabilities: "utility,compute".to_string(),
             ldconfig: PathBuf::from("/sbin/ldconfig"),
             cdi_spec_dirs: vec![PathBuf::from("/etc/cdi"), PathBuf::from("/var/run/cdi")],
+            hooks: NvidiaHooks::Native,
         }
     }
 }
@@ -201,6 +216,7 @@ mod tests {
         assert_eq!(cfg.nvidia.default_capabilities, "utility,compute");
         assert!(!cfg.nvidia.accept_env_when_unprivileged);
         assert_eq!(cfg.gpus.sharing, Sharing::Shared);
+        assert_eq!(cfg.nvidia.hooks, NvidiaHooks::Native);
         assert_eq!(cfg.gpus.state_dir, PathBuf::from("/run/gpurun-gpus"));
         assert_eq!(
             cfg.nvidia.cdi_spec_dirs,
@@ -220,6 +236,7 @@ mod tests {
             default-capabilities = "all"
             ldconfig = "/usr/sbin/ldconfig"
             cdi-spec-dirs = ["/etc/cdi"]
+            hooks = "run"
             [gpus]
             sharing = "exclusive"
             state-dir = "/var/lib/gpurun"
@@ -230,6 +247,7 @@ mod tests {
         assert_eq!(cfg.nvidia.dev_root, PathBuf::from("/host"));
         assert_eq!(cfg.nvidia.proc_root, PathBuf::from("/hostproc"));
         assert!(cfg.nvidia.accept_env_when_unprivileged);
+        assert_eq!(cfg.nvidia.hooks, NvidiaHooks::Run);
         assert_eq!(cfg.gpus.sharing, Sharing::Exclusive);
         assert_eq!(cfg.gpus.state_dir, PathBuf::from("/var/lib/gpurun"));
     }
@@ -250,6 +268,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("sometimes"), "{err}");
+        let err = from_toml_str("[nvidia]\nhooks = \"never\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("never"), "{err}");
         let err = from_toml_str("[nvidia]\ndriver-root = \"relative\"\n")
             .unwrap_err()
             .to_string();

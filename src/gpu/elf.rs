@@ -1,7 +1,8 @@
-//! Just enough ELF to read a shared object's class, machine and `DT_SONAME`.
+//! Just enough ELF to read a shared object's class, machine and `DT_SONAME`, and the note
+//! CUDA's forward-compatibility `libcuda` carries (`.note.cuda.fwd_compatibility`).
 //!
-//! Only the ELF header, the section headers, the dynamic section and the SONAME string are
-//! read (a driver library is tens of MiB). Every offset comes from the file and is bounds
+//! Only the ELF header, the section headers, the dynamic section, the SONAME string and
+//! that note are read (a driver library is tens of MiB). Every offset comes from the file and is bounds
 //! checked: a malformed file is an error, never a panic.
 
 use std::fs::File;
@@ -102,7 +103,24 @@ impl Reader {
 
 /// Reads `path`'s ELF class, machine and SONAME.
 pub fn read(path: &Path) -> io::Result<ElfInfo> {
-    let file = File::open(path)?;
+    read_file(File::open(path)?)
+}
+
+/// Reads an open file's ELF class, machine and SONAME.
+pub fn read_file(file: File) -> io::Result<ElfInfo> {
+    let (r, ident) = reader(file)?;
+    let machine = r.u16(&ident, 18);
+    let (shoff, shentsize, shnum) = section_table(&r, &ident);
+    let soname = read_soname(&r, shoff, shentsize, shnum)?;
+    Ok(ElfInfo {
+        class64: r.class64,
+        machine,
+        soname,
+    })
+}
+
+/// The ELF header's first 64 bytes and a reader for the file's class and byte order.
+fn reader(file: File) -> io::Result<(Reader, [u8; 64])> {
     let mut ident = [0u8; 64];
     let n = file.read_at(&mut ident, 0)?;
     if n < 52 || &ident[..4] != b"\x7fELF" {
@@ -126,26 +144,24 @@ pub fn read(path: &Path) -> io::Result<ElfInfo> {
         class64,
         little,
     };
-    let machine = r.u16(&ident, 18);
-    let (shoff, shentsize, shnum) = if class64 {
+    Ok((r, ident))
+}
+
+/// (e_shoff, e_shentsize, e_shnum).
+fn section_table(r: &Reader, ident: &[u8]) -> (u64, usize, usize) {
+    if r.class64 {
         (
-            r.u64(&ident, 0x28),
-            r.u16(&ident, 0x3a) as usize,
-            r.u16(&ident, 0x3c) as usize,
+            r.u64(ident, 0x28),
+            r.u16(ident, 0x3a) as usize,
+            r.u16(ident, 0x3c) as usize,
         )
     } else {
         (
-            u64::from(r.u32(&ident, 0x20)),
-            r.u16(&ident, 0x2e) as usize,
-            r.u16(&ident, 0x30) as usize,
+            u64::from(r.u32(ident, 0x20)),
+            r.u16(ident, 0x2e) as usize,
+            r.u16(ident, 0x30) as usize,
         )
-    };
-    let soname = read_soname(&r, shoff, shentsize, shnum)?;
-    Ok(ElfInfo {
-        class64,
-        machine,
-        soname,
-    })
+    }
 }
 
 fn read_soname(
@@ -207,6 +223,107 @@ fn read_soname(
         }
     }
     Ok(None)
+}
+
+const SHT_NOTE: u32 = 7;
+const FWD_COMPAT_SECTION: &[u8] = b".note.cuda.fwd_compatibility";
+const FWD_COMPAT_OWNER: &str = "NVIDIA Corporation";
+const MAX_NOTE: u64 = 1 << 16;
+
+/// What a CUDA forward-compatibility `libcuda` says about itself: the CUDA version it
+/// brings and the majors of the host drivers it runs on.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+pub struct CudaCompatNote {
+    #[serde(rename = "CUDA Version", default)]
+    pub cuda_version: String,
+    #[serde(rename = "Driver", default)]
+    pub drivers: Vec<u64>,
+}
+
+/// One section header: (sh_name, sh_type, sh_offset, sh_size, sh_addralign).
+type Section = (u32, u32, u64, u64, u64);
+
+fn section_at(r: &Reader, table: &[u8], shentsize: usize, i: usize) -> Section {
+    let s = &table[i * shentsize..];
+    if r.class64 {
+        (
+            r.u32(s, 0),
+            r.u32(s, 4),
+            r.u64(s, 24),
+            r.u64(s, 32),
+            r.u64(s, 48),
+        )
+    } else {
+        (
+            r.u32(s, 0),
+            r.u32(s, 4),
+            u64::from(r.u32(s, 16)),
+            u64::from(r.u32(s, 20)),
+            u64::from(r.u32(s, 32)),
+        )
+    }
+}
+
+/// The `.note.cuda.fwd_compatibility` note of an open library: `None` when it has none,
+/// or one not owned by NVIDIA.
+pub fn cuda_compat_note(file: File) -> io::Result<Option<CudaCompatNote>> {
+    let (r, ident) = reader(file)?;
+    let (shoff, shentsize, shnum) = section_table(&r, &ident);
+    let min = if r.class64 { 64 } else { 40 };
+    if shoff == 0 || shnum == 0 {
+        return Ok(None);
+    }
+    if shentsize < min || shnum > MAX_SECTIONS {
+        return Err(bad("bad section header table"));
+    }
+    let table = r.bytes(shoff, shentsize * shnum)?;
+    let shstrndx = r.u16(&ident, if r.class64 { 0x3e } else { 0x32 }) as usize;
+    if shstrndx >= shnum {
+        return Ok(None);
+    }
+    let (_, _, names_off, names_size, _) = section_at(&r, &table, shentsize, shstrndx);
+    if names_size > MAX_DYNAMIC {
+        return Err(bad("bad section name table"));
+    }
+    let names = r.bytes(names_off, names_size as usize)?;
+    let named = |off: u32| {
+        names.get(off as usize..).is_some_and(|n| {
+            n.starts_with(FWD_COMPAT_SECTION) && n.get(FWD_COMPAT_SECTION.len()) == Some(&0)
+        })
+    };
+    let Some((_, _, off, size, align)) = (0..shnum)
+        .map(|i| section_at(&r, &table, shentsize, i))
+        .find(|s| s.1 == SHT_NOTE && named(s.0))
+    else {
+        return Ok(None);
+    };
+    if !(12..=MAX_NOTE).contains(&size) {
+        return Ok(None);
+    }
+    parse_note(&r, &r.bytes(off, size as usize)?, align)
+}
+
+/// A note: namesz, descsz, type (4 bytes each), the owner's name and the description,
+/// each padded to the section's alignment.
+fn parse_note(r: &Reader, data: &[u8], align: u64) -> io::Result<Option<CudaCompatNote>> {
+    let align = if align == 8 { 8 } else { 4 };
+    let (namesz, descsz) = (r.u32(data, 0) as usize, r.u32(data, 4) as usize);
+    if namesz == 0 || descsz == 0 {
+        return Ok(None);
+    }
+    let name_end = 12 + namesz;
+    let desc_at = 12 + namesz.div_ceil(align) * align;
+    let (Some(name), Some(desc)) = (data.get(12..name_end), data.get(desc_at..desc_at + descsz))
+    else {
+        return Err(bad("note larger than its section"));
+    };
+    let trim = |b: &[u8]| -> Vec<u8> { b.iter().copied().filter(|&c| c != 0).collect() };
+    if trim(name) != FWD_COMPAT_OWNER.as_bytes() {
+        return Ok(None);
+    }
+    serde_json::from_slice(&trim(desc))
+        .map(Some)
+        .map_err(|e| bad(&format!("CUDA compatibility note: {e}")))
 }
 
 #[cfg(test)]

@@ -10,9 +10,9 @@
 use std::path::Path;
 
 const OLD_MAGIC: &[u8] = b"ld.so-1.7.0";
-const NEW_MAGIC: &[u8] = b"glibc-ld.so.cache1.1";
-const NEW_HEADER: usize = 48;
-const NEW_ENTRY: usize = 24;
+pub(crate) const NEW_MAGIC: &[u8] = b"glibc-ld.so.cache1.1";
+pub(crate) const NEW_HEADER: usize = 48;
+pub(crate) const NEW_ENTRY: usize = 24;
 const OLD_ENTRY: usize = 12;
 
 /// The type bits of an entry's flags: an ELF library (libc5 and libc6 both set bit 0).
@@ -73,6 +73,10 @@ pub struct Entry {
     pub soname: String,
     pub path: String,
     pub arch: Arch,
+    /// The entry's flags as written (type and architecture bits).
+    pub flags: i32,
+    /// The hardware capabilities it needs; bit 62 marks a glibc-hwcaps subdirectory.
+    pub hwcap: u64,
 }
 
 /// Why a cache could not be read.
@@ -122,6 +126,8 @@ pub fn parse(data: &[u8]) -> Result<Vec<Entry>, LdCacheError> {
             soname: string_at(strings, u32_at(e, 4))?,
             path: string_at(strings, u32_at(e, 8))?,
             arch: Arch::from_flags(flags),
+            flags,
+            hwcap: u64_at(e, 16),
         });
     }
     Ok(out)
@@ -155,6 +161,12 @@ fn new_header_offset(data: &[u8]) -> Result<usize, LdCacheError> {
         return Err(LdCacheError::Truncated("old entries"));
     }
     Ok(aligned)
+}
+
+fn u64_at(b: &[u8], off: usize) -> u64 {
+    let mut a = [0; 8];
+    a.copy_from_slice(&b[off..off + 8]);
+    u64::from_ne_bytes(a)
 }
 
 fn u32_at(b: &[u8], off: usize) -> u32 {

@@ -4,11 +4,12 @@
 //! grant's lifecycle). Imports between the children go one way, top to bottom:
 //!
 //! ```text
-//! prepare  → cache, edits, lease, request, config        (nothing imports prepare)
+//! prepare  → cache, edits, lease, request, config, nvhooks   (nothing imports prepare)
 //! edits    → cdi → editor → paths;  edits → request, require, procdir, inventory, config
+//! nvhooks  → editor, edits, procdir, procfs, elf, ldcache, ldcache_write, config
 //! cache    → discover → nvml, driverfiles → inventory → capabilities, paths, procfs
 //! request  → inventory, config;  lease → config;  config → capabilities
-//! leaves:    paths, procfs, procdir, elf, ldcache, capabilities
+//! leaves:    paths, procfs, procdir, elf, ldcache, ldcache_write, capabilities
 //! ```
 //!
 //! Below `prepare` (which reads the node configuration) and `lease` (the host-wide lease
@@ -30,7 +31,9 @@ pub mod elf;
 pub mod fake;
 pub mod inventory;
 pub mod ldcache;
+pub mod ldcache_write;
 pub mod lease;
+pub mod nvhooks;
 pub mod nvml;
 pub mod observe;
 pub mod paths;

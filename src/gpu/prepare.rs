@@ -58,8 +58,15 @@ pub struct GpuGrant {
 }
 
 /// Reads the spec's GPU request, injects it, and returns the grant; `None` when the spec
-/// asks for no GPU, or asked and was refused by policy (a warning says so).
+/// asks for no GPU, or asked and was refused by policy (a warning says so). NVIDIA's hooks
+/// in the edited spec, whether a request brought them or the engine did, are done last.
 pub fn prepare(spec: &mut Spec, c: &Container<'_>) -> Result<Option<GpuGrant>, GpuError> {
+    let grant = request_grant(spec, c)?;
+    super::nvhooks::prepare(spec, c.rootfs, PROC_DRIVER_COVER)?;
+    Ok(grant)
+}
+
+fn request_grant(spec: &mut Spec, c: &Container<'_>) -> Result<Option<GpuGrant>, GpuError> {
     let Some(asked) = request::read(spec)? else {
         warn_if_config_broken();
         return Ok(None);
@@ -306,6 +313,7 @@ mod tests {
         for name in [
             PROC_DRIVER_STORE,
             PROC_DRIVER_COVER,
+            super::super::nvhooks::STORE,
             "leases",
             super::super::CACHE_FILE,
             "discovery.refreshing",

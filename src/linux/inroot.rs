@@ -107,6 +107,21 @@ impl Root {
             .map_err(|e| err("resolving", "openat2", path, e))
     }
 
+    /// `path` opened read-only; with `nofollow`, a symlink as the last component is
+    /// refused (ELOOP) instead of followed inside the root.
+    pub fn open_read(&self, path: &Path, nofollow: bool) -> Result<std::fs::File> {
+        let rel: PathBuf = parts(path).iter().collect();
+        let flags = libc::O_RDONLY | if nofollow { libc::O_NOFOLLOW } else { 0 };
+        openat2(
+            self.fd.as_fd(),
+            &rel,
+            flags,
+            RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+        )
+        .map(std::fs::File::from)
+        .map_err(|e| err("opening", "openat2", path, e))
+    }
+
     pub fn exists_nofollow(&self, path: &Path) -> bool {
         self.lookup(path, libc::O_NOFOLLOW).is_ok()
     }

@@ -1,19 +1,17 @@
 //! Applying the requested CDI devices' container edits (plus their specs' own edits).
 //!
-//! NVIDIA's own hooks (`nvidia-cdi-hook`, `nvidia-ctk`) are not run: gpurun does their
-//! work itself where it can. `create-symlinks` links become bind mounts of the file the
-//! link would reach; `disable-device-node-modification` becomes the generated
-//! `/proc/driver/nvidia/params`; the rest are skipped and logged. Other vendors' hooks are
-//! added to the spec as OCI hooks, with an explicit (possibly empty) environment.
+//! Every hook is added to the spec as an OCI hook, with an explicit (possibly empty)
+//! environment. NVIDIA's own (`nvidia-cdi-hook`, `nvidia-ctk hook`) are then taken out
+//! and done by gpurun with those an engine put in the config ([`crate::gpu::nvhooks`]);
+//! `disable-device-node-modification` also asks for the generated `/proc/driver/nvidia`.
 
-use std::collections::BTreeMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{Hook, LinuxDevice, LinuxDeviceType};
 
 use super::{ContainerEdits, HookEdit, Registry};
-use crate::gpu::editor::{Editor, FILE_OPTIONS};
+use crate::gpu::editor::Editor;
 use crate::gpu::paths::{is_clean_absolute, normalize};
 use crate::gpu::GpuError;
 
@@ -22,7 +20,7 @@ use crate::gpu::GpuError;
 pub struct Applied {
     /// Minors of `/dev/nvidia<N>` nodes injected (to find the GPUs for leases/REQUIRE).
     pub gpu_minors: Vec<u32>,
-    /// A skipped NVIDIA hook asked for `ModifyDeviceFiles: 0`.
+    /// An NVIDIA hook asked for `ModifyDeviceFiles: 0`.
     pub disable_device_node_modification: bool,
     pub log: Vec<String>,
 }
@@ -54,7 +52,6 @@ pub fn apply(
         edits.push((name.clone(), &spec.devices[d].container_edits));
     }
     let mut applied = Applied::default();
-    let mut links: Vec<(String, String)> = Vec::new();
     for (origin, e) in &edits {
         if e.intel_rdt.is_some() {
             return Err(cdi_err(format!(
@@ -80,11 +77,8 @@ pub fn apply(
         }
         ed.add_gids(&e.additional_gids);
         for h in &e.hooks {
-            if is_nvidia_hook(h) {
-                note_nvidia_hook(h, &mut applied, &mut links);
-            } else {
-                add_hook(ed, h);
-            }
+            applied.disable_device_node_modification |= asks_for_params(h);
+            add_hook(ed, h);
         }
     }
     // Mounts last, sorted by depth (as CDI does) so a parent is mounted before its children.
@@ -114,7 +108,6 @@ pub fn apply(
             m.options.clone(),
         );
     }
-    translate_links(ed, &links, &mut applied.log);
     applied.gpu_minors.sort_unstable();
     applied.gpu_minors.dedup();
     Ok(applied)
@@ -165,106 +158,16 @@ fn gpu_minor(path: &Path) -> Option<u32> {
     path.to_str()?.strip_prefix("/dev/nvidia")?.parse().ok()
 }
 
-fn is_nvidia_hook(h: &HookEdit) -> bool {
-    let names = |s: &str| {
-        let base = Path::new(s)
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or(s);
-        base == "nvidia-cdi-hook" || base == "nvidia-ctk"
-    };
-    names(&h.path) || h.args.first().is_some_and(|a| names(a))
-}
-
-fn note_nvidia_hook(h: &HookEdit, applied: &mut Applied, links: &mut Vec<(String, String)>) {
-    let verb = h
-        .args
-        .iter()
-        .find(|a| {
-            !a.starts_with('-')
-                && !a.contains('/')
-                && *a != "nvidia-cdi-hook"
-                && *a != "nvidia-ctk"
-                && *a != "hook"
-        })
-        .cloned()
-        .unwrap_or_default();
-    match verb.as_str() {
-        "disable-device-node-modification" => {
-            applied.disable_device_node_modification = true;
-            applied
-                .log
-                .push("NVIDIA hook disable-device-node-modification: done by gpurun's /proc/driver/nvidia/params".into());
-        }
-        "create-symlinks" => {
-            let mut it = h.args.iter();
-            while let Some(a) = it.next() {
-                let spec = match a.strip_prefix("--link=") {
-                    Some(v) => Some(v.to_string()),
-                    None if a == "--link" => it.next().cloned(),
-                    None => None,
-                };
-                if let Some((target, link)) = spec.as_deref().and_then(|s| s.split_once("::")) {
-                    links.push((target.to_string(), link.to_string()));
-                }
-            }
-            applied
-                .log
-                .push("NVIDIA hook create-symlinks: links become bind mounts".into());
-        }
-        _ => applied.log.push(format!(
-            "NVIDIA hook skipped (gpurun runs no NVIDIA hook): {} {}",
-            h.path,
-            h.args.join(" ")
-        )),
-    }
-}
-
-/// Each link becomes a bind mount of the host file its target reaches, following other
-/// links and the mounts already in the spec (a few hops at most).
-fn translate_links(ed: &mut Editor<'_>, links: &[(String, String)], log: &mut Vec<String>) {
-    let link_map: BTreeMap<PathBuf, PathBuf> = links
-        .iter()
-        .map(|(target, link)| {
-            let link = normalize(Path::new(link));
-            let t = Path::new(target);
-            let abs = if t.is_absolute() {
-                normalize(t)
-            } else {
-                normalize(&link.parent().unwrap_or(Path::new("/")).join(t))
-            };
-            (link, abs)
-        })
-        .collect();
-    let mounts: BTreeMap<PathBuf, PathBuf> = ed
-        .spec()
-        .mounts()
-        .iter()
-        .flatten()
-        .filter_map(|m| Some((normalize(m.destination()), m.source().clone()?)))
-        .collect();
-    for (link, first) in &link_map {
-        let mut cur = first.clone();
-        let mut source = None;
-        for _ in 0..8 {
-            if let Some(s) = mounts.get(&cur) {
-                source = Some(s.clone());
-                break;
-            }
-            match link_map.get(&cur) {
-                Some(next) => cur = next.clone(),
-                None => break,
-            }
-        }
-        match source {
-            Some(s) if is_clean_absolute(link) => ed.bind(&s, link, FILE_OPTIONS),
-            _ => log.push(format!(
-                "NVIDIA create-symlinks link {} -> {} not translated: its target is not a mounted file",
-                link.display(),
-                first.display()
-            )),
-        }
-    }
+/// NVIDIA's `disable-device-node-modification` (its binary named by file name): a grant
+/// from this spec gets the generated `/proc/driver/nvidia` with its params.
+fn asks_for_params(h: &HookEdit) -> bool {
+    let nvidia = Path::new(&h.path)
+        .file_name()
+        .is_some_and(|n| n == "nvidia-cdi-hook" || n == "nvidia-ctk");
+    nvidia
+        && h.args
+            .iter()
+            .any(|a| a == "disable-device-node-modification")
 }
 
 fn add_hook(ed: &mut Editor<'_>, h: &HookEdit) {

@@ -59,6 +59,7 @@ const STEPS: &[(&str, Step)] = &[
     ("devices", step_devices),
     ("dev-symlinks", step_dev_symlinks),
     ("runtime-hooks", step_runtime_hooks),
+    ("root-symlinks", step_root_symlinks),
     ("create-container-hooks", step_create_container_hooks),
     ("sysctl", step_sysctl),
     ("masked-paths", step_masked),
@@ -403,6 +404,20 @@ fn step_dev_symlinks(ctx: &mut Ctx) -> Result<()> {
         return Ok(());
     }
     Ok(devices::symlinks(root(ctx)?)?)
+}
+
+/// Where NVIDIA's create-symlinks hook would have run: after every mount, before the
+/// createContainer hooks and pivot_root. Resolved inside the root, so a link or a parent
+/// directory in the image that points at a host path never reaches it.
+fn step_root_symlinks(ctx: &mut Ctx) -> Result<()> {
+    if ctx.plan.symlinks.is_empty() {
+        return Ok(());
+    }
+    let r = root(ctx)?;
+    for (link, target) in &ctx.plan.symlinks {
+        r.symlink(link, target)?;
+    }
+    Ok(())
 }
 
 fn step_masked(ctx: &mut Ctx) -> Result<()> {
