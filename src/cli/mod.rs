@@ -3,6 +3,7 @@
 
 mod exec;
 mod gpu;
+mod gpu_history;
 mod install;
 mod output;
 mod resources;

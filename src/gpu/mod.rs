@@ -29,6 +29,7 @@ pub mod elf;
 #[doc(hidden)]
 pub mod fake;
 pub mod inventory;
+pub mod journal;
 pub mod ldcache;
 pub mod lease;
 pub mod nvml;

@@ -21,6 +21,7 @@ mod exec;
 mod files;
 mod foreground;
 mod hook_dispatch;
+mod journal;
 mod kill;
 mod query;
 mod rollback;
