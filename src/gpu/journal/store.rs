@@ -242,28 +242,21 @@ fn end_of_last_line(file: &mut File, size: u64, path: &Path) -> Result<u64, Jour
     Ok(0)
 }
 
-/// One `write(2)` of the whole line; a short write (a full disk) is cut back off at once
-/// so the file ends with a whole record again.
+/// The whole line in one `write(2)`. Should the file system take only part of it (a
+/// full disk), the rest is tried once more to learn the error, and the part is cut back
+/// off at once so the file ends with a whole record again.
 fn write_line(file: &mut File, line: &[u8], size: u64, path: &Path) -> Result<(), JournalError> {
     #[cfg(feature = "failpoints")]
     stop_mid_record(file, line);
-    let written = file.write(line);
-    match written {
-        Ok(n) if n == line.len() => Ok(()),
-        Ok(n) => {
-            let _ = file.set_len(size);
-            Err(io("appending to the GPU journal", path)(
-                std::io::Error::new(
-                    std::io::ErrorKind::StorageFull,
-                    format!("wrote {n} of {} bytes", line.len()),
-                ),
-            ))
-        }
-        Err(e) => {
-            let _ = file.set_len(size);
-            Err(io("appending to the GPU journal", path)(e))
-        }
-    }
+    let result = match file.write(line) {
+        Ok(n) if n < line.len() => file.write_all(&line[n..]),
+        Ok(_) => Ok(()),
+        Err(e) => Err(e),
+    };
+    result.map_err(|e| {
+        let _ = file.set_len(size);
+        io("appending to the GPU journal", path)(e)
+    })
 }
 
 /// `GPURUN_FAILPOINT=journal-mid-record`: write half the record and die the way a killed
