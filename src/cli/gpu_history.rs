@@ -81,17 +81,28 @@ fn print_json(h: &History, shown: &[usize]) -> Result<()> {
 }
 
 fn print_table(h: &History, shown: &[usize]) {
-    println!("TIME\tEVENT\tCONTAINER\tGPUS\tDETAIL");
-    for &i in shown {
-        let r = &h.records[i];
-        println!(
-            "{}\t{}\t{}\t{}\t{}",
-            r.time,
-            crate::gpu::journal::event_name(&r.event),
-            r.container,
-            r.gpus.join(","),
-            detail(&h.records, i)
-        );
+    let rows: Vec<[String; 5]> = shown
+        .iter()
+        .map(|&i| {
+            let r = &h.records[i];
+            [
+                to_the_second(&r.time),
+                crate::gpu::journal::event_name(&r.event).to_string(),
+                r.container.clone(),
+                r.gpus.join(","),
+                detail(&h.records, i),
+            ]
+        })
+        .collect();
+    super::output::print_table(&["TIME", "EVENT", "CONTAINER", "GPUS", "DETAIL"], &rows);
+}
+
+/// `2026-12-06T16:03:45.127811821Z` as `2026-12-06T16:03:45Z`: the table's width is
+/// better spent on the detail.
+fn to_the_second(t: &str) -> String {
+    match (t.get(..19), t.ends_with('Z')) {
+        (Some(head), true) => format!("{head}Z"),
+        _ => t.to_string(),
     }
 }
 

@@ -123,6 +123,15 @@ pub fn who(c: &Caller) -> String {
     format!("{uid}, pid {} ({}){via}", c.pid, c.cmdline)
 }
 
+/// Who asked, in fewer words: `uid 1000 via bash pid 4200`.
+pub fn who_briefly(c: &Caller) -> String {
+    let uid = c.uid.map_or("uid ?".to_string(), |u| format!("uid {u}"));
+    match (c.parents.last(), &c.client) {
+        (Some(p), Some(name)) => format!("{uid} via {name} pid {}", p.pid),
+        _ => format!("{uid}, pid {}", c.pid),
+    }
+}
+
 /// How the job released by `records[at]` ended, from that record and the ones of the
 /// same container since its grant.
 pub fn ending(records: &[Record], at: usize) -> String {
@@ -140,7 +149,9 @@ pub fn ending(records: &[Record], at: usize) -> String {
     for r in since_grant {
         match &r.event {
             Event::Exit { status } => exit = exit.or(Some(*status)),
-            Event::Kill(k) => kills.push(format!("{} sent by {}", k.signal, who(&k.caller))),
+            Event::Kill(k) => {
+                kills.push(format!("{} sent by {}", k.signal, who_briefly(&k.caller)))
+            }
             _ => {}
         }
     }
@@ -149,7 +160,7 @@ pub fn ending(records: &[Record], at: usize) -> String {
     match exit {
         Some(status) => parts.push(format!("exited with status {status}")),
         None if rel.found == "running" || rel.found == "paused" => {
-            let by = rel.caller.as_ref().map(who).unwrap_or_default();
+            let by = rel.caller.as_ref().map(who_briefly).unwrap_or_default();
             parts.push(format!("killed (SIGKILL) by delete --force from {by}"));
         }
         None if rel.found == "created" => parts.push("deleted before it started".to_string()),
