@@ -35,6 +35,11 @@ const IMAGE_KEYS: &[&str] = &[
     "io.kubernetes.cri.image-ref",
 ];
 const OCI_IMAGE_PREFIX: &str = "org.opencontainers.image.";
+/// Bytes kept of one command line or annotation: enough to recognise it, bounded so a
+/// record stays small.
+pub const MAX_TEXT: usize = 1024;
+/// Image annotations kept of one container (OCI defines fewer than twenty).
+const MAX_IMAGE_KEYS: usize = 32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
@@ -137,21 +142,40 @@ pub struct History {
 impl Pod {
     pub fn from_annotations(a: &std::collections::HashMap<String, String>) -> Option<Pod> {
         let pod = Pod {
-            namespace: a.get(POD_NAMESPACE).cloned(),
-            name: a.get(POD_NAME).cloned(),
+            namespace: a.get(POD_NAMESPACE).map(|v| cut(v, MAX_TEXT)),
+            name: a.get(POD_NAME).map(|v| cut(v, MAX_TEXT)),
         };
         (pod.namespace.is_some() || pod.name.is_some()).then_some(pod)
     }
 }
 
-/// The annotations that name the container's image.
+/// The annotations that name the container's image, each value cut at [`MAX_TEXT`] bytes
+/// and at most [`MAX_IMAGE_KEYS`] of them, so that no spec can make one record fill the
+/// journal.
 pub fn image_annotations(
     a: &std::collections::HashMap<String, String>,
 ) -> BTreeMap<String, String> {
-    a.iter()
+    let mut out: BTreeMap<String, String> = a
+        .iter()
         .filter(|(k, _)| IMAGE_KEYS.contains(&k.as_str()) || k.starts_with(OCI_IMAGE_PREFIX))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
+        .map(|(k, v)| (cut(k, MAX_TEXT), cut(v, MAX_TEXT)))
+        .collect();
+    while out.len() > MAX_IMAGE_KEYS {
+        out.pop_last();
+    }
+    out
+}
+
+/// `s` cut at `max` bytes (on a character boundary), with `…` where it was cut.
+pub fn cut(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
 }
 
 /// `sha256:<hex>` of a file, if it can be read.
@@ -252,5 +276,34 @@ pub fn event_name(e: &Event) -> &'static str {
         Event::Kill(_) => "kill",
         Event::Exit { .. } => "exit",
         Event::Release(_) => "release",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_image_annotations_are_kept_and_each_is_bounded() {
+        let mut a = std::collections::HashMap::new();
+        a.insert("io.kubernetes.cri.image-name".to_string(), "x".repeat(5000));
+        a.insert(
+            "org.opencontainers.image.version".to_string(),
+            "3".to_string(),
+        );
+        a.insert("com.example.secret".to_string(), "s".to_string());
+        for n in 0..100 {
+            a.insert(format!("{OCI_IMAGE_PREFIX}x{n}"), "v".to_string());
+        }
+        let kept = image_annotations(&a);
+        assert_eq!(kept.len(), MAX_IMAGE_KEYS);
+        assert!(!kept.contains_key("com.example.secret"));
+        let name = &kept["io.kubernetes.cri.image-name"];
+        assert!(
+            name.len() <= MAX_TEXT + 3 && name.ends_with('…'),
+            "{}",
+            name.len()
+        );
+        assert_eq!(cut("héllo", 2), "h…");
     }
 }

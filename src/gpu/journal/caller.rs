@@ -6,6 +6,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::{cut, MAX_TEXT};
+
 /// Programs that stand for "who asked" when found among gpurun's parents. Matched on the
 /// executable's file name, or its `comm` (15 bytes at most).
 const CLIENTS: &[&str] = &[
@@ -34,8 +36,6 @@ const CLIENTS: &[&str] = &[
 ];
 /// Parents read at most: enough for shell → sudo → shell → script chains.
 const MAX_CHAIN: usize = 8;
-/// Bytes kept of one command line: enough to recognise it, bounded for the journal.
-const MAX_CMDLINE: usize = 1024;
 
 /// One process: its pid, real uid, `comm` and command line.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,19 +118,10 @@ fn read(proc: &Path, pid: i32) -> Option<(Proc, Option<i32>)> {
     ))
 }
 
-/// NUL-separated arguments as one space-separated line, cut at [`MAX_CMDLINE`] bytes.
+/// NUL-separated arguments as one space-separated line, cut at [`MAX_TEXT`] bytes.
 fn printable_cmdline(raw: &[u8]) -> String {
     let raw = raw.strip_suffix(b"\0").unwrap_or(raw);
-    let mut s: String = String::from_utf8_lossy(raw).replace('\0', " ");
-    if s.len() > MAX_CMDLINE {
-        let mut cut = MAX_CMDLINE;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-        s.push('…');
-    }
-    s
+    cut(&String::from_utf8_lossy(raw).replace('\0', " "), MAX_TEXT)
 }
 
 /// The client name `p` is recognised as: its executable's file name, else its `comm`.
@@ -210,6 +201,6 @@ mod tests {
         assert_eq!(c.parents.len(), 2);
         assert_eq!(c.client, None);
         let long = "x".repeat(5000);
-        assert!(printable_cmdline(long.as_bytes()).len() <= MAX_CMDLINE + 3);
+        assert!(printable_cmdline(long.as_bytes()).len() <= MAX_TEXT + 3);
     }
 }
