@@ -7,13 +7,14 @@
 //! prepare  → cache, edits, lease, request, config        (nothing imports prepare)
 //! edits    → cdi → editor → paths;  edits → request, require, procdir, inventory, config
 //! cache    → discover → nvml, driverfiles → inventory → capabilities, paths, procfs
-//! request  → inventory, config;  lease → config;  config → capabilities
+//! request  → inventory, config;  lease → config;  journal → config;  config → capabilities
 //! leaves:    paths, procfs, procdir, elf, ldcache, capabilities
 //! ```
 //!
-//! Below `prepare` (which reads the node configuration) and `lease` (the host-wide lease
-//! table), everything is a pure function over injected roots (driver, dev, proc) and the
-//! spec: nothing is mounted or created in the rootfs. The one thing ever executed is the
+//! Below `prepare` (which reads the node configuration), `lease` (the host-wide lease
+//! table) and `journal` (the record of grants and releases the verbs append to),
+//! everything is a pure function over injected roots (driver, dev, proc) and the spec:
+//! nothing is mounted or created in the rootfs. The one thing ever executed is the
 //! driver root's own `nvidia-smi`, by discovery on a cache miss ([`nvml`]) and by
 //! `gpurun gpus`: never during injection, never on a start whose discovery cache is valid.
 
