@@ -612,9 +612,10 @@ impl GpuNode {
             &config,
             format!(
                 "[nvidia]\ndriver-root = {h:?}\ndev-root = {h:?}\nproc-root = {h:?}\n\
-                 cdi-spec-dirs = []\n[gpus]\nstate-dir = {s:?}\n",
+                 cdi-spec-dirs = []\n[gpus]\nstate-dir = {s:?}\n[journal]\ndir = {j:?}\n",
                 h = host.display().to_string(),
                 s = state.display().to_string(),
+                j = dir.path().join("journal").display().to_string(),
             ),
         )
         .expect("config.toml");

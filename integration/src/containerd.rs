@@ -133,8 +133,9 @@ impl Containerd {
         std::fs::write(
             &gpurun_config,
             format!(
-                "[gpus]\nstate-dir = {}\n{gpurun_toml}",
-                toml_str(&dir.path().join("gpu-state"))
+                "[gpus]\nstate-dir = {}\n{gpurun_toml}\n[journal]\ndir = {}\n",
+                toml_str(&dir.path().join("gpu-state")),
+                toml_str(&dir.path().join("gpu-journal"))
             ),
         )
         .expect("gpurun config");

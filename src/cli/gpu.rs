@@ -38,6 +38,13 @@ pub struct GpusArgs {
     /// holder's name.
     #[arg(long, value_name = "DURATION", requires = "wait", value_parser = super::gpu_wait::parse_duration)]
     pub timeout: Option<Duration>,
+    /// Print the GPU journal instead: every grant and release, how each job ended, who
+    /// killed it; optionally of one GPU (index or UUID) or one container id.
+    #[arg(long, value_name = "GPU|ID", num_args = 0..=1, default_missing_value = "")]
+    pub history: Option<String>,
+    /// With --history: records since this RFC 3339 time or this long ago (90s, 30m, 1h, 2d).
+    #[arg(long, requires = "history")]
+    pub since: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -261,6 +268,9 @@ fn unix_now() -> u64 {
 /// says about them now. A cache whose enrichment had failed (or is still pending) is refreshed: this command
 /// runs nvidia-smi anyway.
 pub fn gpus(a: &GpusArgs) -> Result<()> {
+    if let Some(target) = &a.history {
+        return super::gpu_history::print(target, a.since.as_deref(), &a.format);
+    }
     let cfg = config()?;
     let mut inv = inventory(&cfg)?;
     if a.refresh || inv.enrichment.failed || inv.enrichment.pending {

@@ -4,6 +4,7 @@
 mod exec;
 mod gpu;
 mod gpu_cells;
+mod gpu_history;
 mod gpu_wait;
 mod install;
 mod output;

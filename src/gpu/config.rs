@@ -16,6 +16,8 @@ pub const DEFAULT_PATH: &str = "/etc/gpurun/config.toml";
 pub const DEFAULT_STATE_DIR: &str = "/run/gpurun-gpus";
 /// The environment variable that overrides [`DEFAULT_PATH`].
 pub const PATH_ENV: &str = "GPURUN_CONFIG";
+/// The smallest `[journal] max-size`: below it a single record would rotate every file.
+pub const MIN_JOURNAL_SIZE: u64 = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -36,6 +38,7 @@ pub enum ConfigError {
 pub struct Config {
     pub nvidia: NvidiaConfig,
     pub gpus: GpusConfig,
+    pub journal: JournalConfig,
 }
 
 /// `[nvidia]`: where the driver lives on this host and what the env contract may do.
@@ -107,6 +110,34 @@ impl Default for GpusConfig {
     }
 }
 
+/// Where the GPU journal is kept unless `[journal] dir` says otherwise: persistent
+/// storage, since the journal answers questions about jobs that ended before a reboot.
+pub const DEFAULT_JOURNAL_DIR: &str = "/var/lib/gpurun";
+
+/// `[journal]`: the record of every GPU grant and release (`gpurun gpus --history`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct JournalConfig {
+    /// Off: nothing is recorded (the history command then says so).
+    pub enabled: bool,
+    pub dir: PathBuf,
+    /// Bytes the current file may reach before it is rotated.
+    pub max_size: u64,
+    /// Rotated files kept beside the current one; older ones are removed.
+    pub keep: u32,
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            dir: PathBuf::from(DEFAULT_JOURNAL_DIR),
+            max_size: 8 << 20,
+            keep: 4,
+        }
+    }
+}
+
 /// Whether a GPU may be held by more than one live container.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -168,6 +199,7 @@ impl Config {
             ("nvidia.proc-root", &n.proc_root),
             ("nvidia.ldconfig", &n.ldconfig),
             ("gpus.state-dir", &self.gpus.state_dir),
+            ("journal.dir", &self.journal.dir),
         ] {
             if !p.is_absolute() {
                 return Err(format!(
@@ -186,6 +218,12 @@ impl Config {
         }
         super::Capabilities::parse(&n.default_capabilities)
             .map_err(|e| format!("nvidia.default-capabilities: {e}"))?;
+        if self.journal.max_size < MIN_JOURNAL_SIZE {
+            return Err(format!(
+                "journal.max-size must be at least {MIN_JOURNAL_SIZE} bytes (one record), got {}",
+                self.journal.max_size
+            ));
+        }
         Ok(())
     }
 
@@ -240,6 +278,11 @@ mod tests {
             [gpus]
             sharing = "exclusive"
             state-dir = "/var/lib/gpurun"
+            [journal]
+            enabled = false
+            dir = "/srv/gpu-journal"
+            max-size = 65536
+            keep = 2
             "#,
         )
         .expect("the full configuration parses");
@@ -250,6 +293,25 @@ mod tests {
         assert_eq!(cfg.nvidia.hooks, NvidiaHooks::Run);
         assert_eq!(cfg.gpus.sharing, Sharing::Exclusive);
         assert_eq!(cfg.gpus.state_dir, PathBuf::from("/var/lib/gpurun"));
+        assert!(!cfg.journal.enabled);
+        assert_eq!(cfg.journal.dir, PathBuf::from("/srv/gpu-journal"));
+        assert_eq!(cfg.journal.max_size, 65536);
+        assert_eq!(cfg.journal.keep, 2);
+    }
+
+    #[test]
+    fn journal_defaults_and_limits() {
+        let cfg = from_toml_str("").expect("the empty configuration parses");
+        assert!(cfg.journal.enabled);
+        assert_eq!(cfg.journal.dir, PathBuf::from("/var/lib/gpurun"));
+        let err = from_toml_str("[journal]\nmax-size = 100\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("journal.max-size"), "{err}");
+        let err = from_toml_str("[journal]\ndir = \"rel\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("journal.dir"), "{err}");
     }
 
     #[test]

@@ -8,13 +8,14 @@
 //! edits    → cdi → editor → paths;  edits → request, require, procdir, inventory, config
 //! nvhooks  → editor, edits, procdir, procfs, elf, ldcache, ldcache_write, config
 //! cache    → discover → nvml, driverfiles → inventory → capabilities, paths, procfs
-//! request  → inventory, config;  lease → config;  config → capabilities
+//! request  → inventory, config;  lease → config;  journal → config;  config → capabilities
 //! leaves:    paths, procfs, procdir, elf, ldcache, ldcache_write, capabilities
 //! ```
 //!
-//! Below `prepare` (which reads the node configuration) and `lease` (the host-wide lease
-//! table), everything is a pure function over injected roots (driver, dev, proc) and the
-//! spec: nothing is mounted or created in the rootfs. The one thing ever executed is the
+//! Below `prepare` (which reads the node configuration), `lease` (the host-wide lease
+//! table) and `journal` (the record of grants and releases the verbs append to),
+//! everything is a pure function over injected roots (driver, dev, proc) and the spec:
+//! nothing is mounted or created in the rootfs. The one thing ever executed is the
 //! driver root's own `nvidia-smi`, by discovery on a cache miss ([`nvml`]) and by
 //! `gpurun gpus`: never during injection, never on a start whose discovery cache is valid.
 
@@ -30,6 +31,7 @@ pub mod elf;
 #[doc(hidden)]
 pub mod fake;
 pub mod inventory;
+pub mod journal;
 pub mod ldcache;
 pub mod ldcache_write;
 pub mod lease;

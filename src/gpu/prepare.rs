@@ -19,7 +19,7 @@ use oci_spec::runtime::Spec;
 use super::config::{Config, Sharing};
 use super::edits::{self, Target};
 use super::lease::{Holder, Leases};
-use super::request::{self, Parsed, Request};
+use super::request::{self, Parsed, Request, RequestSource};
 use super::{cache, GpuError, Injection};
 
 /// The hidden verb that refreshes the discovery cache in the background.
@@ -48,6 +48,8 @@ pub struct GpuGrant {
     /// UUIDs of the granted GPUs (MIG devices count as their parent).
     pub gpus: Vec<String>,
     pub sharing: Sharing,
+    /// Where the request came from (for the GPU journal).
+    pub source: RequestSource,
     /// The state directory whose lease table holds the lease (recorded in the
     /// container's state for `delete`).
     pub state_dir: PathBuf,
@@ -86,7 +88,8 @@ fn request_grant(spec: &mut Spec, c: &Container<'_>) -> Result<Option<GpuGrant>,
     if inj.grant.gpus.is_empty() {
         return Ok(None);
     }
-    GpuGrant::reserve(&cfg, c, inj.grant.gpus, inj.grant.sharing).map(Some)
+    let g = inj.grant;
+    GpuGrant::reserve(&cfg, c, g.gpus, g.sharing, g.source).map(Some)
 }
 
 /// A container that asks for no GPU does not need the node configuration: a broken file
@@ -182,10 +185,12 @@ impl GpuGrant {
         c: &Container<'_>,
         gpus: Vec<String>,
         sharing: Sharing,
+        source: RequestSource,
     ) -> Result<GpuGrant, GpuError> {
         let grant = GpuGrant {
             gpus,
             sharing,
+            source,
             state_dir: cfg.gpus.state_dir.clone(),
             leases: Leases::for_node(cfg),
             container_id: c.id.to_string(),
@@ -265,7 +270,13 @@ mod tests {
             root: Path::new("/run/test-root"),
             rootfs: Path::new("/nonexistent"),
         };
-        GpuGrant::reserve(&cfg, &c, vec!["GPU-0".into()], Sharing::Exclusive)
+        GpuGrant::reserve(
+            &cfg,
+            &c,
+            vec!["GPU-0".into()],
+            Sharing::Exclusive,
+            RequestSource::Env,
+        )
     }
 
     fn lease_pids(state: &Path) -> Vec<i64> {

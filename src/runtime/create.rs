@@ -70,6 +70,7 @@ pub fn create(g: &Globals, o: &CreateOpts) -> Result<Created> {
     };
     let pid = spawn_init(&plan, fds, &mut guard)?;
     record_init(o, pid, &mut st, &mut guard)?;
+    super::journal::granted(g, &st, guard.gpu.as_ref());
     Ok(Created {
         pid,
         container: guard.commit(),

@@ -29,7 +29,8 @@ pub fn delete(g: &Globals, id: &str, force: bool) -> Result<()> {
     if !force {
         st.open_cgroup()?;
     }
-    match status_of(&c.dir, &st) {
+    let status = status_of(&c.dir, &st);
+    match status {
         // A create that died: its init (if it got that far) is in the cgroup, which
         // `destroy` empties, whether or not its directories were made.
         Status::Stopped | Status::Creating => {}
@@ -45,6 +46,7 @@ pub fn delete(g: &Globals, id: &str, force: bool) -> Result<()> {
             )))
         }
     }
+    super::journal::releasing(&g.root.path, &st, status, force);
     destroy(c, &st)
 }
 

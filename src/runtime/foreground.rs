@@ -45,6 +45,7 @@ pub fn run(g: &Globals, o: &CreateOpts, r: &RunOpts) -> Result<i32> {
         return Ok(0);
     }
     let code = forward_and_wait(pid, &mask, proxy.as_mut())?;
+    super::journal::exited(g, &o.id, code);
     // Restores the caller's terminal before anything else is printed.
     drop(proxy);
     if !r.keep {

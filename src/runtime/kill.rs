@@ -24,7 +24,14 @@ pub fn parse_signal(s: &str) -> Result<Signal> {
 pub fn kill(g: &Globals, id: &str, sig: Signal, all: bool) -> Result<()> {
     let c = g.root.open(id)?;
     let st = c.load()?;
-    let status = status_of(&c.dir, &st);
+    send(&c, &st, sig, all)?;
+    super::journal::killed(g, &st, sig, all);
+    Ok(())
+}
+
+fn send(c: &crate::state::Container, st: &State, sig: Signal, all: bool) -> Result<()> {
+    let id = &st.id;
+    let status = status_of(&c.dir, st);
     if matches!(status, Status::Stopped | Status::Creating) {
         if all {
             // containerd sends `kill --all` after init exited; the rest of the cgroup
@@ -41,7 +48,7 @@ pub fn kill(g: &Globals, id: &str, sig: Signal, all: bool) -> Result<()> {
             return Ok(cg.signal_all(sig)?);
         }
     }
-    signal_init(&st, sig)
+    signal_init(st, sig)
 }
 
 /// Signal init through a pidfd opened and then checked against the recorded start time,

@@ -7,7 +7,7 @@
 //! this folder the imports go one way: `foreground` uses `create`, `start` and `delete`;
 //! `exec` uses `foreground`; `delete` uses `kill`; `create` takes its GPUs from
 //! [`crate::gpu::prepare`]. Any of them may use the helpers (`console`, `files`, `hook_dispatch`,
-//! `rollback`) and this file; the helpers use none of the verbs.
+//! `journal`, `rollback`) and this file; the helpers use none of the verbs.
 
 use std::path::{Path, PathBuf};
 
@@ -21,6 +21,7 @@ mod exec;
 mod files;
 mod foreground;
 mod hook_dispatch;
+mod journal;
 mod kill;
 mod query;
 mod rollback;

@@ -43,10 +43,12 @@ impl Node {
             format!(
                 "[nvidia]\ndriver-root = {h:?}\ndev-root = {h:?}\nproc-root = {h:?}\n\
                  accept-env-when-unprivileged = {accept_env_when_unprivileged}\n\
-                 cdi-spec-dirs = [{cdi:?}]\n[gpus]\nstate-dir = {state:?}\n",
+                 cdi-spec-dirs = [{cdi:?}]\n[gpus]\nstate-dir = {state:?}\n\
+                 [journal]\ndir = {journal:?}\n",
                 h = host.display().to_string(),
                 cdi = p("cdi"),
                 state = p("state"),
+                journal = p("journal"),
             ),
         )
         .unwrap();
@@ -55,6 +57,11 @@ impl Node {
 
     pub fn host(&self) -> PathBuf {
         self.dir.path().join("host")
+    }
+
+    /// Where this node's GPU journal is kept (never the host's /var/lib/gpurun).
+    pub fn journal_dir(&self) -> PathBuf {
+        self.dir.path().join("journal")
     }
 
     pub fn cdi_dir(&self) -> PathBuf {
