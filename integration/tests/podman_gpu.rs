@@ -63,9 +63,10 @@ fn setup() -> Option<Setup> {
     std::fs::write(
         &config,
         format!(
-            "{}[gpus]\nstate-dir = {:?}\n",
+            "{}[gpus]\nstate-dir = {:?}\n[journal]\ndir = {:?}\n",
             gpus.gpurun_toml(),
-            state.display().to_string()
+            state.display().to_string(),
+            files.path().join("journal").display().to_string()
         ),
     )
     .unwrap();
