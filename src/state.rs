@@ -80,6 +80,10 @@ pub struct State {
     /// The host-wide GPU state dir holding this container's lease, if it has one.
     #[serde(default)]
     pub gpu_state_dir: Option<PathBuf>,
+    /// The GPU journal its grant was recorded in: its kills and release go to the same one,
+    /// whatever configuration a later verb runs with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_journal: Option<crate::gpu::config::JournalConfig>,
     /// The caller's NOTIFY_SOCKET at create: where `start` forwards READY=1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notify_socket: Option<PathBuf>,

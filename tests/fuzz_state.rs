@@ -83,6 +83,9 @@ fn generate(rng: &mut Rng) -> Vec<u8> {
         gpu_state_dir: rng
             .one_in(3)
             .then(|| PathBuf::from("/nonexistent/gpu-state")),
+        gpu_journal: rng
+            .one_in(3)
+            .then(gpurun::gpu::config::JournalConfig::default),
         notify_socket: rng.one_in(5).then(|| PathBuf::from(rng.word(8))),
         spec: rng.one_in(2).then(|| json!({"ociVersion": "1.0.2"})),
     };

@@ -548,3 +548,41 @@ fn a_writer_killed_mid_record_loses_nothing_and_the_next_writer_repairs() {
     assert_eq!(events(&of_container(&all, &torn)), ["release"]);
     assert_eq!(all.len(), 4);
 }
+
+#[test]
+fn kill_and_delete_record_in_the_journal_of_the_grant_whatever_config_they_run_with() {
+    if skip("kill_and_delete_record_in_the_journal_of_the_grant_whatever_config_they_run_with") {
+        return;
+    }
+    let node = Node::new(false);
+    let rt = Runtime::new();
+    let job = id("journal-same");
+    start(&node, &rt, &gpu_bundle("sleep 60"), &job);
+    // A later verb under another configuration (or none: the shim's environment may lack
+    // GPURUN_CONFIG) still records where the grant was recorded.
+    let elsewhere = node.dir.path().join("elsewhere");
+    let other = node.dir.path().join("other.toml");
+    std::fs::write(
+        &other,
+        format!("[journal]\ndir = {:?}\n", elsewhere.display().to_string()),
+    )
+    .unwrap();
+    for args in [&["kill", &job, "TERM"][..], &["delete", "--force", &job]] {
+        let out = rt
+            .cmd()
+            .env("GPURUN_CONFIG", &other)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    }
+    let (all, _) = history(&node, &rt, &[&job]);
+    assert_eq!(
+        events(&of_container(&all, &job)),
+        ["grant", "kill", "release"]
+    );
+    assert!(
+        !elsewhere.exists(),
+        "nothing went to the other configuration's journal"
+    );
+}

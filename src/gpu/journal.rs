@@ -255,12 +255,16 @@ impl Record {
     }
 }
 
-/// Appends `rec` to the node's journal; a failure (the configuration unreadable, the disk
-/// full, the lock held too long) is a warning to the caller and nothing more.
-pub fn record(rec: &Record) {
-    let result = Config::load()
-        .map_err(|e| JournalError::Other(e.to_string()))
-        .and_then(|cfg| Journal::new(&cfg.journal).append(rec));
+/// Appends `rec` to the journal `at` (the one the container's grant was recorded in), else
+/// to the node configuration's; a failure (the configuration unreadable, the disk full, the
+/// lock held too long) is a warning to the caller and nothing more.
+pub fn record(at: Option<&JournalConfig>, rec: &Record) {
+    let result = match at {
+        Some(j) => Journal::new(j).append(rec),
+        None => Config::load()
+            .map_err(|e| JournalError::Other(e.to_string()))
+            .and_then(|cfg| Journal::new(&cfg.journal).append(rec)),
+    };
     if let Err(e) = result {
         crate::log::warn_caller(&format!(
             "not recorded in the GPU journal ({} of container {}): {e}",

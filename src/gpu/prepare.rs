@@ -53,6 +53,8 @@ pub struct GpuGrant {
     /// The state directory whose lease table holds the lease (recorded in the
     /// container's state for `delete`).
     pub state_dir: PathBuf,
+    /// The GPU journal of the node configuration the grant was made under.
+    pub journal: super::config::JournalConfig,
     leases: Leases,
     container_id: String,
     root: PathBuf,
@@ -192,6 +194,7 @@ impl GpuGrant {
             sharing,
             source,
             state_dir: cfg.gpus.state_dir.clone(),
+            journal: cfg.journal.clone(),
             leases: Leases::for_node(cfg),
             container_id: c.id.to_string(),
             root: c.root.to_path_buf(),

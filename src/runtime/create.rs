@@ -129,6 +129,7 @@ fn initial_state(
         hooks: bundle.spec.hooks().clone(),
         gpus: gpu.map(|g| g.gpus.clone()).unwrap_or_default(),
         gpu_state_dir: gpu.map(|g| g.state_dir.clone()),
+        gpu_journal: gpu.map(|g| g.journal.clone()),
         spec: Some(state::encode_spec(&bundle.spec)?),
         notify_socket,
     })

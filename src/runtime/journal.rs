@@ -25,7 +25,10 @@ pub(super) fn granted(g: &Globals, st: &State, grant: Option<&GpuGrant>) {
         pid: st.pid,
         caller: caller::current(),
     });
-    journal::record(&Record::now(&st.id, &g.root.path, &grant.gpus, event));
+    journal::record(
+        Some(&grant.journal),
+        &Record::now(&st.id, &g.root.path, &grant.gpus, event),
+    );
 }
 
 /// `kill` delivered `sig`.
@@ -39,7 +42,10 @@ pub(super) fn killed(g: &Globals, st: &State, sig: Signal, all: bool) {
         pod: Pod::from_annotations(&st.annotations),
         caller: caller::current(),
     });
-    journal::record(&Record::now(&st.id, &g.root.path, &st.gpus, event));
+    journal::record(
+        st.gpu_journal.as_ref(),
+        &Record::now(&st.id, &g.root.path, &st.gpus, event),
+    );
 }
 
 /// `run` in the foreground reaped init with `status`.
@@ -51,7 +57,10 @@ pub(super) fn exited(g: &Globals, id: &str, status: i32) {
         return;
     }
     let event = Event::Exit { status };
-    journal::record(&Record::now(&st.id, &g.root.path, &st.gpus, event));
+    journal::record(
+        st.gpu_journal.as_ref(),
+        &Record::now(&st.id, &g.root.path, &st.gpus, event),
+    );
 }
 
 /// `delete` is about to take the container down (its cgroup still exists, so its OOM
@@ -68,5 +77,8 @@ pub(super) fn releasing(root: &Path, st: &State, status: Status, force: bool) {
         pod: Pod::from_annotations(&st.annotations),
         caller: force.then(caller::current),
     });
-    journal::record(&Record::now(&st.id, root, &st.gpus, event));
+    journal::record(
+        st.gpu_journal.as_ref(),
+        &Record::now(&st.id, root, &st.gpus, event),
+    );
 }
