@@ -164,12 +164,13 @@ fn section_table(r: &Reader, ident: &[u8]) -> (u64, usize, usize) {
     }
 }
 
-fn read_soname(
+/// The section header table (`None` when the file has none), bounds checked.
+fn section_headers(
     r: &Reader,
     shoff: u64,
     shentsize: usize,
     shnum: usize,
-) -> io::Result<Option<String>> {
+) -> io::Result<Option<Vec<u8>>> {
     let min = if r.class64 { 64 } else { 40 };
     if shoff == 0 || shnum == 0 {
         return Ok(None);
@@ -177,7 +178,18 @@ fn read_soname(
     if shentsize < min || shnum > MAX_SECTIONS {
         return Err(bad("bad section header table"));
     }
-    let table = r.bytes(shoff, shentsize * shnum)?;
+    r.bytes(shoff, shentsize * shnum).map(Some)
+}
+
+fn read_soname(
+    r: &Reader,
+    shoff: u64,
+    shentsize: usize,
+    shnum: usize,
+) -> io::Result<Option<String>> {
+    let Some(table) = section_headers(r, shoff, shentsize, shnum)? else {
+        return Ok(None);
+    };
     // (sh_type, sh_offset, sh_size, sh_link) per section.
     let section = |i: usize| -> (u32, u64, u64, u32) {
         let s = &table[i * shentsize..];
@@ -269,14 +281,9 @@ fn section_at(r: &Reader, table: &[u8], shentsize: usize, i: usize) -> Section {
 pub fn cuda_compat_note(file: File) -> io::Result<Option<CudaCompatNote>> {
     let (r, ident) = reader(file)?;
     let (shoff, shentsize, shnum) = section_table(&r, &ident);
-    let min = if r.class64 { 64 } else { 40 };
-    if shoff == 0 || shnum == 0 {
+    let Some(table) = section_headers(&r, shoff, shentsize, shnum)? else {
         return Ok(None);
-    }
-    if shentsize < min || shnum > MAX_SECTIONS {
-        return Err(bad("bad section header table"));
-    }
-    let table = r.bytes(shoff, shentsize * shnum)?;
+    };
     let shstrndx = r.u16(&ident, if r.class64 { 0x3e } else { 0x32 }) as usize;
     if shstrndx >= shnum {
         return Ok(None);
