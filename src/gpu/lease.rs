@@ -50,6 +50,22 @@ pub struct Lease {
     pub holder: Holder,
     pub gpus: Vec<String>,
     pub sharing: Sharing,
+    /// How the grant was asked for (`applied`, `cli`, `cdi-annotations`, …); absent in
+    /// leases written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// The holder shares its GPUs through NVIDIA MPS (its spec sets
+    /// `CUDA_MPS_PIPE_DIRECTORY`). Written only when true, so a lease without MPS reads
+    /// the same to a gpurun that does not know the field.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mps: bool,
+}
+
+/// What a lease records beside its holder, GPUs and sharing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Notes {
+    pub source: Option<String>,
+    pub mps: bool,
 }
 
 /// The lease table of one state directory.
@@ -188,10 +204,21 @@ impl Leases {
         gpus: &[String],
         sharing: Sharing,
     ) -> Result<(), GpuError> {
+        self.acquire_with(holder, gpus, sharing, &Notes::default())
+    }
+
+    /// [`Leases::acquire`], recording `notes` in the lease.
+    pub fn acquire_with(
+        &self,
+        holder: &Holder,
+        gpus: &[String],
+        sharing: Sharing,
+        notes: &Notes,
+    ) -> Result<(), GpuError> {
         let _lock = self.lock()?;
         let mine = self.file_for(holder)?;
         self.refuse_conflicts(&holder.container_id, &holder.root, gpus, sharing)?;
-        self.write(&mine, holder, gpus, sharing)
+        self.write(&mine, holder, gpus, sharing, notes)
     }
 
     fn refuse_conflicts(
@@ -229,12 +256,15 @@ impl Leases {
         holder: &Holder,
         gpus: &[String],
         sharing: Sharing,
+        notes: &Notes,
     ) -> Result<(), GpuError> {
         let lease = Lease {
             format: LEASE_FORMAT,
             holder: holder.clone(),
             gpus: gpus.to_vec(),
             sharing,
+            source: notes.source.clone(),
+            mps: notes.mps,
         };
         let data = serde_json::to_vec_pretty(&lease).map_err(|e| GpuError::Lease(e.to_string()))?;
         // Volatile: the lease table lives on /run (tmpfs) and does not outlive a reboot;
