@@ -108,12 +108,16 @@ fn an_applied_gpu_is_leased_shown_in_gpus_and_refuses_a_second_exclusive_holder(
     let first = id("applied-a");
     let out = node.create(&rt, &b, &first);
     assert_ran(&out);
-    assert_eq!(holders(&node, &rt, GPU0), [first.clone()]);
+    assert_eq!(holders(&node, &rt, GPU0), [first.as_str()]);
     assert!(holders(&node, &rt, GPU1).is_empty());
     let l = leases(&node);
     assert_eq!(l.len(), 1, "{l:?}");
     assert_eq!(l[0]["source"], "applied");
     assert_eq!(l[0]["sharing"], "exclusive");
+    assert!(
+        node.ok(&rt, &["list"]).contains(GPU0),
+        "list's GPUS column names the applied GPU"
+    );
 
     let second = id("applied-b");
     let out = node.create(&rt, &b, &second);
@@ -208,7 +212,7 @@ fn a_cdi_annotation_naming_another_gpu_beside_applied_nodes_is_refused_naming_bo
     annotate(&mut b, "cdi.k8s.io/gpu", "nvidia.com/gpu=0");
     let cid = id("applied-cdi-same");
     assert_ran(&node.create(&rt, &b, &cid));
-    assert_eq!(holders(&node, &rt, GPU0), [cid.clone()]);
+    assert_eq!(holders(&node, &rt, GPU0), [cid.as_str()]);
     node.ok(&rt, &["delete", "--force", &cid]);
 }
 
@@ -240,7 +244,7 @@ fn a_privileged_container_holding_every_host_node_gets_no_gpu_grant() {
     b.config["linux"]["devices"].as_array_mut().unwrap().pop();
     let cid = id("not-dump");
     assert_ran(&node.create(&rt, &b, &cid));
-    assert_eq!(holders(&node, &rt, GPU1), [cid.clone()]);
+    assert_eq!(holders(&node, &rt, GPU1), [cid.as_str()]);
     node.ok(&rt, &["delete", "--force", &cid]);
 }
 
@@ -346,6 +350,10 @@ fn applied_mps_edits_are_kept_and_the_lease_says_mps() {
     let l = leases(&node);
     assert_eq!(l.len(), 1, "{l:?}");
     assert_eq!(l[0]["mps"], true, "{:?}", l[0]);
+    let g0 = node.gpus_json(&rt);
+    let g0 = g0.iter().find(|g| g["uuid"] == GPU0).unwrap();
+    assert_eq!(g0["holders"][0]["mps"], true, "{g0}");
+    assert!(node.ok(&rt, &["gpus"]).contains(", mps)"));
     node.ok(&rt, &["start", &cid]);
     let out = node
         .cmd(&rt)
@@ -380,7 +388,8 @@ fn stale_applied_nodes_and_files_fail_create_with_the_fix_and_leave_nothing() {
     }
     let node = Node::new(false);
     let rt = Runtime::new();
-    let cases: Vec<(&str, Box<dyn Fn(&mut Bundle)>, Vec<String>)> = vec![
+    type Edit<'a> = Box<dyn Fn(&mut Bundle) + 'a>;
+    let cases: Vec<(&str, Edit, Vec<String>)> = vec![
         (
             "minor",
             Box::new(|b: &mut Bundle| applied_node(b, "/dev/nvidia0", 195, 7)),

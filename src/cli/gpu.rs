@@ -65,6 +65,8 @@ struct HolderView {
     root: PathBuf,
     pid: i32,
     sharing: crate::gpu::config::Sharing,
+    /// Shares the GPU through NVIDIA MPS.
+    mps: bool,
 }
 
 /// A process using a GPU, from nvidia-smi.
@@ -146,6 +148,7 @@ fn views(inv: &Inventory, leases: &[Lease], live: Option<&Live>) -> Vec<GpuView>
                         root: l.holder.root.clone(),
                         pid: l.holder.pid,
                         sharing: l.sharing,
+                        mps: l.mps,
                     })
                     .collect(),
                 memory_used_mib: memory.and_then(|m| m.1),
@@ -181,7 +184,13 @@ fn holders_cell(h: &[HolderView]) -> String {
                 crate::gpu::config::Sharing::Exclusive => ", exclusive",
                 crate::gpu::config::Sharing::Shared => "",
             };
-            format!("{} (pid {}, root {}{excl})", h.id, h.pid, h.root.display())
+            let mps = if h.mps { ", mps" } else { "" };
+            format!(
+                "{} (pid {}, root {}{excl}{mps})",
+                h.id,
+                h.pid,
+                h.root.display()
+            )
         })
         .collect::<Vec<_>>()
         .join("; ")

@@ -65,6 +65,11 @@ impl Majors {
         })
     }
 
+    /// No NVIDIA driver is loaded: no node can be checked against it.
+    fn is_empty(&self) -> bool {
+        *self == Majors::default()
+    }
+
     fn contains(&self, major: u32) -> bool {
         [self.gpu, self.uvm, self.caps, self.imex].contains(&Some(major))
     }
@@ -135,9 +140,13 @@ fn stale(entry: &Path, message: String) -> GpuError {
 /// The NVIDIA nodes of `linux.devices` (by major, or by a `/dev/nvidia` path whose major
 /// the driver no longer has), each checked against the live driver: a node that names a
 /// host node must have its major:minor; a capability node must be in `mig-minors` with a
-/// matching `access` file.
+/// matching `access` file. A host with no NVIDIA major has no driver to grant from: its
+/// nodes are left to the spec, as runc leaves them.
 pub fn scan(spec: &Spec, roots: &Roots) -> Result<Vec<Node>, GpuError> {
     let majors = Majors::read(&roots.proc)?;
+    if majors.is_empty() {
+        return Ok(Vec::new());
+    }
     let mut out = Vec::new();
     let mut mig_minors = None;
     for d in char_devices(spec) {
@@ -426,6 +435,45 @@ mod tests {
         assert_eq!(mig_instance("gpu1/gi1/ci0/access"), Some((1, 1, 0)));
         assert_eq!(mig_instance("gpu1/gi1/access"), None);
         assert_eq!(mig_instance("config"), None);
+    }
+
+    fn spec_with_node(path: &str, major: i64, minor: i64) -> Spec {
+        let mut s = crate::gpu::fake::spec(&[], false, &[]);
+        let mut d = LinuxDevice::default();
+        d.set_path(PathBuf::from(path));
+        d.set_typ(LinuxDeviceType::C);
+        d.set_major(major);
+        d.set_minor(minor);
+        if let Some(l) = s.linux_mut().as_mut() {
+            l.set_devices(Some(vec![d]));
+        }
+        s
+    }
+
+    #[test]
+    fn nodes_are_recognised_by_major_or_nvidia_path_only_where_a_driver_is_loaded() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let roots = Roots::at(t.path());
+        let s = spec_with_node("/dev/nvidia0", 195, 0);
+        assert!(lists_char_devices(&s));
+        assert_eq!(scan(&s, &roots).expect("no driver: nothing"), []);
+        std::fs::create_dir(t.path().join("proc")).expect("mkdir proc");
+        std::fs::write(
+            t.path().join("proc/devices"),
+            "Character devices:\n195 nvidia\n",
+        )
+        .expect("write devices");
+        let nodes = scan(&s, &roots).expect("GPU node");
+        assert_eq!(nodes.len(), 1);
+        assert_eq!(nodes[0].kind, Kind::Gpu(0));
+        assert_eq!(
+            scan(&spec_with_node("/dev/fuse", 10, 229), &roots).expect("not NVIDIA"),
+            []
+        );
+        let e = scan(&spec_with_node("/dev/nvidia-uvm", 240, 0), &roots)
+            .expect_err("an NVIDIA path on a major the driver does not have");
+        assert_eq!(e.code(), Some(crate::gpu::reason::STALE_NODE));
+        assert!(e.to_string().contains("major 240"), "{e}");
     }
 
     #[test]

@@ -693,3 +693,39 @@ pub fn resolve<'a>(ids: &[DeviceId], inv: &'a Inventory) -> Result<Selection<'a>
     }
     Ok(sel)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn explicit(what: &str, gpus: &[&str]) -> Explicit {
+        Explicit {
+            what: what.into(),
+            gpus: gpus.iter().map(|g| g.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn explicit_grants_combine_when_they_name_the_same_gpus_and_conflict_otherwise() {
+        let applied = explicit("the applied nodes", &["GPU-A", "GPU-B"]);
+        let same = explicit("--gpus 0,1", &["gpu-b", "GPU-A"]);
+        assert_eq!(
+            combine(&[applied.clone(), same], None).expect("same GPUs"),
+            None
+        );
+        let e = combine(&[applied.clone(), explicit("--gpus 1", &["GPU-B"])], None)
+            .expect_err("other GPUs");
+        assert_eq!(e.code(), Some(crate::gpu::reason::REQUEST_CONFLICT));
+        let msg = e.to_string();
+        assert!(
+            msg.contains("the applied nodes")
+                && msg.contains("--gpus 1")
+                && msg.contains("GPU-A,GPU-B"),
+            "{msg}"
+        );
+        let w = combine(&[applied.clone()], Some("all")).expect("env beside a grant");
+        assert!(w.is_some_and(|w| w.contains("NVIDIA_VISIBLE_DEVICES=all")));
+        assert_eq!(combine(&[applied], Some("void")).expect("void"), None);
+        assert_eq!(combine(&[], Some("all")).expect("env alone"), None);
+    }
+}
