@@ -723,7 +723,7 @@ mod tests {
                 && msg.contains("GPU-A,GPU-B"),
             "{msg}"
         );
-        let w = combine(&[applied.clone()], Some("all")).expect("env beside a grant");
+        let w = combine(std::slice::from_ref(&applied), Some("all")).expect("env beside a grant");
         assert!(w.is_some_and(|w| w.contains("NVIDIA_VISIBLE_DEVICES=all")));
         assert_eq!(combine(&[applied], Some("void")).expect("void"), None);
         assert_eq!(combine(&[], Some("all")).expect("env alone"), None);
