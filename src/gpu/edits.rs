@@ -6,15 +6,15 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, Mount, Spec};
 
-use super::applied::{Majors, Mapped};
+use super::applied::Mapped;
 use super::capabilities::{Capabilities, Capability};
 use super::cdi;
 use super::inventory::{node_groups, DeviceNode, Gpu, Inventory, MigDevice, DEV_LINKED};
 use super::paths::{container_dest, normalize, rootfs_has_dir};
 use super::procfs;
-use super::request::{self, DeviceId, Grant, Request, RequestSource, Selection};
+use super::request::{self, Grant, Request, RequestSource, Selection};
 use super::require::{self, Facts};
-use super::{GpuError, Injection, Roots};
+use super::{GpuError, Injection};
 use crate::gpu::config::{Config, Sharing};
 
 pub use super::editor::{Editor, FILE_OPTIONS, IPC_OPTIONS, PROC_OPTIONS};
@@ -298,7 +298,7 @@ pub fn inject(
     }
     let warnings = require::check(&req.requirements, &facts(inv, &gpus))?;
     let native = !sel.gpus.is_empty() || !sel.mig.is_empty() || req.devices.is_empty();
-    let imex = imex_nodes(&req.devices, &inv.roots)?;
+    let imex = super::imex::nodes(&req.devices, &inv.roots)?;
     for n in &imex {
         ed.device(linux_device(n), "rwm");
     }
@@ -388,97 +388,6 @@ fn expand_device_list_marker(ed: &mut Editor<'_>, gpus: &[&Gpu]) {
         list.join(",")
     };
     ed.set_env("NVIDIA_VISIBLE_DEVICES", &value);
-}
-
-/// Where IMEX channel nodes live, under the dev root and in the container.
-pub const IMEX_DIR: &str = "/dev/nvidia-caps-imex-channels";
-
-/// The nodes of the IMEX channels a request names, on the driver's
-/// `nvidia-caps-imex-channels` major (minor = channel). A channel's host node, when there
-/// is one, gives its mode and owner (and must be that channel); `all` is every channel
-/// node the host has.
-pub fn imex_nodes(ids: &[DeviceId], roots: &Roots) -> Result<Vec<DeviceNode>, GpuError> {
-    let wanted: Vec<&DeviceId> = ids
-        .iter()
-        .filter(|d| matches!(d, DeviceId::ImexChannel(_) | DeviceId::ImexAll))
-        .collect();
-    if wanted.is_empty() {
-        return Ok(Vec::new());
-    }
-    let Some(major) = Majors::read(&roots.proc)?.imex else {
-        return Err(GpuError::Unsupported(
-            "an IMEX channel was requested but /proc/devices has no nvidia-caps-imex-channels \
-             major: the driver on this host has no IMEX channels"
-                .into(),
-        ));
-    };
-    let host_dir = roots.dev.join(&IMEX_DIR[1..]);
-    let mut channels: Vec<u32> = Vec::new();
-    for id in wanted {
-        match id {
-            DeviceId::ImexChannel(c) => channels.push(*c),
-            _ => channels.extend(host_channels(&host_dir)?),
-        }
-    }
-    channels.sort_unstable();
-    channels.dedup();
-    channels
-        .into_iter()
-        .map(|c| imex_node(&host_dir, major, c))
-        .collect()
-}
-
-fn host_channels(dir: &Path) -> Result<Vec<u32>, GpuError> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(GpuError::io("listing", dir, e)),
-    };
-    Ok(entries
-        .filter_map(Result::ok)
-        .filter_map(|e| {
-            e.file_name()
-                .to_str()?
-                .strip_prefix("channel")?
-                .parse()
-                .ok()
-        })
-        .collect())
-}
-
-fn imex_node(host_dir: &Path, major: u32, channel: u32) -> Result<DeviceNode, GpuError> {
-    use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    let name = format!("channel{channel}");
-    let mut node = DeviceNode {
-        path: Path::new(IMEX_DIR).join(&name),
-        major,
-        minor: channel,
-        mode: 0o666,
-        uid: 0,
-        gid: 0,
-    };
-    let host = host_dir.join(&name);
-    if let Ok(m) = std::fs::metadata(&host) {
-        if m.file_type().is_char_device() {
-            let live = (
-                nix::sys::stat::major(m.rdev()),
-                nix::sys::stat::minor(m.rdev()),
-            );
-            if live != (u64::from(major), u64::from(channel)) {
-                return Err(GpuError::HostNode {
-                    path: host,
-                    message: format!(
-                        "is {}:{}, not IMEX channel {major}:{channel}",
-                        live.0, live.1
-                    ),
-                });
-            }
-            node.mode = m.mode() & 0o777;
-            node.uid = m.uid();
-            node.gid = m.gid();
-        }
-    }
-    Ok(node)
 }
 
 /// The engine's nodes stay as it applied them; each gets its allow rule in

@@ -4,7 +4,8 @@
 //! grant's lifecycle). Imports between the children go one way, top to bottom:
 //!
 //! ```text
-//! prepare  → cache, edits, lease, request, config        (nothing imports prepare)
+//! prepare  → cache, edits, lease, request, config, applied, combine  (nothing imports it)
+//! applied  → inventory, procfs;  imex → applied;  combine → request
 //! edits    → cdi → editor → paths;  edits → request, require, procdir, inventory, config
 //! cache    → discover → nvml, driverfiles → inventory → capabilities, paths, procfs
 //! request  → inventory, config;  lease → config;  config → capabilities
@@ -21,6 +22,7 @@ pub mod applied;
 mod cache;
 pub mod capabilities;
 pub mod cdi;
+pub mod combine;
 pub mod config;
 mod discover;
 mod driverfiles;
@@ -29,6 +31,7 @@ pub mod edits;
 pub mod elf;
 #[doc(hidden)]
 pub mod fake;
+pub mod imex;
 pub mod inventory;
 pub mod ldcache;
 pub mod lease;

@@ -17,11 +17,12 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::Spec;
 
 use super::applied::{self, Mapped};
+use super::combine::{self, Explicit};
 use super::config::{Config, Sharing};
 use super::edits::{self, Target};
 use super::inventory::Inventory;
 use super::lease::{Holder, Leases, Notes};
-use super::request::{self, Asked, CliRequest, Explicit, Parsed, Request, RequestSource};
+use super::request::{self, Asked, CliRequest, Parsed, Request, RequestSource};
 use super::{cache, GpuError, Injection};
 
 /// The hidden verb that refreshes the discovery cache in the background.
@@ -156,7 +157,7 @@ fn grant_for(
                 return Ok(Some(edits::refuse(spec, warning, cfg.gpus.sharing)));
             }
             Parsed::Request(req) => {
-                let what = request::describe(&req);
+                let what = combine::describe(&req);
                 let (s, inj) = inject(spec, &req, c, cfg)?;
                 explicit.push(Explicit {
                     what,
@@ -176,7 +177,7 @@ fn grant_for(
         });
         chosen.get_or_insert((s, inj));
     }
-    let warning = request::combine(&explicit, env_value.as_deref())?;
+    let warning = combine::combine(&explicit, env_value.as_deref())?;
     let Some((mut s, mut inj)) = chosen else {
         return Ok(None);
     };
