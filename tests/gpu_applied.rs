@@ -435,3 +435,32 @@ fn stale_applied_nodes_and_files_fail_create_with_the_fix_and_leave_nothing() {
         assert_nothing_left(&node, &rt, &cid, &cgroup);
     }
 }
+
+#[test]
+fn a_cdi_spec_naming_a_library_the_driver_no_longer_has_fails_create_naming_the_file() {
+    if skip("a_cdi_spec_naming_a_library_the_driver_no_longer_has_fails_create_naming_the_file") {
+        return;
+    }
+    let node = Node::new(false);
+    let rt = Runtime::new();
+    let spec = node.cdi_dir().join("nvidia.yaml");
+    let yaml = node.ok(&rt, &["cdi", "generate"]);
+    let old = yaml.replace(&format!("libcuda.so.{VERSION}"), "libcuda.so.998.1.2");
+    assert_ne!(old, yaml, "the generated spec mounts libcuda");
+    std::fs::write(&spec, old).unwrap();
+    let mut b = bundle("true");
+    annotate(&mut b, "cdi.k8s.io/gpu", "nvidia.com/gpu=0");
+    let cid = id("cdi-stale");
+    let out = node.create(&rt, &b, &cid);
+    assert_ne!(out.status.code(), Some(0));
+    let err = stderr(&out);
+    for want in [
+        "[gpu-stale-file]",
+        "libcuda.so.998.1.2",
+        spec.to_str().unwrap(),
+        "gpurun cdi generate",
+    ] {
+        assert!(err.contains(want), "{want} missing from: {err}");
+    }
+    assert_nothing_left(&node, &rt, &cid, "/none");
+}

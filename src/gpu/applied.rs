@@ -386,13 +386,19 @@ pub fn is_host_dump(spec: &Spec, nodes: &[Node], inv: &Inventory, privileged: bo
 /// Every driver file an applied spec bind-mounts from the driver root must exist: after a
 /// driver upgrade the spec still names the old version's libraries.
 pub fn check_files(spec: &Spec, roots: &Roots) -> Result<(), GpuError> {
-    for m in spec.mounts().iter().flatten() {
+    let mounts = spec.mounts().as_deref().unwrap_or_default();
+    check_mounts(mounts, roots, ORIGIN)
+}
+
+/// [`check_files`] for `mounts` that `origin` (an applied spec, a CDI spec file) made.
+pub fn check_mounts(mounts: &[Mount], roots: &Roots, origin: &str) -> Result<(), GpuError> {
+    for m in mounts {
         let Some(src) = driver_file_source(m, &roots.driver) else {
             continue;
         };
         if let Err(e) = std::fs::symlink_metadata(src) {
             return Err(GpuError::StaleFile {
-                origin: ORIGIN.into(),
+                origin: origin.into(),
                 path: src.to_path_buf(),
                 message: format!("{} (mounted at {})", e, m.destination().display()),
                 fix: super::STALE_FIX,

@@ -358,7 +358,11 @@ fn apply_cdi<'i>(
         return Ok(out);
     }
     let registry = cdi::Registry::load(&cfg.nvidia.cdi_spec_dirs);
+    let before = ed.spec().mounts().as_ref().map_or(0, Vec::len);
     let applied = cdi::apply(ed, &registry, &sel.cdi)?;
+    let added = ed.spec().mounts().as_deref().unwrap_or_default();
+    let origin = cdi_origin(&registry, &sel.cdi);
+    super::applied::check_mounts(added.get(before..).unwrap_or_default(), &inv.roots, &origin)?;
     for minor in applied.gpu_minors {
         if let Some(g) = inv.gpu_by_minor(minor) {
             if !out.gpus.iter().any(|x| x.minor == g.minor) {
@@ -369,6 +373,18 @@ fn apply_cdi<'i>(
     out.wants_params = applied.disable_device_node_modification;
     ed.log.extend(applied.log);
     Ok(out)
+}
+
+/// How a stale-spec refusal names CDI devices: each with the spec file it comes from.
+fn cdi_origin(registry: &cdi::Registry, names: &[String]) -> String {
+    let parts: Vec<String> = names
+        .iter()
+        .map(|n| match registry.lookup(n) {
+            Ok((s, _)) => format!("{n} (CDI spec {})", registry.specs[s].0.display()),
+            Err(_) => n.clone(),
+        })
+        .collect();
+    parts.join(", ")
 }
 
 /// The device plugin's "look at the mounts" marker becomes the list it stands for, so
