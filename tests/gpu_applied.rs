@@ -175,6 +175,14 @@ fn an_applied_gpu_gets_its_rule_and_procfs_view_and_the_images_env_is_ignored() 
         log.contains("NVIDIA_VISIBLE_DEVICES=all from the image ignored"),
         "{log}"
     );
+
+    // Alone, a privileged container's env is the request: nothing to warn about.
+    let mut b = bundle("true");
+    set_env(&mut b, "NVIDIA_VISIBLE_DEVICES=all");
+    privileged(&mut b);
+    let (out, log) = run_logged(&node, &rt, &b, &id("env-alone"));
+    assert_ran(&out);
+    assert!(!log.contains("ignored"), "{log}");
 }
 
 #[test]

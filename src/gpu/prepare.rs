@@ -106,8 +106,12 @@ pub fn prepare(spec: &mut Spec, c: &Container<'_>) -> Result<Option<GpuGrant>, G
     GpuGrant::reserve(&cfg, c, &inj, mps).map(Some)
 }
 
+/// One request worked out on a copy of the spec: how the combining rule names it, and the
+/// edited copy with what it grants.
+type Worked = (Explicit, Spec, Injection);
+
 /// The combining rule at work: the engine's nodes, the spec's explicit request and
-/// `--gpus` must agree; the strongest is applied to `spec`.
+/// `--gpus` are each worked out and must agree; the strongest is applied to `spec`.
 fn grant_for(
     spec: &mut Spec,
     asked: Option<Asked>,
@@ -115,70 +119,32 @@ fn grant_for(
     c: &Container<'_>,
     cfg: &Config,
 ) -> Result<Option<Injection>, GpuError> {
-    let mut explicit: Vec<Explicit> = Vec::new();
-    let mut chosen: Option<(Spec, Injection)> = None;
-    let inv = if nodes.is_empty() {
-        None
-    } else {
-        Some(cache::discover_for_start(cfg)?)
+    let mut worked: Vec<Worked> = Vec::new();
+    worked.extend(applied_grant(spec, nodes, c, cfg)?);
+    // The image's env asks only where nothing explicit does; beside an explicit grant it
+    // is ignored, with a warning.
+    let explicit_elsewhere = !worked.is_empty() || c.cli.is_some();
+    let (native, env_value) = match asked {
+        Some(a) if a.source == RequestSource::Env && explicit_elsewhere => {
+            (None, Some(a.env_value().to_string()))
+        }
+        other => (other, None),
     };
-    if let Some(inv) = &inv {
-        let privileged = request::is_privileged(spec);
-        if !applied::is_host_dump(spec, nodes, inv, privileged) {
-            let mapped = applied::map(nodes, inv)?;
-            edits::keep_applied_nodes(spec, &mapped);
-            if !mapped.gpus.is_empty() {
-                let inj = act_applied(spec, &mapped, c, cfg, inv)?;
-                explicit.push(explicit_of(
-                    "the NVIDIA nodes applied by the engine",
-                    &inj,
-                    &mapped,
-                ));
-                chosen = Some(inj);
-            }
-        }
-    }
-    let mut env_value = None;
-    let mut native = None;
-    if let Some(asked) = asked {
-        if asked.source == RequestSource::Env {
-            env_value = Some(asked.env_value().to_string());
-            if explicit.is_empty() && c.cli.is_none() {
-                native = Some(asked);
-            }
-        } else {
-            native = Some(asked);
-        }
-    }
     if let Some(asked) = native {
         match request::decide(asked, spec, cfg)? {
             Parsed::Nothing => {}
             Parsed::Ignored(warning) => {
                 return Ok(Some(edits::refuse(spec, warning, cfg.gpus.sharing)));
             }
-            Parsed::Request(req) => {
-                let what = combine::describe(&req);
-                let (s, inj) = inject(spec, &req, c, cfg)?;
-                explicit.push(Explicit {
-                    what,
-                    gpus: inj.grant.gpus.clone(),
-                });
-                chosen.get_or_insert((s, inj));
-            }
+            Parsed::Request(req) => worked.push(native_grant(spec, &req, c, cfg)?),
         }
     }
     if let Some(cli) = c.cli {
-        let req = request::from_cli(cli, spec, cfg)?;
-        let (mut s, inj) = inject(spec, &req, c, cfg)?;
-        edits::set_visible_devices(&mut s, &inj.grant.gpus);
-        explicit.push(Explicit {
-            what: format!("--gpus {}", cli.devices),
-            gpus: inj.grant.gpus.clone(),
-        });
-        chosen.get_or_insert((s, inj));
+        worked.push(cli_grant(spec, cli, c, cfg)?);
     }
+    let explicit: Vec<Explicit> = worked.iter().map(|w| w.0.clone()).collect();
     let warning = combine::combine(&explicit, env_value.as_deref())?;
-    let Some((mut s, mut inj)) = chosen else {
+    let Some((_, mut s, mut inj)) = worked.into_iter().next() else {
         return Ok(None);
     };
     if let Some(w) = warning {
@@ -190,23 +156,72 @@ fn grant_for(
     if c.cli.is_some_and(|x| x.exclusive) {
         inj.grant.sharing = Sharing::Exclusive;
     }
-    Ok(Some(take(spec, s, inj)))
+    *spec = s;
+    Ok(Some(inj))
 }
 
-fn take(spec: &mut Spec, edited: Spec, inj: Injection) -> Injection {
-    *spec = edited;
-    inj
-}
-
-fn explicit_of(what: &str, inj: &(Spec, Injection), m: &Mapped<'_>) -> Explicit {
-    let names: Vec<String> = m
+/// The engine's applied nodes: their rules and groups made sure of in `spec` itself, and,
+/// when they name GPUs (and are not a privileged container's copy of the host's `/dev`),
+/// the grant they stand for.
+fn applied_grant(
+    spec: &mut Spec,
+    nodes: &[applied::Node],
+    c: &Container<'_>,
+    cfg: &Config,
+) -> Result<Option<Worked>, GpuError> {
+    if nodes.is_empty() {
+        return Ok(None);
+    }
+    let inv = cache::discover_for_start(cfg)?;
+    if applied::is_host_dump(spec, nodes, &inv, request::is_privileged(spec)) {
+        return Ok(None);
+    }
+    let mapped = applied::map(nodes, &inv)?;
+    edits::keep_applied_nodes(spec, &mapped);
+    if mapped.gpus.is_empty() {
+        return Ok(None);
+    }
+    let (s, inj) = act_applied(spec, &mapped, c, cfg, &inv)?;
+    let names: Vec<String> = mapped
         .nodes
         .iter()
         .map(|n| n.path.display().to_string())
         .collect();
+    let what = format!(
+        "the NVIDIA nodes applied by the engine ({})",
+        names.join(", ")
+    );
+    Ok(Some((explicit(what, &inj), s, inj)))
+}
+
+/// CDI annotations, device-plugin mounts, or the image's env where nothing else asks.
+fn native_grant(
+    spec: &Spec,
+    req: &Request,
+    c: &Container<'_>,
+    cfg: &Config,
+) -> Result<Worked, GpuError> {
+    let (s, inj) = inject(spec, req, c, cfg)?;
+    Ok((explicit(combine::describe(req), &inj), s, inj))
+}
+
+/// `--gpus`: injected like any request, and the variable then names what it granted.
+fn cli_grant(
+    spec: &Spec,
+    cli: &CliRequest,
+    c: &Container<'_>,
+    cfg: &Config,
+) -> Result<Worked, GpuError> {
+    let req = request::from_cli(cli, spec, cfg)?;
+    let (mut s, inj) = inject(spec, &req, c, cfg)?;
+    edits::set_visible_devices(&mut s, &inj.grant.gpus);
+    Ok((explicit(format!("--gpus {}", cli.devices), &inj), s, inj))
+}
+
+fn explicit(what: String, inj: &Injection) -> Explicit {
     Explicit {
-        what: format!("{what} ({})", names.join(", ")),
-        gpus: inj.1.grant.gpus.clone(),
+        what,
+        gpus: inj.grant.gpus.clone(),
     }
 }
 
