@@ -472,3 +472,41 @@ fn a_cdi_spec_naming_a_library_the_driver_no_longer_has_fails_create_naming_the_
     }
     assert_nothing_left(&node, &rt, &cid, "/none");
 }
+
+#[test]
+fn a_non_root_user_opens_an_applied_group_only_node_through_its_group() {
+    if skip("a_non_root_user_opens_an_applied_group_only_node_through_its_group") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    const VIDEO: u32 = 44;
+    let node = Node::new(false);
+    let host = node.host().join("dev/nvidia0");
+    std::fs::set_permissions(&host, std::fs::Permissions::from_mode(0o660)).unwrap();
+    std::os::unix::fs::chown(&host, Some(0), Some(VIDEO)).unwrap();
+    let rt = Runtime::new();
+    let mut b = bundle("grep ^Groups: /proc/self/status; cat /dev/nvidia0; echo open=$?");
+    b.config["process"]["user"] = json!({"uid": 1000, "gid": 1000});
+    b.config["linux"]["devices"] = json!([
+        {"path": "/dev/nvidia0", "type": "c", "major": 195, "minor": 0,
+         "fileMode": 0o660, "uid": 0, "gid": VIDEO},
+        {"path": "/dev/nvidiactl", "type": "c", "major": 195, "minor": 255,
+         "fileMode": 0o666, "uid": 0, "gid": 0}
+    ]);
+    let out = node.run(&rt, &b, &id("applied-gid"));
+    assert_ran(&out);
+    let groups = stdout(&out)
+        .lines()
+        .find(|l| l.starts_with("Groups:"))
+        .map(str::to_string)
+        .unwrap_or_default();
+    assert!(
+        groups.split_whitespace().any(|g| g == VIDEO.to_string()),
+        "{groups:?} lacks the node's group"
+    );
+    assert!(
+        stderr(&out).contains(&format!("can't open '/dev/nvidia0': {ENXIO}")),
+        "{}",
+        stderr(&out)
+    );
+}
