@@ -69,6 +69,7 @@ fn gpus_flag_replaces_a_cuda_images_all_with_the_named_gpu() {
         ("index-privileged", "1", true),
         ("uuid", GPU1, false),
         ("pci", "0000:86:00.0", false),
+        ("mig", "1:0", false),
     ] {
         let mut b = cuda_image(&script);
         if is_privileged {
