@@ -285,6 +285,23 @@ fn mig_capability_nodes_applied_by_the_engine_are_a_mig_grant() {
         stderr(&out)
     );
 
+    // The MIG device is destroyed: the next create of the same spec sees it (nothing about
+    // the layout is cached).
+    let caps = node
+        .host()
+        .join("proc/driver/nvidia/capabilities/gpu1/mig/gi1");
+    std::fs::remove_dir_all(&caps).unwrap();
+    let minors = node.host().join("proc/driver/nvidia-caps/mig-minors");
+    std::fs::write(&minors, "config 1\nmonitor 2\n").unwrap();
+    let again = id("applied-mig-destroyed");
+    let out = node.create(&rt, &b, &again);
+    assert_ne!(out.status.code(), Some(0));
+    let err = stderr(&out);
+    assert!(
+        err.contains("[gpu-stale-node]") && err.contains("nvidia-cap12"),
+        "{err}"
+    );
+
     // A capability minor the driver's mig-minors no longer lists: the MIG layout changed.
     let mut b = bundle("true");
     applied_node(&mut b, "/dev/nvidia1", 195, 1);
