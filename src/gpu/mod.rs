@@ -5,8 +5,9 @@
 //!
 //! ```text
 //! prepare  → cache, edits, lease, request, config, applied, combine  (nothing imports it)
-//! applied  → inventory, procfs;  imex → applied;  combine → request
-//! edits    → cdi → editor → paths;  edits → request, require, procdir, inventory, config
+//! applied  → inventory, procfs, paths;  imex → applied;  combine → request
+//! edits    → cdi → editor → paths;  edits → request, require, procdir, inventory, config,
+//!            applied, imex
 //! cache    → discover → nvml, driverfiles → inventory → capabilities, paths, procfs
 //! request  → inventory, config;  lease → config;  config → capabilities
 //! leaves:    paths, procfs, procdir, elf, ldcache, capabilities
