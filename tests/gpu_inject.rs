@@ -258,7 +258,7 @@ fn device_plugin_mounts_beat_env_and_need_no_privilege() {
     s.set_mounts(Some(mounts));
     assert_eq!(e.inject(&mut s).unwrap().unwrap().grant.gpus, [GPU0]);
 
-    // A mount with another source is not a request; an IMEX request is refused by name.
+    // A mount with another source is not a request; an IMEX mount grants its channel.
     let mut s = fake::spec(&[], false, &[]);
     let mut m = device_mount("0");
     m.set_source(Some(PathBuf::from("/etc/hostname")));
@@ -266,8 +266,16 @@ fn device_plugin_mounts_beat_env_and_need_no_privilege() {
     assert!(e.inject(&mut s).unwrap().is_none());
     let mut s = fake::spec(&[], false, &[]);
     s.set_mounts(Some(vec![device_mount("imex/3")]));
-    let msg = e.inject(&mut s).unwrap_err().to_string();
-    assert!(msg.contains("IMEX"), "{msg}");
+    e.inject(&mut s).unwrap().unwrap();
+    assert_eq!(
+        device_paths(&s),
+        ["/dev/nvidia-caps-imex-channels/channel3"]
+    );
+    assert_eq!(
+        rules(&s),
+        [format!("c {}:3 rwm", fake::IMEX_MAJOR)],
+        "an IMEX channel alone brings no GPU node"
+    );
 }
 
 #[test]
@@ -421,10 +429,16 @@ fn sharing_from_config_or_annotation() {
 }
 
 #[test]
-fn imex_and_mig_config_env_are_refused_by_name() {
+fn mig_config_env_is_refused_by_name_and_imex_channels_are_granted() {
     let e = env();
+    let (s, _) = e.ok(&["NVIDIA_VISIBLE_DEVICES=0", "NVIDIA_IMEX_CHANNELS=0"]);
+    assert!(
+        device_paths(&s).contains(&"/dev/nvidia-caps-imex-channels/channel0".to_string()),
+        "{:?}",
+        device_paths(&s)
+    );
+    assert!(rules(&s).contains(&format!("c {}:0 rwm", fake::IMEX_MAJOR)));
     for var in [
-        "NVIDIA_IMEX_CHANNELS=0",
         "NVIDIA_MIG_CONFIG_DEVICES=all",
         "NVIDIA_MIG_MONITOR_DEVICES=all",
     ] {

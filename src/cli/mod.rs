@@ -75,6 +75,14 @@ pub struct CreateArgs {
     /// Pass this many fds after stdio (and LISTEN_FDS) to the container.
     #[arg(long, default_value_t = 0)]
     pub preserve_fds: u32,
+    /// Grant these GPUs without editing config.json: indices, UUIDs, PCI addresses, MIG
+    /// names (`1:0`, `MIG-…`) or `all`, comma-separated. Replaces the image's
+    /// NVIDIA_VISIBLE_DEVICES.
+    #[arg(long, value_name = "DEVICES")]
+    pub gpus: Option<String>,
+    /// With --gpus: hold the GPUs exclusively (refused while another container holds one).
+    #[arg(long, requires = "gpus")]
+    pub exclusive: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -331,6 +339,13 @@ fn create_opts(c: &CreateArgs, id: String, foreground: bool) -> Result<CreateOpt
         no_pivot: c.no_pivot,
         no_new_keyring: c.no_new_keyring,
         preserve_fds: c.preserve_fds,
+        gpus: c
+            .gpus
+            .clone()
+            .map(|devices| crate::gpu::request::CliRequest {
+                devices,
+                exclusive: c.exclusive,
+            }),
     })
 }
 

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, Mount, Spec};
 
+use super::applied::Mapped;
 use super::capabilities::{Capabilities, Capability};
 use super::cdi;
 use super::inventory::{node_groups, DeviceNode, Gpu, Inventory, MigDevice, DEV_LINKED};
@@ -297,6 +298,11 @@ pub fn inject(
     }
     let warnings = require::check(&req.requirements, &facts(inv, &gpus))?;
     let native = !sel.gpus.is_empty() || !sel.mig.is_empty() || req.devices.is_empty();
+    let imex = super::imex::nodes(&req.devices, &inv.roots)?;
+    for n in &imex {
+        ed.device(linux_device(n), "rwm");
+    }
+    ed.add_gids(&node_groups(&imex));
     if native {
         let nodes = device_nodes(inv, &sel, req.capabilities);
         for n in &nodes {
@@ -352,7 +358,11 @@ fn apply_cdi<'i>(
         return Ok(out);
     }
     let registry = cdi::Registry::load(&cfg.nvidia.cdi_spec_dirs);
+    let before = ed.spec().mounts().as_ref().map_or(0, Vec::len);
     let applied = cdi::apply(ed, &registry, &sel.cdi)?;
+    let added = ed.spec().mounts().as_deref().unwrap_or_default();
+    let origin = cdi_origin(&registry, &sel.cdi);
+    super::applied::check_mounts(added.get(before..).unwrap_or_default(), &inv.roots, &origin)?;
     for minor in applied.gpu_minors {
         if let Some(g) = inv.gpu_by_minor(minor) {
             if !out.gpus.iter().any(|x| x.minor == g.minor) {
@@ -363,6 +373,18 @@ fn apply_cdi<'i>(
     out.wants_params = applied.disable_device_node_modification;
     ed.log.extend(applied.log);
     Ok(out)
+}
+
+/// How a stale-spec refusal names CDI devices: each with the spec file it comes from.
+fn cdi_origin(registry: &cdi::Registry, names: &[String]) -> String {
+    let parts: Vec<String> = names
+        .iter()
+        .map(|n| match registry.lookup(n) {
+            Ok((s, _)) => format!("{n} (CDI spec {})", registry.specs[s].0.display()),
+            Err(_) => n.clone(),
+        })
+        .collect();
+    parts.join(", ")
 }
 
 /// The device plugin's "look at the mounts" marker becomes the list it stands for, so
@@ -382,6 +404,69 @@ fn expand_device_list_marker(ed: &mut Editor<'_>, gpus: &[&Gpu]) {
         list.join(",")
     };
     ed.set_env("NVIDIA_VISIBLE_DEVICES", &value);
+}
+
+/// The engine's nodes stay as it applied them; each gets its allow rule in
+/// `linux.resources.devices` (a `linux.devices` entry alone only makes the node) and, when
+/// the host node is not world read-write, its group in `additionalGids`.
+pub fn keep_applied_nodes(spec: &mut Spec, m: &Mapped<'_>) {
+    let mut ed = Editor::new(spec);
+    for n in &m.nodes {
+        ed.device(linux_device(n), "rwm");
+    }
+    ed.add_gids(&node_groups(&m.nodes));
+}
+
+/// The engine's grant acted on: its nodes and files are already in the spec and are not
+/// added again; what it gets from gpurun is the `/proc/driver/nvidia` view of its GPUs.
+pub fn applied_view(
+    spec: &Spec,
+    m: &Mapped<'_>,
+    t: &Target<'_>,
+    inv: &Inventory,
+    sharing: Sharing,
+) -> Result<Edited, GpuError> {
+    let mut work = spec.clone();
+    let mut ed = Editor::new(&mut work);
+    proc_driver_mounts(&mut ed, inv, &m.gpus, &m.mig, t.gen_dir)?;
+    let mut log = std::mem::take(&mut ed.log);
+    log.push(format!(
+        "container {}: {} GPU(s) applied by the engine",
+        t.container_id,
+        m.gpus.len()
+    ));
+    let injection = Injection {
+        grant: Grant {
+            source: RequestSource::Applied,
+            gpus: m.gpus.iter().map(|g| g.uuid.clone()).collect(),
+            mig_devices: m
+                .mig
+                .iter()
+                .map(|d| format!("gpu{}/gi{}/ci{}", d.parent_minor, d.gi, d.ci))
+                .collect(),
+            cdi_devices: Vec::new(),
+            capabilities: Capabilities::NONE,
+            sharing,
+        },
+        warnings: Vec::new(),
+        log,
+        undecided: false,
+    };
+    Ok(Edited {
+        spec: work,
+        injection,
+    })
+}
+
+/// `NVIDIA_VISIBLE_DEVICES` naming what was granted (as Docker's `--gpus` does), so tools
+/// in the container that read it see the grant, not the image's `all`.
+pub fn set_visible_devices(spec: &mut Spec, gpus: &[String]) {
+    let value = if gpus.is_empty() {
+        "void".to_string()
+    } else {
+        gpus.join(",")
+    };
+    Editor::new(spec).set_env("NVIDIA_VISIBLE_DEVICES", &value);
 }
 
 fn grant(req: &Request, gpus: &[&Gpu], sel: &Selection<'_>) -> Grant {

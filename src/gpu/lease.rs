@@ -54,8 +54,21 @@ pub struct Lease {
     /// written before gpurun recorded it.
     #[serde(default)]
     pub acquired: Option<u64>,
-    /// The holder shares its GPUs through an MPS control daemon.
-    #[serde(default)]
+    /// How the grant was asked for (`applied`, `cli`, `cdi-annotations`, …); absent in
+    /// leases written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// The holder shares its GPUs through NVIDIA MPS (its spec sets
+    /// `CUDA_MPS_PIPE_DIRECTORY`). Written only when true, so a lease without MPS reads
+    /// the same to a gpurun that does not know the field.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mps: bool,
+}
+
+/// What a lease records beside its holder, GPUs and sharing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Notes {
+    pub source: Option<String>,
     pub mps: bool,
 }
 
@@ -195,10 +208,21 @@ impl Leases {
         gpus: &[String],
         sharing: Sharing,
     ) -> Result<(), GpuError> {
+        self.acquire_with(holder, gpus, sharing, &Notes::default())
+    }
+
+    /// [`Leases::acquire`], recording `notes` in the lease.
+    pub fn acquire_with(
+        &self,
+        holder: &Holder,
+        gpus: &[String],
+        sharing: Sharing,
+        notes: &Notes,
+    ) -> Result<(), GpuError> {
         let _lock = self.lock()?;
         let mine = self.file_for(holder)?;
         self.refuse_conflicts(&holder.container_id, &holder.root, gpus, sharing)?;
-        self.write(&mine, holder, gpus, sharing)
+        self.write(&mine, holder, gpus, sharing, notes)
     }
 
     fn refuse_conflicts(
@@ -236,6 +260,7 @@ impl Leases {
         holder: &Holder,
         gpus: &[String],
         sharing: Sharing,
+        notes: &Notes,
     ) -> Result<(), GpuError> {
         let lease = Lease {
             format: LEASE_FORMAT,
@@ -243,7 +268,8 @@ impl Leases {
             gpus: gpus.to_vec(),
             sharing,
             acquired: unix_now(),
-            mps: false,
+            source: notes.source.clone(),
+            mps: notes.mps,
         };
         let data = serde_json::to_vec_pretty(&lease).map_err(|e| GpuError::Lease(e.to_string()))?;
         // Volatile: the lease table lives on /run (tmpfs) and does not outlive a reboot;

@@ -4,8 +4,11 @@
 //! grant's lifecycle). Imports between the children go one way, top to bottom:
 //!
 //! ```text
-//! prepare  → cache, edits, lease, request, config, nvhooks   (nothing imports prepare)
-//! edits    → cdi → editor → paths;  edits → request, require, procdir, inventory, config
+//! prepare  → cache, edits, lease, request, config, applied, combine, nvhooks
+//!            (nothing imports prepare)
+//! applied  → inventory, procfs, paths;  imex → applied;  combine → request
+//! edits    → cdi → editor → paths;  edits → request, require, procdir, inventory, config,
+//!            applied, imex
 //! nvhooks  → editor, edits, procdir, procfs, elf, ldcache, ldcache_write, config
 //! cache    → discover → nvml, driverfiles → inventory → capabilities, paths, procfs
 //! request  → inventory, config;  lease → config;  journal → config;  config → capabilities
@@ -19,9 +22,11 @@
 //! driver root's own `nvidia-smi`, by discovery on a cache miss ([`nvml`]) and by
 //! `gpurun gpus`: never during injection, never on a start whose discovery cache is valid.
 
+pub mod applied;
 mod cache;
 pub mod capabilities;
 pub mod cdi;
+pub mod combine;
 pub mod config;
 mod discover;
 mod driverfiles;
@@ -30,6 +35,7 @@ pub mod edits;
 pub mod elf;
 #[doc(hidden)]
 pub mod fake;
+pub mod imex;
 pub mod inventory;
 pub mod journal;
 pub mod ldcache;
@@ -112,7 +118,7 @@ pub enum GpuError {
     Cdi(String),
     #[error("unsafe path {path}: {message}")]
     UnsafePath { path: PathBuf, message: String },
-    #[error("GPU {gpu} is held exclusively by container {holder} (root {root}, pid {pid})")]
+    #[error("[gpu-exclusive-held] GPU {gpu} is held exclusively by container {holder} (root {root}, pid {pid})")]
     Exclusive {
         gpu: String,
         holder: String,
@@ -123,9 +129,58 @@ pub enum GpuError {
     Lease(String),
     #[error(transparent)]
     Config(#[from] config::ConfigError),
+    /// Two explicit grants in one create name different GPUs.
+    #[error("[gpu-request-conflict] {first} and {second} name different GPUs ({first_gpus} vs {second_gpus}); keep one of them")]
+    RequestConflict {
+        first: String,
+        first_gpus: String,
+        second: String,
+        second_gpus: String,
+    },
+    /// An applied device node no longer matches the host's driver.
+    #[error("[gpu-stale-node] {origin}: {entry}: {message}; {fix}")]
+    StaleNode {
+        origin: String,
+        entry: String,
+        message: String,
+        fix: &'static str,
+    },
+    /// A driver file an applied spec mounts is gone from the host.
+    #[error("[gpu-stale-file] {origin}: mount of {path}: {message}; {fix}")]
+    StaleFile {
+        origin: String,
+        path: PathBuf,
+        message: String,
+        fix: &'static str,
+    },
 }
 
+/// The reason codes of GPU refusals, as they appear in brackets at the start of the
+/// message (and in runtime-spec/gpu.md).
+pub mod reason {
+    pub const EXCLUSIVE_HELD: &str = "gpu-exclusive-held";
+    pub const REQUEST_CONFLICT: &str = "gpu-request-conflict";
+    pub const STALE_NODE: &str = "gpu-stale-node";
+    pub const STALE_FILE: &str = "gpu-stale-file";
+}
+
+/// What to do about a spec whose nodes or files no longer match the host.
+pub const STALE_FIX: &str = "the spec was made for another driver or MIG layout: \
+     regenerate it (`gpurun cdi generate`, or restart the DRA driver / device plugin that \
+     wrote it) and create the container again";
+
 impl GpuError {
+    /// The stable reason code of a refusal that carries one in its message.
+    pub fn code(&self) -> Option<&'static str> {
+        match self {
+            GpuError::Exclusive { .. } => Some(reason::EXCLUSIVE_HELD),
+            GpuError::RequestConflict { .. } => Some(reason::REQUEST_CONFLICT),
+            GpuError::StaleNode { .. } => Some(reason::STALE_NODE),
+            GpuError::StaleFile { .. } => Some(reason::STALE_FILE),
+            _ => None,
+        }
+    }
+
     pub(crate) fn io(what: &'static str, path: &Path, source: std::io::Error) -> GpuError {
         GpuError::Io {
             what,

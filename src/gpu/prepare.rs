@@ -3,7 +3,7 @@
 //! [`GpuGrant`] that owns the lease until the container exists.
 //!
 //! ```text
-//! let grant = gpu::prepare(&mut spec, &gpu::Container { id, root, rootfs })?;
+//! let grant = gpu::prepare(&mut spec, &gpu::Container { id, root, rootfs, cli })?;
 //! // plan, state, cgroup, clone; init waits for `start`
 //! grant.bind(init_pid, init_start_time)?;   // the one lease write, in init's name
 //! grant.keep();                              // the container exists: delete releases it
@@ -16,10 +16,13 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::Spec;
 
+use super::applied::{self, Mapped};
+use super::combine::{self, Explicit};
 use super::config::{Config, Sharing};
 use super::edits::{self, Target};
-use super::lease::{Holder, Leases};
-use super::request::{self, Parsed, Request, RequestSource};
+use super::inventory::Inventory;
+use super::lease::{Holder, Leases, Notes};
+use super::request::{self, Asked, CliRequest, Parsed, Request, RequestSource};
 use super::{cache, GpuError, Injection};
 
 /// The hidden verb that refreshes the discovery cache in the background.
@@ -38,6 +41,8 @@ pub struct Container<'a> {
     pub root: &'a Path,
     /// Only probed, never written.
     pub rootfs: &'a Path,
+    /// `--gpus` (and `--exclusive`) from `create` or `run`.
+    pub cli: Option<&'a CliRequest>,
 }
 
 /// GPUs granted to a container being created. It owns the container's lease: written
@@ -48,8 +53,10 @@ pub struct GpuGrant {
     /// UUIDs of the granted GPUs (MIG devices count as their parent).
     pub gpus: Vec<String>,
     pub sharing: Sharing,
-    /// Where the request came from (for the GPU journal).
+    /// Which request was acted on.
     pub source: RequestSource,
+    /// The container shares its GPUs through NVIDIA MPS.
+    pub mps: bool,
     /// The state directory whose lease table holds the lease (recorded in the
     /// container's state for `delete`).
     pub state_dir: PathBuf,
@@ -71,27 +78,181 @@ pub fn prepare(spec: &mut Spec, c: &Container<'_>) -> Result<Option<GpuGrant>, G
 }
 
 fn request_grant(spec: &mut Spec, c: &Container<'_>) -> Result<Option<GpuGrant>, GpuError> {
-    let Some(asked) = request::read(spec)? else {
+    let asked = request::read(spec)?;
+    let asks = asked.is_some() || c.cli.is_some();
+    if !asks && !applied::lists_char_devices(spec) {
         warn_if_config_broken();
         return Ok(None);
-    };
-    let cfg = Config::load()?;
-    check_state_dir(&cfg, c.root)?;
-    let req = match request::decide(asked, spec, &cfg)? {
-        Parsed::Nothing => return Ok(None),
-        Parsed::Ignored(warning) => {
-            report(&edits::refuse(spec, warning, cfg.gpus.sharing));
+    }
+    let cfg = match Config::load() {
+        Ok(cfg) => cfg,
+        Err(e) if !asks => {
+            crate::log::warn_caller(&format!(
+                "{e}; ignored: this container asks for no GPU (its linux.devices were not \
+                 checked for NVIDIA nodes)"
+            ));
             return Ok(None);
         }
-        Parsed::Request(r) => r,
+        Err(e) => return Err(e.into()),
     };
-    let inj = inject(spec, &req, c, &cfg)?;
+    let roots = cfg.roots();
+    let nodes = applied::scan(spec, &roots)?;
+    if !asks && nodes.is_empty() {
+        return Ok(None);
+    }
+    check_state_dir(&cfg, c.root)?;
+    if !nodes.is_empty() {
+        applied::check_files(spec, &roots)?;
+    }
+    let Some(inj) = grant_for(spec, asked, &nodes, c, &cfg)? else {
+        return Ok(None);
+    };
     report(&inj);
     if inj.grant.gpus.is_empty() {
         return Ok(None);
     }
-    let g = inj.grant;
-    GpuGrant::reserve(&cfg, c, g.gpus, g.sharing, g.source).map(Some)
+    let mps = request::env_map(spec).contains_key("CUDA_MPS_PIPE_DIRECTORY");
+    GpuGrant::reserve(&cfg, c, &inj, mps).map(Some)
+}
+
+/// One request worked out on a copy of the spec: how the combining rule names it, and the
+/// edited copy with what it grants.
+type Worked = (Explicit, Spec, Injection);
+
+/// The combining rule at work: the engine's nodes, the spec's explicit request and
+/// `--gpus` are each worked out and must agree; the strongest is applied to `spec`.
+fn grant_for(
+    spec: &mut Spec,
+    asked: Option<Asked>,
+    nodes: &[applied::Node],
+    c: &Container<'_>,
+    cfg: &Config,
+) -> Result<Option<Injection>, GpuError> {
+    let mut worked: Vec<Worked> = Vec::new();
+    worked.extend(applied_grant(spec, nodes, c, cfg)?);
+    // The image's env asks only where nothing explicit does; beside an explicit grant it
+    // is ignored, with a warning.
+    let explicit_elsewhere = !worked.is_empty() || c.cli.is_some();
+    let (native, env_value) = match asked {
+        Some(a) if a.source == RequestSource::Env && explicit_elsewhere => {
+            (None, Some(a.env_value().to_string()))
+        }
+        other => (other, None),
+    };
+    if let Some(asked) = native {
+        match request::decide(asked, spec, cfg)? {
+            Parsed::Nothing => {}
+            Parsed::Ignored(warning) => {
+                return Ok(Some(edits::refuse(spec, warning, cfg.gpus.sharing)));
+            }
+            Parsed::Request(req) => worked.push(native_grant(spec, &req, c, cfg)?),
+        }
+    }
+    if let Some(cli) = c.cli {
+        worked.push(cli_grant(spec, cli, c, cfg)?);
+    }
+    let explicit: Vec<Explicit> = worked.iter().map(|w| w.0.clone()).collect();
+    let warning = combine::combine(&explicit, env_value.as_deref())?;
+    let Some((_, mut s, mut inj)) = worked.into_iter().next() else {
+        return Ok(None);
+    };
+    if let Some(w) = warning {
+        if inj.grant.source == RequestSource::Applied {
+            edits::set_visible_devices(&mut s, &inj.grant.gpus);
+        }
+        inj.warnings.push(w);
+    }
+    if c.cli.is_some_and(|x| x.exclusive) {
+        inj.grant.sharing = Sharing::Exclusive;
+    }
+    *spec = s;
+    Ok(Some(inj))
+}
+
+/// The engine's applied nodes: their rules and groups made sure of in `spec` itself, and,
+/// when they name GPUs (and are not a privileged container's copy of the host's `/dev`),
+/// the grant they stand for.
+fn applied_grant(
+    spec: &mut Spec,
+    nodes: &[applied::Node],
+    c: &Container<'_>,
+    cfg: &Config,
+) -> Result<Option<Worked>, GpuError> {
+    if nodes.is_empty() {
+        return Ok(None);
+    }
+    let inv = cache::discover_for_start(cfg)?;
+    if applied::is_host_dump(spec, nodes, &inv, request::is_privileged(spec)) {
+        return Ok(None);
+    }
+    let mapped = applied::map(nodes, &inv)?;
+    edits::keep_applied_nodes(spec, &mapped);
+    if mapped.gpus.is_empty() {
+        return Ok(None);
+    }
+    let (s, inj) = act_applied(spec, &mapped, c, cfg, &inv)?;
+    let names: Vec<String> = mapped
+        .nodes
+        .iter()
+        .map(|n| n.path.display().to_string())
+        .collect();
+    let what = format!(
+        "the NVIDIA nodes applied by the engine ({})",
+        names.join(", ")
+    );
+    Ok(Some((explicit(what, &inj), s, inj)))
+}
+
+/// CDI annotations, device-plugin mounts, or the image's env where nothing else asks.
+fn native_grant(
+    spec: &Spec,
+    req: &Request,
+    c: &Container<'_>,
+    cfg: &Config,
+) -> Result<Worked, GpuError> {
+    let (s, inj) = inject(spec, req, c, cfg)?;
+    Ok((explicit(combine::describe(req), &inj), s, inj))
+}
+
+/// `--gpus`: injected like any request, and the variable then names what it granted.
+fn cli_grant(
+    spec: &Spec,
+    cli: &CliRequest,
+    c: &Container<'_>,
+    cfg: &Config,
+) -> Result<Worked, GpuError> {
+    let req = request::from_cli(cli, spec, cfg)?;
+    let (mut s, inj) = inject(spec, &req, c, cfg)?;
+    edits::set_visible_devices(&mut s, &inj.grant.gpus);
+    Ok((explicit(format!("--gpus {}", cli.devices), &inj), s, inj))
+}
+
+fn explicit(what: String, inj: &Injection) -> Explicit {
+    Explicit {
+        what,
+        gpus: inj.grant.gpus.clone(),
+    }
+}
+
+/// The engine's grant: its nodes stay, and the container gets its `/proc/driver/nvidia`.
+fn act_applied(
+    spec: &Spec,
+    m: &Mapped<'_>,
+    c: &Container<'_>,
+    cfg: &Config,
+    inv: &Inventory,
+) -> Result<(Spec, Injection), GpuError> {
+    let gen_dir = cfg.gpus.state_dir.join(PROC_DRIVER_STORE);
+    let target = Target {
+        rootfs: c.rootfs,
+        container_id: c.id,
+        gen_dir: &gen_dir,
+    };
+    let sharing = request::sharing(spec, cfg)?;
+    let edited = edits::applied_view(spec, m, &target, inv, sharing)?;
+    let mut s = edited.spec;
+    cover(&mut s, cfg)?;
+    Ok((s, edited.injection))
 }
 
 /// A container that asks for no GPU does not need the node configuration: a broken file
@@ -118,16 +279,16 @@ fn check_state_dir(cfg: &Config, root: &Path) -> Result<(), GpuError> {
     Ok(())
 }
 
-/// Discovery, then the edits applied once. When discovery on the start path left
-/// nvidia-smi's facts for later and this request needs them now (a MIG UUID, an
-/// undecided REQUIRE term), they are gathered and the edits computed again from the
-/// untouched spec.
+/// Discovery, then the edits applied once to a copy of `spec`. When discovery on the
+/// start path left nvidia-smi's facts for later and this request needs them now (a MIG
+/// UUID, an undecided REQUIRE term), they are gathered and the edits computed again from
+/// the untouched spec.
 fn inject(
-    spec: &mut Spec,
+    spec: &Spec,
     req: &Request,
     c: &Container<'_>,
     cfg: &Config,
-) -> Result<Injection, GpuError> {
+) -> Result<(Spec, Injection), GpuError> {
     let gen_dir = cfg.gpus.state_dir.join(PROC_DRIVER_STORE);
     let target = Target {
         rootfs: c.rootfs,
@@ -146,13 +307,18 @@ fn inject(
         }
     }
     let edited = edited?;
-    *spec = edited.spec;
-    // No NVIDIA module in this kernel (a fake driver tree): the container's procfs has
-    // no driver/nvidia to mount over.
+    let mut s = edited.spec;
+    cover(&mut s, cfg)?;
+    Ok((s, edited.injection))
+}
+
+/// No NVIDIA module in this kernel (a fake driver tree): the container's procfs has no
+/// driver/nvidia to mount over.
+fn cover(spec: &mut Spec, cfg: &Config) -> Result<(), GpuError> {
     if !Path::new("/proc/driver/nvidia").is_dir() {
         edits::cover_proc_driver(spec, &cfg.gpus.state_dir.join(PROC_DRIVER_COVER))?;
     }
-    Ok(edited.injection)
+    Ok(())
 }
 
 fn report(inj: &Injection) {
@@ -185,14 +351,14 @@ impl GpuGrant {
     fn reserve(
         cfg: &Config,
         c: &Container<'_>,
-        gpus: Vec<String>,
-        sharing: Sharing,
-        source: RequestSource,
+        inj: &Injection,
+        mps: bool,
     ) -> Result<GpuGrant, GpuError> {
         let grant = GpuGrant {
-            gpus,
-            sharing,
-            source,
+            gpus: inj.grant.gpus.clone(),
+            sharing: inj.grant.sharing,
+            source: inj.grant.source,
+            mps,
             state_dir: cfg.gpus.state_dir.clone(),
             journal: cfg.journal.clone(),
             leases: Leases::for_node(cfg),
@@ -202,7 +368,7 @@ impl GpuGrant {
         };
         grant
             .leases
-            .check(&grant.container_id, &grant.root, &grant.gpus, sharing)?;
+            .check(&grant.container_id, &grant.root, &grant.gpus, grant.sharing)?;
         Ok(grant)
     }
 
@@ -222,7 +388,12 @@ impl GpuGrant {
             pid,
             start_time,
         };
-        self.leases.acquire(&holder, &self.gpus, self.sharing)?;
+        let notes = Notes {
+            source: Some(self.source.name().to_string()),
+            mps: self.mps,
+        };
+        self.leases
+            .acquire_with(&holder, &self.gpus, self.sharing, &notes)?;
         self.written = true;
         Ok(())
     }
@@ -272,14 +443,22 @@ mod tests {
             id,
             root: Path::new("/run/test-root"),
             rootfs: Path::new("/nonexistent"),
+            cli: None,
         };
-        GpuGrant::reserve(
-            &cfg,
-            &c,
-            vec!["GPU-0".into()],
-            Sharing::Exclusive,
-            RequestSource::Env,
-        )
+        let inj = Injection {
+            grant: crate::gpu::Grant {
+                source: RequestSource::Env,
+                gpus: vec!["GPU-0".into()],
+                mig_devices: Vec::new(),
+                cdi_devices: Vec::new(),
+                capabilities: crate::gpu::Capabilities::NONE,
+                sharing: Sharing::Exclusive,
+            },
+            warnings: Vec::new(),
+            log: Vec::new(),
+            undecided: false,
+        };
+        GpuGrant::reserve(&cfg, &c, &inj, false)
     }
 
     fn lease_pids(state: &Path) -> Vec<i64> {

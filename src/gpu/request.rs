@@ -29,6 +29,24 @@ pub enum RequestSource {
     Env,
     /// `NVIDIA_VISIBLE_DEVICES` from an unprivileged container: refused, nothing injected.
     EnvIgnored,
+    /// NVIDIA nodes the engine put in `linux.devices` (CDI applied before gpurun ran).
+    Applied,
+    /// `--gpus` on gpurun's command line.
+    Cli,
+}
+
+impl RequestSource {
+    /// The name a lease records.
+    pub fn name(self) -> &'static str {
+        match self {
+            RequestSource::CdiAnnotations => "cdi-annotations",
+            RequestSource::DevicePluginMounts => "device-plugin-mounts",
+            RequestSource::Env => "env",
+            RequestSource::EnvIgnored => "env-ignored",
+            RequestSource::Applied => "applied",
+            RequestSource::Cli => "cli",
+        }
+    }
 }
 
 /// One device name as written in a request.
@@ -43,6 +61,10 @@ pub enum DeviceId {
     Bus(PciAddr),
     /// A fully-qualified CDI name `vendor/class=name`.
     Cdi(String),
+    /// An IMEX channel (`NVIDIA_IMEX_CHANNELS`, the device plugin's `imex/<n>` mounts).
+    ImexChannel(u32),
+    /// `NVIDIA_IMEX_CHANNELS=all`: every channel node the host has.
+    ImexAll,
 }
 
 impl DeviceId {
@@ -203,11 +225,10 @@ pub fn mount_requests(spec: &Spec) -> Result<Vec<DeviceId>, GpuError> {
                 _ => cdi.to_string(),
             };
             DeviceId::parse(&name)
-        } else if rest.starts_with("imex/") {
-            return Err(GpuError::Unsupported(format!(
-                "{}: IMEX channel requests are not supported by gpurun",
-                dest.display()
-            )));
+        } else if let Some(ch) = rest.strip_prefix("imex/") {
+            ch.parse()
+                .map(DeviceId::ImexChannel)
+                .map_err(|_| format!("{ch}: not an IMEX channel number"))
         } else {
             DeviceId::parse(&rest)
         };
@@ -240,6 +261,13 @@ pub struct Asked {
     /// `NVIDIA_VISIBLE_DEVICES` (`all` for a legacy CUDA image) of an env request.
     env_value: String,
     env: BTreeMap<String, String>,
+}
+
+impl Asked {
+    /// `NVIDIA_VISIBLE_DEVICES` of an env request (empty for the other sources).
+    pub fn env_value(&self) -> &str {
+        &self.env_value
+    }
 }
 
 /// Reads what the spec asks for, strongest source first; `None` when it asks for nothing.
@@ -325,8 +353,10 @@ pub fn decide(asked: Asked, spec: &Spec, cfg: &Config) -> Result<Parsed, GpuErro
     } else {
         asked.devices
     };
+    let mut devices = devices;
     if privileged || from_env {
         refuse_unsupported(env)?;
+        devices.extend(imex_channels(env)?);
     }
     Ok(Parsed::Request(Request {
         source: asked.source,
@@ -338,11 +368,7 @@ pub fn decide(asked: Asked, spec: &Spec, cfg: &Config) -> Result<Parsed, GpuErro
 }
 
 fn refuse_unsupported(env: &BTreeMap<String, String>) -> Result<(), GpuError> {
-    for var in [
-        "NVIDIA_IMEX_CHANNELS",
-        "NVIDIA_MIG_CONFIG_DEVICES",
-        "NVIDIA_MIG_MONITOR_DEVICES",
-    ] {
+    for var in ["NVIDIA_MIG_CONFIG_DEVICES", "NVIDIA_MIG_MONITOR_DEVICES"] {
         if env.get(var).is_some_and(|v| !v.trim().is_empty()) {
             return Err(GpuError::Unsupported(format!(
                 "{var} is not supported by gpurun"
@@ -350,6 +376,68 @@ fn refuse_unsupported(env: &BTreeMap<String, String>) -> Result<(), GpuError> {
         }
     }
     Ok(())
+}
+
+/// `NVIDIA_IMEX_CHANNELS`: `all`, `none`, or a comma list of channel numbers.
+pub fn imex_channels(env: &BTreeMap<String, String>) -> Result<Vec<DeviceId>, GpuError> {
+    let Some(value) = env.get("NVIDIA_IMEX_CHANNELS").map(|v| v.trim()) else {
+        return Ok(Vec::new());
+    };
+    match value {
+        "" | "none" | "void" => return Ok(Vec::new()),
+        "all" => return Ok(vec![DeviceId::ImexAll]),
+        _ => {}
+    }
+    let mut out = Vec::new();
+    for word in value.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+        let ch = word.parse().map_err(|_| GpuError::InvalidRequest {
+            name: "NVIDIA_IMEX_CHANNELS".into(),
+            value: value.into(),
+            message: format!("{word}: not a channel number"),
+        })?;
+        if !out.contains(&DeviceId::ImexChannel(ch)) {
+            out.push(DeviceId::ImexChannel(ch));
+        }
+    }
+    Ok(out)
+}
+
+/// A request made on gpurun's command line: `--gpus <devices> [--exclusive]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CliRequest {
+    /// As `NVIDIA_VISIBLE_DEVICES` takes them: indices, UUIDs, PCI addresses, MIG names,
+    /// `all`.
+    pub devices: String,
+    pub exclusive: bool,
+}
+
+/// The command line's request, in place of the image's `NVIDIA_VISIBLE_DEVICES` and
+/// whatever the container's privileges: the caller of the runtime decides. Capabilities
+/// and requirements still come from the image's environment.
+pub fn from_cli(cli: &CliRequest, spec: &Spec, cfg: &Config) -> Result<Request, GpuError> {
+    let env = env_map(spec);
+    let mut devices = parse_visible_devices(&cli.devices)?;
+    if devices.is_empty() {
+        return Err(GpuError::InvalidRequest {
+            name: "--gpus".into(),
+            value: cli.devices.clone(),
+            message: "names no GPU".into(),
+        });
+    }
+    if is_privileged(spec) {
+        devices.extend(imex_channels(&env)?);
+    }
+    Ok(Request {
+        source: RequestSource::Cli,
+        devices,
+        capabilities: capabilities(&env, cfg)?,
+        requirements: requirements(&env),
+        sharing: if cli.exclusive {
+            Sharing::Exclusive
+        } else {
+            sharing(spec, cfg)?
+        },
+    })
 }
 
 /// `NVIDIA_DRIVER_CAPABILITIES`, else every capability for a legacy CUDA image, else the
@@ -404,7 +492,7 @@ fn requirements(env: &BTreeMap<String, String>) -> Vec<(String, String)> {
 
 /// The node's sharing policy, made exclusive by the container's annotation: a container
 /// may ask for more isolation than the node's default, never less.
-fn sharing(spec: &Spec, cfg: &Config) -> Result<Sharing, GpuError> {
+pub fn sharing(spec: &Spec, cfg: &Config) -> Result<Sharing, GpuError> {
     let Some(a) = annotation(spec, SHARING_ANNOTATION) else {
         return Ok(cfg.gpus.sharing);
     };
@@ -520,6 +608,7 @@ pub fn resolve<'a>(ids: &[DeviceId], inv: &'a Inventory) -> Result<Selection<'a>
                     sel.cdi.push(n.clone());
                 }
             }
+            DeviceId::ImexChannel(_) | DeviceId::ImexAll => {}
         }
     }
     Ok(sel)

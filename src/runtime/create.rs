@@ -46,6 +46,7 @@ pub fn create(g: &Globals, o: &CreateOpts) -> Result<Created> {
             id: &o.id,
             root: &g.root.path,
             rootfs: &bundle.rootfs,
+            cli: o.gpus.as_ref(),
         },
     )
     .map_err(gpu_error)?;

@@ -56,6 +56,8 @@ pub struct CreateOpts {
     pub no_pivot: bool,
     pub no_new_keyring: bool,
     pub preserve_fds: u32,
+    /// `--gpus` (with `--exclusive`): a GPU request without editing config.json.
+    pub gpus: Option<crate::gpu::request::CliRequest>,
 }
 
 fn frozen(st: &State) -> bool {

@@ -1,6 +1,6 @@
 //! A fake NVIDIA driver tree for tests and benchmarks (research §7.2): real tiny ELF
 //! shared objects with real SONAMEs, a real ld.so.cache written by the host's ldconfig, a
-//! fake `/proc/driver/nvidia`, `/proc/devices`, and device nodes (mknod as root,
+//! fake `/proc/driver/nvidia`, `/proc/devices` (with an IMEX channel major), and device nodes (mknod as root,
 //! placeholder files otherwise), and an `nvidia-smi` script answering like a real driver
 //! ([`smi`]). Test support only: it runs `cc` and `ldconfig`.
 
@@ -19,6 +19,9 @@ use std::process::Command;
 pub const VERSION: &str = "999.88.77";
 pub const DECOY_VERSION: &str = "111.22.33";
 pub const LIB_DIR: &str = "usr/lib/x86_64-linux-gnu";
+/// The `nvidia-caps-imex-channels` major of the fake `/proc/devices`; the tree has the
+/// node of channel 0 only.
+pub const IMEX_MAJOR: u32 = 238;
 
 /// How device nodes appear under the dev root.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -284,7 +287,7 @@ impl FakeBuilder {
         };
         std::fs::write(
             root.join("proc/devices"),
-            format!("Character devices:\n  1 mem\n  4 /dev/vc/0\n195 {ctl}\n236 nvidia-caps\n237 nvidia-uvm\n\nBlock devices:\n  7 loop\n"),
+            format!("Character devices:\n  1 mem\n  4 /dev/vc/0\n195 {ctl}\n236 nvidia-caps\n237 nvidia-uvm\n{IMEX_MAJOR} nvidia-caps-imex-channels\n\nBlock devices:\n  7 loop\n"),
         )
     }
 
@@ -293,7 +296,7 @@ impl FakeBuilder {
             return Ok(());
         }
         let d = root.join("dev");
-        mkdirs(&[&d.join("nvidia-caps")])?;
+        mkdirs(&[&d.join("nvidia-caps"), &d.join("nvidia-caps-imex-channels")])?;
         let mut nodes: Vec<(String, u32, u32)> = vec![
             ("nvidiactl".into(), 195, 255),
             ("nvidia-modeset".into(), 195, 254),
@@ -303,6 +306,7 @@ impl FakeBuilder {
         for g in &self.gpus {
             nodes.push((format!("nvidia{}", g.minor), 195, g.minor));
         }
+        nodes.push(("nvidia-caps-imex-channels/channel0".into(), IMEX_MAJOR, 0));
         if self.gpus.iter().any(|g| g.mig) {
             nodes.push(("nvidia-caps/nvidia-cap12".into(), 236, 12));
             nodes.push(("nvidia-caps/nvidia-cap13".into(), 236, 13));

@@ -1,0 +1,100 @@
+//! IMEX channels (`NVIDIA_IMEX_CHANNELS`, the device plugin's `imex/<n>` mounts): the
+//! channel nodes a request names, on the driver's `nvidia-caps-imex-channels` major.
+
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+
+use super::applied::Majors;
+use super::inventory::DeviceNode;
+use super::request::DeviceId;
+use super::{GpuError, Roots};
+
+/// Where IMEX channel nodes live, under the dev root and in the container.
+pub const IMEX_DIR: &str = "/dev/nvidia-caps-imex-channels";
+
+/// The nodes of the IMEX channels a request names, on the driver's
+/// `nvidia-caps-imex-channels` major (minor = channel). A channel's host node, when there
+/// is one, gives its mode and owner (and must be that channel); `all` is every channel
+/// node the host has.
+pub fn nodes(ids: &[DeviceId], roots: &Roots) -> Result<Vec<DeviceNode>, GpuError> {
+    let wanted: Vec<&DeviceId> = ids
+        .iter()
+        .filter(|d| matches!(d, DeviceId::ImexChannel(_) | DeviceId::ImexAll))
+        .collect();
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
+    let Some(major) = Majors::read(&roots.proc)?.imex else {
+        return Err(GpuError::Unsupported(
+            "an IMEX channel was requested but /proc/devices has no nvidia-caps-imex-channels \
+             major: the driver on this host has no IMEX channels"
+                .into(),
+        ));
+    };
+    let host_dir = roots.dev.join(&IMEX_DIR[1..]);
+    let mut channels: Vec<u32> = Vec::new();
+    for id in wanted {
+        match id {
+            DeviceId::ImexChannel(c) => channels.push(*c),
+            _ => channels.extend(host_channels(&host_dir)?),
+        }
+    }
+    channels.sort_unstable();
+    channels.dedup();
+    channels
+        .into_iter()
+        .map(|c| node(&host_dir, major, c))
+        .collect()
+}
+
+fn host_channels(dir: &Path) -> Result<Vec<u32>, GpuError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(GpuError::io("listing", dir, e)),
+    };
+    Ok(entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_prefix("channel")?
+                .parse()
+                .ok()
+        })
+        .collect())
+}
+
+fn node(host_dir: &Path, major: u32, channel: u32) -> Result<DeviceNode, GpuError> {
+    let name = format!("channel{channel}");
+    let mut node = DeviceNode {
+        path: Path::new(IMEX_DIR).join(&name),
+        major,
+        minor: channel,
+        mode: 0o666,
+        uid: 0,
+        gid: 0,
+    };
+    let host = host_dir.join(&name);
+    if let Ok(m) = std::fs::metadata(&host) {
+        if m.file_type().is_char_device() {
+            let live = (
+                nix::sys::stat::major(m.rdev()),
+                nix::sys::stat::minor(m.rdev()),
+            );
+            if live != (u64::from(major), u64::from(channel)) {
+                return Err(GpuError::HostNode {
+                    path: host,
+                    message: format!(
+                        "is {}:{}, not IMEX channel {major}:{channel}",
+                        live.0, live.1
+                    ),
+                });
+            }
+            node.mode = m.mode() & 0o777;
+            node.uid = m.uid();
+            node.gid = m.gid();
+        }
+    }
+    Ok(node)
+}
