@@ -378,7 +378,7 @@ fn applied_mps_edits_are_kept_and_the_lease_says_mps() {
     let g0 = node.gpus_json(&rt);
     let g0 = g0.iter().find(|g| g["uuid"] == GPU0).unwrap();
     assert_eq!(g0["holders"][0]["mps"], true, "{g0}");
-    assert!(node.ok(&rt, &["gpus"]).contains(", mps)"));
+    assert!(node.ok(&rt, &["gpus"]).contains(&format!("{cid} (MPS)")));
     node.ok(&rt, &["start", &cid]);
     let out = node
         .cmd(&rt)
