@@ -321,9 +321,11 @@ fn cover(spec: &mut Spec, cfg: &Config) -> Result<(), GpuError> {
     Ok(())
 }
 
+/// The request's warnings are about the caller's own input (an ignored variable, an
+/// undecided requirement): on stderr without `--log`, where the person who ran it sees them.
 fn report(inj: &Injection) {
     for w in &inj.warnings {
-        crate::log::warn(w);
+        crate::log::warn_caller(w);
     }
     for l in &inj.log {
         crate::log::debug(l);
