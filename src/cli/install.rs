@@ -7,7 +7,6 @@ use crate::atomic_file::Durability;
 use crate::error::{Error, Result};
 
 mod doctor;
-mod doctor_gpu;
 pub use doctor::doctor;
 
 /// The first line of every file `gpurun install` writes; a file without it is not ours.

@@ -478,7 +478,7 @@ mod tests {
         );
         let e = scan(&spec_with_node("/dev/nvidia-uvm", 240, 0), &roots)
             .expect_err("an NVIDIA path on a major the driver does not have");
-        assert_eq!(e.code(), Some(crate::gpu::reason::STALE_NODE));
+        assert_eq!(e.code(), crate::gpu::reason::STALE_NODE);
         assert!(e.to_string().contains("major 240"), "{e}");
     }
 

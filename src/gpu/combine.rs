@@ -50,7 +50,7 @@ pub fn combine(explicit: &[Explicit], env: Option<&str>) -> Result<Option<String
     let env = env.map(str::trim).filter(|v| !v.is_empty() && *v != "void");
     Ok(match (explicit.first(), env) {
         (Some(first), Some(v)) => Some(format!(
-            "NVIDIA_VISIBLE_DEVICES={v} from the image ignored: {} decides the GPUs",
+            "[gpu-env-ignored] NVIDIA_VISIBLE_DEVICES={v} from the image ignored: {} decides the GPUs",
             first.what
         )),
         _ => None,
@@ -106,7 +106,7 @@ mod tests {
         );
         let e = combine(&[applied.clone(), explicit("--gpus 1", &["GPU-B"])], None)
             .expect_err("other GPUs");
-        assert_eq!(e.code(), Some(crate::gpu::reason::REQUEST_CONFLICT));
+        assert_eq!(e.code(), crate::gpu::reason::REQUEST_CONFLICT);
         let msg = e.to_string();
         assert!(
             msg.contains("the applied nodes")

@@ -90,33 +90,33 @@ impl Roots {
 /// Errors of GPU discovery, request parsing, edits, CDI and leases.
 #[derive(Debug, thiserror::Error)]
 pub enum GpuError {
-    #[error("{what} {path}: {source}")]
+    #[error("[gpu-io] {what} {path}: {source}")]
     Io {
         what: &'static str,
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("no NVIDIA driver found: {0}")]
+    #[error("[gpu-no-driver] no NVIDIA driver found: {0}")]
     NoDriver(String),
-    #[error("parsing {path}: {message}")]
+    #[error("[gpu-parse] parsing {path}: {message}")]
     Parse { path: PathBuf, message: String },
-    #[error("host device node {path}: {message}")]
+    #[error("[gpu-host-node] host device node {path}: {message}")]
     HostNode { path: PathBuf, message: String },
-    #[error("{0}: unknown device")]
+    #[error("[gpu-unknown-device] {0}: unknown device")]
     UnknownDevice(String),
-    #[error("{name}: invalid value {value:?}: {message}")]
+    #[error("[gpu-invalid-request] {name}: invalid value {value:?}: {message}")]
     InvalidRequest {
         name: String,
         value: String,
         message: String,
     },
-    #[error("{0}")]
+    #[error("[gpu-unsupported] {0}")]
     Unsupported(String),
-    #[error("unsatisfied condition: {0}")]
+    #[error("[gpu-requirement-unmet] unsatisfied condition: {0}")]
     Requirement(String),
-    #[error("CDI: {0}")]
+    #[error("[gpu-cdi] CDI: {0}")]
     Cdi(String),
-    #[error("unsafe path {path}: {message}")]
+    #[error("[gpu-unsafe-path] unsafe path {path}: {message}")]
     UnsafePath { path: PathBuf, message: String },
     #[error("[gpu-exclusive-held] GPU {gpu} is held exclusively by container {holder} (root {root}, pid {pid})")]
     Exclusive {
@@ -125,9 +125,9 @@ pub enum GpuError {
         root: PathBuf,
         pid: i32,
     },
-    #[error("lease: {0}")]
+    #[error("[gpu-lease] lease: {0}")]
     Lease(String),
-    #[error(transparent)]
+    #[error("[gpu-config] {0}")]
     Config(#[from] config::ConfigError),
     /// Two explicit grants in one create name different GPUs.
     #[error("[gpu-request-conflict] {first} and {second} name different GPUs ({first_gpus} vs {second_gpus}); keep one of them")]
@@ -158,10 +158,25 @@ pub enum GpuError {
 /// The reason codes of GPU refusals, as they appear in brackets at the start of the
 /// message (and in runtime-spec/gpu.md).
 pub mod reason {
+    pub const IO: &str = "gpu-io";
+    pub const NO_DRIVER: &str = "gpu-no-driver";
+    pub const PARSE: &str = "gpu-parse";
+    pub const HOST_NODE: &str = "gpu-host-node";
+    pub const UNKNOWN_DEVICE: &str = "gpu-unknown-device";
+    pub const INVALID_REQUEST: &str = "gpu-invalid-request";
+    pub const UNSUPPORTED: &str = "gpu-unsupported";
+    pub const REQUIREMENT_UNMET: &str = "gpu-requirement-unmet";
+    pub const CDI: &str = "gpu-cdi";
+    pub const UNSAFE_PATH: &str = "gpu-unsafe-path";
     pub const EXCLUSIVE_HELD: &str = "gpu-exclusive-held";
+    pub const LEASE: &str = "gpu-lease";
+    pub const CONFIG: &str = "gpu-config";
     pub const REQUEST_CONFLICT: &str = "gpu-request-conflict";
     pub const STALE_NODE: &str = "gpu-stale-node";
     pub const STALE_FILE: &str = "gpu-stale-file";
+    /// Warnings: a request that was read and not acted on.
+    pub const ENV_IGNORED: &str = "gpu-env-ignored";
+    pub const CONFIG_IGNORED: &str = "gpu-config-ignored";
 }
 
 /// What to do about a spec whose nodes or files no longer match the host.
@@ -170,14 +185,25 @@ pub const STALE_FIX: &str = "the spec was made for another driver or MIG layout:
      wrote it) and create the container again";
 
 impl GpuError {
-    /// The stable reason code of a refusal that carries one in its message.
-    pub fn code(&self) -> Option<&'static str> {
+    /// The stable reason code every GPU refusal carries at the front of its message.
+    pub fn code(&self) -> &'static str {
         match self {
-            GpuError::Exclusive { .. } => Some(reason::EXCLUSIVE_HELD),
-            GpuError::RequestConflict { .. } => Some(reason::REQUEST_CONFLICT),
-            GpuError::StaleNode { .. } => Some(reason::STALE_NODE),
-            GpuError::StaleFile { .. } => Some(reason::STALE_FILE),
-            _ => None,
+            GpuError::Io { .. } => reason::IO,
+            GpuError::NoDriver(_) => reason::NO_DRIVER,
+            GpuError::Parse { .. } => reason::PARSE,
+            GpuError::HostNode { .. } => reason::HOST_NODE,
+            GpuError::UnknownDevice(_) => reason::UNKNOWN_DEVICE,
+            GpuError::InvalidRequest { .. } => reason::INVALID_REQUEST,
+            GpuError::Unsupported(_) => reason::UNSUPPORTED,
+            GpuError::Requirement(_) => reason::REQUIREMENT_UNMET,
+            GpuError::Cdi(_) => reason::CDI,
+            GpuError::UnsafePath { .. } => reason::UNSAFE_PATH,
+            GpuError::Exclusive { .. } => reason::EXCLUSIVE_HELD,
+            GpuError::Lease(_) => reason::LEASE,
+            GpuError::Config(_) => reason::CONFIG,
+            GpuError::RequestConflict { .. } => reason::REQUEST_CONFLICT,
+            GpuError::StaleNode { .. } => reason::STALE_NODE,
+            GpuError::StaleFile { .. } => reason::STALE_FILE,
         }
     }
 
@@ -233,4 +259,76 @@ pub fn inject(
     let edited = edits::inject(spec, &req, &target, cfg, inv)?;
     *spec = edited.spec;
     Ok(Some(edited.injection))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_refusal_starts_with_its_reason_code() {
+        let p = || PathBuf::from("/x");
+        let s = || "s".to_string();
+        let all = [
+            GpuError::io("reading", &p(), std::io::Error::from_raw_os_error(2)),
+            GpuError::NoDriver(s()),
+            GpuError::Parse {
+                path: p(),
+                message: s(),
+            },
+            GpuError::HostNode {
+                path: p(),
+                message: s(),
+            },
+            GpuError::UnknownDevice(s()),
+            GpuError::InvalidRequest {
+                name: s(),
+                value: s(),
+                message: s(),
+            },
+            GpuError::Unsupported(s()),
+            GpuError::Requirement(s()),
+            GpuError::Cdi(s()),
+            GpuError::UnsafePath {
+                path: p(),
+                message: s(),
+            },
+            GpuError::Exclusive {
+                gpu: s(),
+                holder: s(),
+                root: p(),
+                pid: 1,
+            },
+            GpuError::Lease(s()),
+            GpuError::Config(config::ConfigError::Parse {
+                path: p(),
+                message: s(),
+            }),
+            GpuError::RequestConflict {
+                first: s(),
+                first_gpus: s(),
+                second: s(),
+                second_gpus: s(),
+            },
+            GpuError::StaleNode {
+                origin: s(),
+                entry: s(),
+                message: s(),
+                fix: STALE_FIX,
+            },
+            GpuError::StaleFile {
+                origin: s(),
+                path: p(),
+                message: s(),
+                fix: STALE_FIX,
+            },
+        ];
+        let mut codes = std::collections::BTreeSet::new();
+        for e in &all {
+            let text = e.to_string();
+            assert!(text.starts_with(&format!("[{}] ", e.code())), "{text}");
+            assert_eq!(crate::log::reason_code(&text), Some(e.code()), "{text}");
+            assert!(codes.insert(e.code()), "{} twice", e.code());
+        }
+    }
 }

@@ -88,7 +88,7 @@ fn request_grant(spec: &mut Spec, c: &Container<'_>) -> Result<Option<GpuGrant>,
         Ok(cfg) => cfg,
         Err(e) if !asks => {
             crate::log::warn_caller(&format!(
-                "{e}; ignored: this container asks for no GPU (its linux.devices were not \
+                "[gpu-config-ignored] {e}; ignored: this container asks for no GPU (its linux.devices were not \
                  checked for NVIDIA nodes)"
             ));
             return Ok(None);
@@ -260,7 +260,9 @@ fn act_applied(
 /// not a failed create.
 fn warn_if_config_broken() {
     if let Err(e) = Config::load() {
-        crate::log::warn_caller(&format!("{e}; ignored: this container asks for no GPU"));
+        crate::log::warn_caller(&format!(
+            "[gpu-config-ignored] {e}; ignored: this container asks for no GPU"
+        ));
     }
 }
 

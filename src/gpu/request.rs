@@ -343,7 +343,7 @@ pub fn decide(asked: Asked, spec: &Spec, cfg: &Config) -> Result<Parsed, GpuErro
     let devices = if from_env {
         if !privileged && !cfg.nvidia.accept_env_when_unprivileged {
             return Ok(Parsed::Ignored(format!(
-                "NVIDIA_VISIBLE_DEVICES={} ignored: the container is not privileged \
+                "[gpu-env-ignored] NVIDIA_VISIBLE_DEVICES={} ignored: the container is not privileged \
                  (no CAP_SYS_ADMIN in its bounding set) and nvidia.accept-env-when-unprivileged \
                  is false; no GPU was injected",
                 asked.env_value

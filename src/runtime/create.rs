@@ -219,7 +219,7 @@ fn record_init(o: &CreateOpts, pid: Pid, st: &mut State, guard: &mut Creating) -
 /// A broken node configuration keeps its own wording (it names the file and line).
 fn gpu_error(e: crate::gpu::GpuError) -> Error {
     match e {
-        crate::gpu::GpuError::Config(c) => Error::Config(c.to_string()),
+        e @ crate::gpu::GpuError::Config(_) => Error::Config(e.to_string()),
         e => Error::Gpu(e),
     }
 }

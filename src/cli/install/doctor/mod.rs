@@ -1,6 +1,8 @@
 //! `gpurun doctor`: check a node (driver, device nodes, cgroups, the device filter, the
 //! clients' configuration), one line per check with what to do about a problem.
 
+mod gpu;
+
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -21,12 +23,7 @@ pub struct Check {
     pub fix: Option<String>,
 }
 
-pub(super) fn check(
-    status: Status,
-    name: &'static str,
-    detail: String,
-    fix: Option<&str>,
-) -> Check {
+fn check(status: Status, name: &'static str, detail: String, fix: Option<&str>) -> Check {
     Check {
         status,
         name,
@@ -97,7 +94,7 @@ pub fn run_checks(node: &Node) -> Vec<Check> {
                 ));
                 out.push(check_nodes(&inv));
                 out.push(check_enrichment(&inv));
-                out.push(super::doctor_gpu::check_imex(cfg));
+                out.push(gpu::check_imex(cfg));
             }
             Err(e) => out.push(check(
                 Status::Problem,
@@ -127,7 +124,7 @@ pub fn run_checks(node: &Node) -> Vec<Check> {
     }
     out.extend(check_clients(&node.etc_root));
     if let Some(cfg) = cfg {
-        out.extend(super::doctor_gpu::check_engine_cdi(&node.etc_root, cfg));
+        out.extend(gpu::check_engine_cdi(&node.etc_root, cfg));
     }
     out
 }
@@ -288,7 +285,7 @@ fn device_filter_self_test(dir: &Path) -> std::result::Result<(), String> {
 }
 
 /// Whether `bin` is on `PATH` (or in an sbin directory root's PATH may lack).
-pub(super) fn in_path(bin: &str) -> bool {
+fn in_path(bin: &str) -> bool {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/sbin", "/sbin", "/usr/local/sbin"].map(PathBuf::from))

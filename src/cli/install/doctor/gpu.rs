@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::doctor::{check, Check, Status};
+use super::{check, Check, Status};
 use crate::gpu::config::Config;
 use crate::gpu::procfs;
 
@@ -193,7 +193,7 @@ pub fn check_engine_cdi(etc: &Path, cfg: &Config) -> Vec<Check> {
             }
         });
     }
-    if super::doctor::in_path("podman") {
+    if super::in_path("podman") {
         out.push(check(
             Status::Ok,
             "podman CDI",
