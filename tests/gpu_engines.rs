@@ -327,3 +327,35 @@ fn the_device_plugins_imex_channel_is_granted_with_its_device_rule() {
         stdout(&out)
     );
 }
+
+#[test]
+fn a_refused_request_has_its_reason_code_in_the_json_log() {
+    if skip("a_refused_request_has_its_reason_code_in_the_json_log") {
+        return;
+    }
+    let node = Node::new(false);
+    let rt = Runtime::new();
+    let b = bundle("true");
+    b.write();
+    let log = node.dir.path().join("log.json");
+    let cid = id("code");
+    rt.track(&cid);
+    let out = node
+        .cmd(&rt)
+        .arg("--log")
+        .arg(&log)
+        .args(["--log-format", "json", "create", "--gpus", "7", "-b"])
+        .arg(b.path())
+        .arg(&cid)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "GPU 7 does not exist");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let line: Value = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["level"] == "error")
+        .unwrap_or_else(|| panic!("no error line: {text}"));
+    assert_eq!(line["code"], "gpu-unknown-device", "{line}");
+    assert!(line["msg"].as_str().unwrap().contains("7"), "{line}");
+}
