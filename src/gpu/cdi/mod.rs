@@ -4,6 +4,7 @@
 mod apply;
 mod generate;
 mod registry;
+mod stale;
 
 use std::collections::BTreeMap;
 
@@ -12,6 +13,7 @@ use serde::{Deserialize, Serialize};
 pub use apply::{apply, Applied};
 pub use generate::{generate, without_additional_gids, CDI_KIND};
 pub use registry::Registry;
+pub use stale::{check as check_specs, StaleDevice};
 
 /// The versions this reader accepts (the oldest CDI still supports is 0.3.0).
 pub const VERSIONS: &[&str] = &[

@@ -91,6 +91,60 @@ fn live_node(path: &Path) -> Option<(u32, u32)> {
     })
 }
 
+/// The NVIDIA CDI specs in every directory an engine or gpurun reads: each device
+/// checked as `create` would check it once applied. A stale spec is found here, before a
+/// job fails with "nvidia-smi works, cuInit fails".
+pub fn check_cdi_specs(etc: &Path, cfg: &Config) -> Check {
+    const NAME: &str = "CDI specs";
+    let mut dirs = cfg.nvidia.cdi_spec_dirs.clone();
+    for d in ["etc/cdi", "var/run/cdi"] {
+        let d = etc.join(d);
+        if !dirs.contains(&d) {
+            dirs.push(d);
+        }
+    }
+    let registry = crate::gpu::cdi::Registry::load(&dirs);
+    let nvidia = registry
+        .specs
+        .iter()
+        .filter(|(_, s)| {
+            s.kind
+                .split('/')
+                .next()
+                .is_some_and(|v| v.ends_with("nvidia.com"))
+        })
+        .count();
+    let mut problems: Vec<String> = registry.errors.clone();
+    for s in crate::gpu::cdi::check_specs(&registry, &cfg.roots()) {
+        problems.push(format!("{}: {}: {}", s.file.display(), s.device, s.error));
+    }
+    if !problems.is_empty() {
+        return check(
+            Status::Problem,
+            NAME,
+            problems.join("; "),
+            Some("regenerate each named spec (gpurun cdi generate -o FILE, or nvidia-ctk cdi generate), or restart the DRA driver or device plugin that wrote it"),
+        );
+    }
+    if nvidia == 0 {
+        return check(
+            Status::Skip,
+            NAME,
+            format!("no NVIDIA spec in {}", join(&dirs)),
+            None,
+        );
+    }
+    check(
+        Status::Ok,
+        NAME,
+        format!(
+            "{nvidia} NVIDIA spec(s) in {} match the driver",
+            join(&dirs)
+        ),
+        None,
+    )
+}
+
 /// What containerd's CRI plugin does with CDI: `enable_cdi` where set, else its default
 /// (on from containerd 2.0, whose configs are `version = 3`; off before), and where it
 /// reads specs (`cdi_spec_dirs`, default `/etc/cdi` and `/var/run/cdi`).
@@ -214,6 +268,62 @@ fn join(dirs: &[PathBuf]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cdi_spec_made_for_another_driver_is_a_problem_naming_file_and_device() {
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        let t = tempfile::tempdir().expect("tempdir");
+        let fake = crate::gpu::fake::FakeDriver::two_gpus()
+            .build(&t.path().join("host"))
+            .expect("fake tree");
+        let mut cfg = crate::gpu::fake::config(&fake.root, &t.path().join("state"));
+        let dir = t.path().join("cdi");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        cfg.nvidia.cdi_spec_dirs = vec![dir.clone()];
+        let etc = t.path().join("etc-root");
+        assert_eq!(check_cdi_specs(&etc, &cfg).status, Status::Skip);
+        let inv = crate::gpu::discover(&cfg.roots()).expect("discovery");
+        let caps = crate::gpu::Capabilities::parse("utility,compute").expect("caps");
+        let spec = crate::gpu::cdi::generate(&inv, caps);
+        let file = dir.join("nvidia.json");
+        std::fs::write(&file, spec.to_json().expect("json")).expect("write");
+        let c = check_cdi_specs(&etc, &cfg);
+        assert_eq!(c.status, Status::Ok, "{c:?}");
+        // A DRA claim written before a MIG change: its capability minor is gone.
+        let mut claim = crate::gpu::fake::nvidia_cdi::dra_claim(
+            &fake.root,
+            Path::new("/usr/bin/nvidia-cdi-hook"),
+            None,
+            Some(1),
+        );
+        claim["devices"][0]["containerEdits"]["deviceNodes"][1]["minor"] = 99.into();
+        let dra = etc.join("var/run/cdi/k8s.gpu.nvidia.com-claim_x.json");
+        std::fs::create_dir_all(dra.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&dra, claim.to_string()).expect("write");
+        let c = check_cdi_specs(&etc, &cfg);
+        assert_eq!(c.status, Status::Problem, "{c:?}");
+        assert!(
+            c.detail.contains("[gpu-stale-node]") && c.detail.contains("236:99"),
+            "{c:?}"
+        );
+        std::fs::remove_file(&dra).expect("rm");
+        // A driver upgrade: the spec still names the old version's library.
+        let lib = fake
+            .root
+            .join(crate::gpu::fake::LIB_DIR)
+            .join(format!("libcuda.so.{}", crate::gpu::fake::VERSION));
+        std::fs::remove_file(&lib).expect("rm");
+        let c = check_cdi_specs(&etc, &cfg);
+        assert_eq!(c.status, Status::Problem, "{c:?}");
+        assert!(c.detail.contains(&file.display().to_string()), "{c:?}");
+        assert!(c.detail.contains("[gpu-stale-file]"), "{c:?}");
+        assert!(
+            c.fix.as_deref().is_some_and(|f| f.contains("cdi generate")),
+            "{c:?}"
+        );
+    }
 
     #[test]
     fn containerd_cdi_follows_the_setting_then_the_config_version() {

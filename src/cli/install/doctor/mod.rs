@@ -125,6 +125,7 @@ pub fn run_checks(node: &Node) -> Vec<Check> {
     out.extend(check_clients(&node.etc_root));
     if let Some(cfg) = cfg {
         out.extend(gpu::check_engine_cdi(&node.etc_root, cfg));
+        out.push(gpu::check_cdi_specs(&node.etc_root, cfg));
     }
     out
 }
