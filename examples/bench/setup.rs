@@ -341,10 +341,11 @@ pub fn gpu_node(dir: &Path) -> Result<PathBuf, String> {
         format!(
             "[nvidia]\ndriver-root = {h:?}\ndev-root = {h:?}\nproc-root = {h:?}\n\
              accept-env-when-unprivileged = true\ncdi-spec-dirs = [{cdi:?}]\n\
-             [gpus]\nstate-dir = {state:?}\n",
+             [gpus]\nstate-dir = {state:?}\n[journal]\ndir = {journal:?}\n",
             h = s(&host),
             cdi = s(&dir.join("cdi")),
             state = s(&dir.join("state")),
+            journal = s(&dir.join("journal")),
         ),
     )
     .map_err(|e| format!("writing {}: {e}", config.display()))?;

@@ -243,16 +243,22 @@ fn act_applied(
     inv: &Inventory,
 ) -> Result<(Spec, Injection), GpuError> {
     let gen_dir = cfg.gpus.state_dir.join(PROC_DRIVER_STORE);
-    let target = Target {
-        rootfs: c.rootfs,
-        container_id: c.id,
-        gen_dir: &gen_dir,
-    };
+    let target = target(c, &gen_dir);
     let sharing = request::sharing(spec, cfg)?;
     let edited = edits::applied_view(spec, m, &target, inv, sharing)?;
     let mut s = edited.spec;
     cover(&mut s, cfg)?;
     Ok((s, edited.injection))
+}
+
+/// Where a container's edits come from (its rootfs, only probed) and where its generated
+/// `/proc/driver/nvidia` views are kept.
+fn target<'t>(c: &'t Container<'_>, gen_dir: &'t Path) -> Target<'t> {
+    Target {
+        rootfs: c.rootfs,
+        container_id: c.id,
+        gen_dir,
+    }
 }
 
 /// A container that asks for no GPU does not need the node configuration: a broken file
@@ -292,11 +298,7 @@ fn inject(
     cfg: &Config,
 ) -> Result<(Spec, Injection), GpuError> {
     let gen_dir = cfg.gpus.state_dir.join(PROC_DRIVER_STORE);
-    let target = Target {
-        rootfs: c.rootfs,
-        container_id: c.id,
-        gen_dir: &gen_dir,
-    };
+    let target = target(c, &gen_dir);
     let inv = cache::discover_for_start(cfg)?;
     let mut edited = edits::inject(spec, req, &target, cfg, &inv);
     if inv.enrichment.pending {
