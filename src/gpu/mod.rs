@@ -7,11 +7,12 @@
 //! prepare  → cache, edits, lease, request, config, applied, combine, nvhooks
 //!            (nothing imports prepare)
 //! applied  → inventory, procfs, paths;  imex → applied;  combine → request
-//! edits    → cdi → editor → paths;  edits → request, require, procdir, inventory, config,
+//! edits    → cdi → editor → paths;  cdi → applied (doctor's check of spec files);
+//!            edits → request, require, procdir, inventory, config,
 //!            applied, imex
 //! nvhooks  → editor, edits, procdir, procfs, elf, ldcache, ldcache_write, config
 //! cache    → discover → nvml, driverfiles → inventory → capabilities, paths, procfs
-//! request  → inventory, config;  lease → config;  journal → config;  config → capabilities
+//! request  → devices, config;  devices → inventory, procfs;  lease → config;  journal → config;  config → capabilities
 //! leaves:    paths, procfs, procdir, elf, ldcache, ldcache_write, capabilities
 //! ```
 //!
@@ -28,6 +29,7 @@ pub mod capabilities;
 pub mod cdi;
 pub mod combine;
 pub mod config;
+pub mod devices;
 mod discover;
 mod driverfiles;
 mod editor;
