@@ -30,20 +30,6 @@ pub enum Error {
     /// names no file, flags that contradict each other).
     #[error("{0}")]
     Usage(String),
-    #[error("{what} {path}: {source}")]
-    Io {
-        what: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{what}: {syscall} {path}: {errno}")]
-    Sys {
-        what: String,
-        syscall: &'static str,
-        path: PathBuf,
-        errno: Errno,
-    },
     #[error("container init failed at step {step}: {msg}")]
     Init { step: String, msg: String },
     #[error(transparent)]
@@ -83,12 +69,16 @@ pub enum Error {
 }
 
 impl Error {
+    /// A failed file operation: the linux layer's error, so it reads and matches the same
+    /// whichever layer reports it.
     pub fn io(what: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            what,
-            path: path.into(),
-            source,
-        }
+        Error::Linux(crate::linux::Error::io(what, path, source))
+    }
+
+    /// Whether this is a file operation that found nothing at its path.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::Linux(crate::linux::Error::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound)
     }
 
     /// A JSON encoding or decoding step that failed; `what` names the step and object.
@@ -102,12 +92,7 @@ impl Error {
         path: impl Into<PathBuf>,
         errno: Errno,
     ) -> Self {
-        Error::Sys {
-            what: what.into(),
-            syscall,
-            path: path.into(),
-            errno,
-        }
+        Error::Linux(crate::linux::Error::sys(what, syscall, path, errno))
     }
 }
 

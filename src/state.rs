@@ -175,9 +175,7 @@ impl Root {
             return Err(Error::NotExist(id.to_string()));
         }
         let c = match lock_dir(&dir) {
-            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::NotExist(id.to_string()))
-            }
+            Err(e) if e.is_not_found() => return Err(Error::NotExist(id.to_string())),
             other => other?,
         };
         // A delete that held the lock while this call waited for it may have removed the

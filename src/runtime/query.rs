@@ -18,9 +18,7 @@ fn read_unlocked(g: &Globals, id: &str) -> Result<(PathBuf, State)> {
         return Err(Error::NotExist(id.to_string()));
     }
     match state::load_file(&file) {
-        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-            Err(Error::NotExist(id.to_string()))
-        }
+        Err(e) if e.is_not_found() => Err(Error::NotExist(id.to_string())),
         r => r.map(|st| (dir, st)),
     }
 }
