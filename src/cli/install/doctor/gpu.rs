@@ -271,14 +271,11 @@ mod tests {
 
     #[test]
     fn a_cdi_spec_made_for_another_driver_is_a_problem_naming_file_and_device() {
-        if !nix::unistd::geteuid().is_root() {
+        let Some((t, fake, mut cfg)) = super::super::tests::fake_node(
+            "a_cdi_spec_made_for_another_driver_is_a_problem_naming_file_and_device",
+        ) else {
             return;
-        }
-        let t = tempfile::tempdir().expect("tempdir");
-        let fake = crate::gpu::fake::FakeDriver::two_gpus()
-            .build(&t.path().join("host"))
-            .expect("fake tree");
-        let mut cfg = crate::gpu::fake::config(&fake.root, &t.path().join("state"));
+        };
         let dir = t.path().join("cdi");
         std::fs::create_dir_all(&dir).expect("mkdir");
         cfg.nvidia.cdi_spec_dirs = vec![dir.clone()];
@@ -387,6 +384,10 @@ mod tests {
         let c = check_imex(&cfg);
         assert_eq!(c.status, Status::Problem, "no channel node: {c:?}");
         if !nix::unistd::geteuid().is_root() {
+            crate::skip::cannot_run(
+                "imex_channels_are_checked_against_their_major",
+                "needs root (mknod for the channel nodes)",
+            );
             return;
         }
         let dir = t.path().join("dev/nvidia-caps-imex-channels");

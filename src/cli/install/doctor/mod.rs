@@ -414,6 +414,27 @@ mod tests {
     use super::*;
     use crate::cli::install::{containerd_dropin, write_owned};
 
+    /// The fake two-GPU tree, its nodes made with mknod, and a configuration reading it;
+    /// `None` (a skip, a failure under CI) without root.
+    pub(super) fn fake_node(
+        test: &str,
+    ) -> Option<(
+        tempfile::TempDir,
+        crate::gpu::fake::FakeDriver,
+        crate::gpu::config::Config,
+    )> {
+        if !nix::unistd::geteuid().is_root() {
+            crate::skip::cannot_run(test, "needs root (mknod for the fake device nodes)");
+            return None;
+        }
+        let t = tempfile::tempdir().expect("tempdir");
+        let fake = crate::gpu::fake::FakeDriver::two_gpus()
+            .build(&t.path().join("host"))
+            .expect("fake tree");
+        let cfg = crate::gpu::fake::config(&fake.root, &t.path().join("state"));
+        Some((t, fake, cfg))
+    }
+
     #[test]
     fn doctor_reports_a_failing_nvidia_smi_as_a_problem() {
         let t = tempfile::tempdir().unwrap();
@@ -491,14 +512,9 @@ mod tests {
 
     #[test]
     fn a_missing_mig_capability_node_is_a_problem() {
-        if !nix::unistd::geteuid().is_root() {
+        let Some((_t, fake, cfg)) = fake_node("a_missing_mig_capability_node_is_a_problem") else {
             return;
-        }
-        let t = tempfile::tempdir().expect("tempdir");
-        let fake = crate::gpu::fake::FakeDriver::two_gpus()
-            .build(&t.path().join("host"))
-            .expect("fake tree");
-        let cfg = crate::gpu::fake::config(&fake.root, &t.path().join("state"));
+        };
         let inv = crate::gpu::discover(&cfg.roots()).expect("discovery");
         assert_eq!(check_nodes(&inv).status, Status::Ok);
         std::fs::remove_file(fake.root.join("dev/nvidia-caps/nvidia-cap12")).expect("rm");
