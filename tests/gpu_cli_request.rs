@@ -133,9 +133,26 @@ fn gpus_flag_against_a_cdi_annotation_for_another_gpu_is_refused_naming_both() {
     }
     assert!(!rt.root.path().join(&cid).exists());
 
-    // Naming the same GPU is one grant.
+    // Naming the same GPU is one grant: one holder, no conflict.
     let cid = id("cli-same");
-    assert_ran(&create_with(&node, &rt, &b, &cid, &["--gpus", "1"]));
+    let out = create_with(&node, &rt, &b, &cid, &["--gpus", "1"]);
+    assert_ran(&out);
+    assert!(
+        !stderr(&out).contains("gpu-request-conflict"),
+        "{}",
+        stderr(&out)
+    );
+    let gpus = node.gpus_json(&rt);
+    let on = |i: usize| -> Vec<String> {
+        gpus[i]["holders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(on(1), [cid.clone()], "one grant on GPU 1");
+    assert!(on(0).is_empty());
     node.ok(&rt, &["delete", "--force", &cid]);
 }
 

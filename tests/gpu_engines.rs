@@ -159,12 +159,30 @@ fn a_dra_mig_claim_is_a_lease_on_its_parent_with_its_capability_nodes() {
     let device = dra_device("gpu-1-mig-1g10gb-19-0");
     let gi = format!("/dev/nvidia-caps/nvidia-cap{}", nvidia::MIG_GI_MINOR);
     let ci = format!("/dev/nvidia-caps/nvidia-cap{}", nvidia::MIG_CI_MINOR);
-    let held = id("dra-mig");
-    let b = engine_bundle(
-        &format!("{} sleep 60", opens(&[&gi, &ci, "/dev/nvidia0"])),
-        &[claim],
-        &[&device],
+    let out = node.run(
+        &rt,
+        &engine_bundle(
+            &opens(&[&gi, &ci, "/dev/nvidia0", "/dev/nvidia1"]),
+            std::slice::from_ref(&claim),
+            &[&device],
+        ),
+        &id("dra-mig-run"),
     );
+    assert_ran(&out);
+    for line in [
+        format!("{gi}=ENXIO"),
+        format!("{ci}=ENXIO"),
+        "/dev/nvidia1=ENXIO".to_string(),
+        "/dev/nvidia0=ENOENT".to_string(),
+    ] {
+        assert!(
+            has_line(&out, &line),
+            "{line} missing from: {}",
+            stdout(&out)
+        );
+    }
+    let held = id("dra-mig");
+    let b = engine_bundle("sleep 60", &[claim], &[&device]);
     let out = node.create(&rt, &b, &held);
     assert!(out.status.success(), "{}", stderr(&out));
     let h = holders(&node, &rt, 1);

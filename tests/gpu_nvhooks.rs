@@ -449,6 +449,7 @@ fn a_skipped_hook_carries_its_reason_code_in_the_json_log() {
         })
         .unwrap_or_else(|| panic!("no reason code in the log: {text}"));
     assert_eq!(line["level"], "warning", "{line}");
+    assert_eq!(line["code"], "nvidia-hook-unknown", "{line}");
     assert!(
         line["msg"].as_str().unwrap().contains("\"chmod\""),
         "{line}"

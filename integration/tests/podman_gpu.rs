@@ -23,14 +23,19 @@ use gpurun_integration::{can_run, image, run, serial, unique, Ran};
 const T: Duration = Duration::from_secs(180);
 const CDI_DIR: &str = "/etc/cdi";
 
-/// A spec file in `/etc/cdi` for as long as the test runs.
-struct SpecFile(PathBuf);
+/// A spec file in `/etc/cdi` for as long as the test runs; the directory too, when the
+/// test made it.
+struct SpecFile {
+    path: PathBuf,
+    made_dir: bool,
+}
 
 impl Drop for SpecFile {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-        // The directory only if this test made it and nothing else is in it.
-        let _ = std::fs::remove_dir(CDI_DIR);
+        let _ = std::fs::remove_file(&self.path);
+        if self.made_dir {
+            let _ = std::fs::remove_dir(CDI_DIR);
+        }
     }
 }
 
@@ -112,6 +117,7 @@ fn setup() -> Option<Setup> {
         "args": ["nvidia-cdi-hook", "create-symlinks", "--link", "libcuda.so.1::/usr/lib/x86_64-linux-gnu/libcuda.so"],
         "env": ["NVIDIA_CTK_DEBUG=false"],
     }]);
+    let made_dir = !Path::new(CDI_DIR).exists();
     std::fs::create_dir_all(CDI_DIR).unwrap();
     let path = Path::new(CDI_DIR).join(format!("{}.json", unique("gpurun-it-podman")));
     std::fs::write(&path, serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
@@ -121,7 +127,7 @@ fn setup() -> Option<Setup> {
         config,
         state,
         hook_ran,
-        _spec: SpecFile(path),
+        _spec: SpecFile { path, made_dir },
         _gpus: gpus,
         files,
     })
