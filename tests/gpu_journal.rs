@@ -261,7 +261,7 @@ fn kill_and_delete_force_name_who_asked_and_the_grant_names_the_job() {
         grant["config_sha256"],
         sha256sum(&b.path().join("config.json"))
     );
-    assert_eq!(grant["source"], "Env");
+    assert_eq!(grant["source"], "env");
     let kill = mine[1];
     assert_eq!(kill["signal"], "SIGTERM");
     assert_eq!(kill["caller"]["uid"], 0);

@@ -88,8 +88,9 @@ pub enum Event {
 pub struct Grant {
     pub bundle: PathBuf,
     pub sharing: Sharing,
-    /// Where the request came from, as gpurun names its request sources.
-    pub source: serde_json::Value,
+    /// Where the request came from, by the name the lease records too (`env`, `cli`,
+    /// `applied`, `cdi-annotations`, …).
+    pub source: String,
     /// SHA-256 of the bundle's `config.json` as create read it.
     pub config_sha256: Option<String>,
     /// The image annotations the engine set (CRI image name, OCI image annotations).

@@ -24,6 +24,9 @@ pub struct Created {
     pub container: Container,
     /// For a foreground `run` with a terminal: where init sends the pty master.
     pub console_peer: Option<OwnedFd>,
+    /// The GPUs granted and the journal that recorded the grant (for the exit record).
+    pub gpus: Vec<String>,
+    pub gpu_journal: Option<crate::gpu::config::JournalConfig>,
 }
 
 /// Create a container and leave its init waiting for `start`.
@@ -76,6 +79,8 @@ pub fn create(g: &Globals, o: &CreateOpts) -> Result<Created> {
         pid,
         container: guard.commit(),
         console_peer,
+        gpus: st.gpus,
+        gpu_journal: st.gpu_journal,
     })
 }
 

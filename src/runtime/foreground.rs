@@ -29,6 +29,7 @@ pub fn run(g: &Globals, o: &CreateOpts, r: &RunOpts) -> Result<i32> {
     let mask = prepare_to_wait(!r.detach && !r.no_subreaper, !r.detach)?;
     let created = create(g, o)?;
     let pid = created.pid;
+    let (gpus, journal) = (created.gpus, created.gpu_journal);
     drop(created.container);
     let mut proxy = match attach_terminal(created.console_peer) {
         Ok(p) => p,
@@ -45,7 +46,7 @@ pub fn run(g: &Globals, o: &CreateOpts, r: &RunOpts) -> Result<i32> {
         return Ok(0);
     }
     let code = forward_and_wait(pid, &mask, proxy.as_mut())?;
-    super::journal::exited(g, &o.id, code);
+    super::journal::exited(g, &o.id, &gpus, journal.as_ref(), code);
     // Restores the caller's terminal before anything else is printed.
     drop(proxy);
     if !r.keep {

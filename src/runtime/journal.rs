@@ -8,6 +8,7 @@ use std::path::Path;
 use nix::sys::signal::Signal;
 
 use super::Globals;
+use crate::gpu::config::JournalConfig;
 use crate::gpu::journal::{self, caller, Event, Pod, Record};
 use crate::gpu::GpuGrant;
 use crate::state::{State, Status};
@@ -18,7 +19,7 @@ pub(super) fn granted(g: &Globals, st: &State, grant: Option<&GpuGrant>) {
     let event = Event::Grant(journal::Grant {
         bundle: st.bundle.clone(),
         sharing: grant.sharing,
-        source: serde_json::to_value(grant.source).unwrap_or_default(),
+        source: grant.source.name().to_string(),
         config_sha256: journal::file_digest(&st.bundle.join("config.json")),
         image: journal::image_annotations(&st.annotations),
         pod: Pod::from_annotations(&st.annotations),
@@ -48,19 +49,20 @@ pub(super) fn killed(g: &Globals, st: &State, sig: Signal, all: bool) {
     );
 }
 
-/// `run` in the foreground reaped init with `status`.
-pub(super) fn exited(g: &Globals, id: &str, status: i32) {
-    let Ok(st) = g.root.open(id).and_then(|c| c.load()) else {
-        return;
-    };
-    if st.gpus.is_empty() {
+/// `run` in the foreground reaped init with `status`; `gpus` and `journal` are what its
+/// create granted and recorded the grant in.
+pub(super) fn exited(
+    g: &Globals,
+    id: &str,
+    gpus: &[String],
+    journal: Option<&JournalConfig>,
+    status: i32,
+) {
+    if gpus.is_empty() {
         return;
     }
     let event = Event::Exit { status };
-    journal::record(
-        st.gpu_journal.as_ref(),
-        &Record::now(&st.id, &g.root.path, &st.gpus, event),
-    );
+    journal::record(journal, &Record::now(id, &g.root.path, gpus, event));
 }
 
 /// `delete` is about to take the container down (its cgroup still exists, so its OOM
