@@ -151,7 +151,7 @@ fn gpus_flag_against_a_cdi_annotation_for_another_gpu_is_refused_naming_both() {
             .map(|h| h["id"].as_str().unwrap().to_string())
             .collect()
     };
-    assert_eq!(on(1), [cid.clone()], "one grant on GPU 1");
+    assert_eq!(on(1), std::slice::from_ref(&cid), "one grant on GPU 1");
     assert!(on(0).is_empty());
     node.ok(&rt, &["delete", "--force", &cid]);
 }
