@@ -455,3 +455,28 @@ fn a_skipped_hook_carries_its_reason_code_in_the_json_log() {
         "{line}"
     );
 }
+
+#[test]
+fn a_symlinks_annotation_from_the_config_makes_no_link() {
+    if skip("a_symlinks_annotation_from_the_config_makes_no_link") {
+        return;
+    }
+    let node = Node::new(false);
+    let rt = Runtime::new();
+    // Only gpurun may ask init (root, before the uid drop) for links: a user's annotation
+    // passed on by an engine must not.
+    let mut b = bundle("if test -L /made-by-user; then echo link=yes; else echo link=no; fi");
+    annotate(
+        &mut b,
+        "gpurun.dev/symlinks",
+        r#"[["/etc/shadow", "/made-by-user"]]"#,
+    );
+    let out = node.run(&rt, &b, &id("user-links"));
+    assert_ran(&out);
+    assert!(has_line(&out, "link=no"), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("gpurun.dev/symlinks ignored"),
+        "{}",
+        stderr(&out)
+    );
+}

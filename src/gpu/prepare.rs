@@ -72,6 +72,7 @@ pub struct GpuGrant {
 /// asks for no GPU, or asked and was refused by policy (a warning says so). NVIDIA's hooks
 /// in the edited spec, whether a request brought them or the engine did, are done last.
 pub fn prepare(spec: &mut Spec, c: &Container<'_>) -> Result<Option<GpuGrant>, GpuError> {
+    drop_internal_annotations(spec);
     let grant = request_grant(spec, c)?;
     super::nvhooks::prepare(spec, c.rootfs, PROC_DRIVER_COVER)?;
     Ok(grant)
@@ -258,6 +259,22 @@ fn target<'t>(c: &'t Container<'_>, gen_dir: &'t Path) -> Target<'t> {
         rootfs: c.rootfs,
         container_id: c.id,
         gen_dir,
+    }
+}
+
+/// The links init makes as root travel in an annotation only gpurun may write: one that
+/// comes with the config (an engine passing users' annotations on) is dropped, with a
+/// warning, before anything reads it.
+fn drop_internal_annotations(spec: &mut Spec) {
+    let key = super::nvhooks::SYMLINKS_ANNOTATION;
+    let Some(mut a) = spec.annotations().clone() else {
+        return;
+    };
+    if a.remove(key).is_some() {
+        crate::log::warn_caller(&format!(
+            "annotation {key} ignored: only gpurun writes it (for NVIDIA's create-symlinks hook)"
+        ));
+        spec.set_annotations(Some(a));
     }
 }
 
