@@ -480,3 +480,47 @@ fn a_symlinks_annotation_from_the_config_makes_no_link() {
         stderr(&out)
     );
 }
+
+#[test]
+fn an_image_cache_that_is_a_fifo_neither_stalls_nor_fails_create() {
+    if skip("an_image_cache_that_is_a_fifo_neither_stalls_nor_fails_create") {
+        return;
+    }
+    let node = Node::new(false);
+    let rt = Runtime::new();
+    let mut b = bundle("echo ran");
+    let cache = b.rootfs().join("etc/ld.so.cache");
+    std::fs::create_dir_all(cache.parent().unwrap()).unwrap();
+    let _ = std::fs::remove_file(&cache);
+    nix::unistd::mkfifo(&cache, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    set_hooks(
+        &mut b,
+        vec![hook(
+            "/usr/bin/nvidia-cdi-hook",
+            &["update-ldcache", "--folder", "/usr/lib"],
+        )],
+    );
+    b.write();
+    let cid = id("fifo-cache");
+    rt.track(&cid);
+    let mut child = node
+        .cmd(&rt)
+        .args(["run", "-b"])
+        .arg(b.path())
+        .arg(&cid)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("create stalled on the image's FIFO ld.so.cache");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_ran(&out);
+    assert!(has_line(&out, "ran"), "{}", stdout(&out));
+}

@@ -122,6 +122,33 @@ impl Root {
         .map_err(|e| err("opening", "openat2", path, e))
     }
 
+    /// [`open_read`](Self::open_read) of a regular file: opened without blocking (a FIFO
+    /// planted in the image cannot stall the caller) and refused when it is anything
+    /// else (a device, a FIFO, a directory).
+    pub fn open_file(&self, path: &Path, nofollow: bool) -> Result<std::fs::File> {
+        let rel: PathBuf = parts(path).iter().collect();
+        let flags = libc::O_RDONLY | libc::O_NONBLOCK | if nofollow { libc::O_NOFOLLOW } else { 0 };
+        let f = openat2(
+            self.fd.as_fd(),
+            &rel,
+            flags,
+            RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+        )
+        .map(std::fs::File::from)
+        .map_err(|e| err("opening", "openat2", path, e))?;
+        let regular = f
+            .metadata()
+            .map_err(|e| Error::io("looking at", path, e))?
+            .is_file();
+        if !regular {
+            return Err(Error::Refused(format!(
+                "{} in the container root is not a regular file",
+                path.display()
+            )));
+        }
+        Ok(f)
+    }
+
     pub fn exists_nofollow(&self, path: &Path) -> bool {
         self.lookup(path, libc::O_NOFOLLOW).is_ok()
     }

@@ -80,13 +80,25 @@ fn entry(soname: &str, path: &Path) -> Entry {
     ldcache_write::native_entry(soname, &path.display().to_string())
 }
 
+/// The most of the image's `ld.so.cache` that is read.
+const MAX_IMAGE_CACHE: u64 = 64 << 20;
+
 /// The image's own cache, read inside its root; none when it has none or it is damaged.
 fn image_entries(root: &Root, log: &mut Vec<String>) -> Vec<Entry> {
-    let Ok(mut f) = root.open_read(Path::new(LD_SO_CACHE), false) else {
+    let Ok(f) = root.open_file(Path::new(LD_SO_CACHE), false) else {
         return Vec::new();
     };
     let mut data = Vec::new();
-    if let Err(e) = std::io::Read::read_to_end(&mut f, &mut data) {
+    // A real cache is well under a megabyte; an image cannot make create read gigabytes.
+    let mut limited = std::io::Read::take(f, MAX_IMAGE_CACHE + 1);
+    let read = std::io::Read::read_to_end(&mut limited, &mut data);
+    if read.is_ok() && data.len() as u64 > MAX_IMAGE_CACHE {
+        log.push(format!(
+            "the image's {LD_SO_CACHE} is over {MAX_IMAGE_CACHE} bytes; its entries left out"
+        ));
+        return Vec::new();
+    }
+    if let Err(e) = read {
         log.push(format!(
             "the image's {LD_SO_CACHE}: {e}; its entries left out"
         ));
@@ -108,8 +120,11 @@ fn mounted_libraries(spec: &Spec, dir: &Path) -> Vec<(PathBuf, String)> {
         let (dest, Some(src)) = (normalize(m.destination()), m.source().as_ref()) else {
             continue;
         };
+        if !is_bind(m) || !src.is_absolute() {
+            continue;
+        }
         if dest.parent() == Some(dir) && is_library_name(&dest) {
-            if let Some(so) = native_soname(elf::read(src)) {
+            if let Some(so) = native_soname(host_library(src)) {
                 out.retain(|(p, _)| *p != dest);
                 out.push((dest, so));
             }
@@ -118,7 +133,7 @@ fn mounted_libraries(spec: &Spec, dir: &Path) -> Vec<(PathBuf, String)> {
                 let p = e.path();
                 let regular = e.file_type().is_ok_and(|t| t.is_file());
                 if regular && is_library_name(&p) {
-                    if let Some(so) = native_soname(elf::read(&p)) {
+                    if let Some(so) = native_soname(host_library(&p)) {
                         out.push((dir.join(e.file_name()), so));
                     }
                 }
@@ -149,7 +164,7 @@ fn image_libraries(
             continue;
         }
         let info = root
-            .open_read(&path, true)
+            .open_file(&path, true)
             .map_err(|e| std::io::Error::other(e.to_string()))
             .and_then(elf::read_file);
         if let Some(so) = native_soname(info) {
@@ -158,6 +173,28 @@ fn image_libraries(
     }
     out.sort();
     out
+}
+
+fn is_bind(m: &oci_spec::runtime::Mount) -> bool {
+    m.typ().as_deref() == Some("bind")
+        || m.options()
+            .iter()
+            .flatten()
+            .any(|o| o == "bind" || o == "rbind")
+}
+
+/// A mount source's ELF facts: opened without blocking and only as a regular file, so a
+/// source swapped for a FIFO in a volume the user controls cannot stall create.
+fn host_library(path: &Path) -> std::io::Result<ElfInfo> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    elf::read_file(f)
 }
 
 fn native_soname(info: std::io::Result<ElfInfo>) -> Option<String> {

@@ -46,7 +46,7 @@ pub(super) fn decide(root: &Root, args: &CompatArgs, log: &mut Vec<String>) -> O
     };
     let path = args.dir.join(lib);
     let note = root
-        .open_read(&path, false)
+        .open_file(&path, false)
         .ok()
         .and_then(|f| elf::cuda_compat_note(f).ok().flatten());
     let compat = lib.strip_prefix("libcuda.so.").and_then(parse_version);
