@@ -21,18 +21,21 @@ pub const ORIGIN: &str = "applied by the engine";
 /// The minors of the control nodes on the GPU major.
 const CTL_MINOR: u32 = 255;
 const MODESET_MINOR: u32 = 254;
-/// The device nodes every OCI container gets anyway (`/dev/null` … `/dev/ptmx`): a spec
-/// listing them says nothing about the host's nodes.
-const OCI_DEFAULT_NODES: &[(i64, i64)] = &[
-    (1, 3),
-    (1, 5),
-    (1, 7),
-    (1, 8),
-    (1, 9),
-    (5, 0),
-    (5, 1),
-    (5, 2),
-];
+/// `/dev/console` and `/dev/ptmx`, which every container has beside the OCI default
+/// devices (`linux::devices::defaults`).
+const CONSOLE_AND_PTMX: &[(u64, u64)] = &[(5, 1), (5, 2)];
+
+/// A node every OCI container gets anyway: a spec listing it says nothing about the
+/// host's nodes.
+fn is_default_node(major: i64, minor: i64) -> bool {
+    let (Ok(major), Ok(minor)) = (u64::try_from(major), u64::try_from(minor)) else {
+        return false;
+    };
+    CONSOLE_AND_PTMX.contains(&(major, minor))
+        || crate::linux::devices::defaults()
+            .iter()
+            .any(|d| (d.major, d.minor) == (major, minor))
+}
 
 /// The NVIDIA character-device majors of the running driver.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -42,6 +45,10 @@ pub struct Majors {
     pub uvm: Option<u32>,
     pub caps: Option<u32>,
     pub imex: Option<u32>,
+    /// The other live majors whose names start with `nvidia` (GPUDirect Storage's
+    /// `nvidia-fs`, `nvidia-nvswitch`, `nvidia-nvlink`, …): their nodes are valid and
+    /// not gpurun's to grant.
+    pub others: Vec<u32>,
 }
 
 impl Majors {
@@ -62,12 +69,26 @@ impl Majors {
             uvm: m.get("nvidia-uvm").copied(),
             caps: m.get("nvidia-caps").copied(),
             imex: m.get("nvidia-caps-imex-channels").copied(),
+            others: m
+                .iter()
+                .filter(|(name, _)| {
+                    ![
+                        "nvidia",
+                        "nvidia-frontend",
+                        "nvidia-uvm",
+                        "nvidia-caps",
+                        "nvidia-caps-imex-channels",
+                    ]
+                    .contains(&name.as_str())
+                })
+                .map(|(_, major)| *major)
+                .collect(),
         })
     }
 
     /// No NVIDIA driver is loaded: no node can be checked against it.
     fn is_empty(&self) -> bool {
-        *self == Majors::default()
+        [self.gpu, self.uvm, self.caps, self.imex] == [None; 4]
     }
 
     fn contains(&self, major: u32) -> bool {
@@ -155,7 +176,7 @@ pub fn scan(spec: &Spec, roots: &Roots) -> Result<Vec<Node>, GpuError> {
         };
         let path = normalize(d.path());
         let named_nvidia = path.to_string_lossy().starts_with("/dev/nvidia");
-        if !majors.contains(major) && !named_nvidia {
+        if (!majors.contains(major) && !named_nvidia) || majors.others.contains(&major) {
             continue;
         }
         check_host_node(&path, major, minor, roots)?;
@@ -379,7 +400,7 @@ pub fn is_host_dump(spec: &Spec, nodes: &[Node], inv: &Inventory, privileged: bo
         .into_iter()
         .flatten()
         .filter(|d| !nodes.iter().any(|n| n.device.path() == d.path()))
-        .any(|d| !OCI_DEFAULT_NODES.contains(&(d.major(), d.minor())));
+        .any(|d| !is_default_node(d.major(), d.minor()));
     every_gpu && other_host_node
 }
 
@@ -466,10 +487,19 @@ mod tests {
         std::fs::create_dir(t.path().join("proc")).expect("mkdir proc");
         std::fs::write(
             t.path().join("proc/devices"),
-            "Character devices:\n195 nvidia\n",
+            "Character devices:\n195 nvidia\n241 nvidia-nvswitch\n242 nvidia-fs\n",
         )
         .expect("write devices");
         let nodes = scan(&s, &roots).expect("GPU node");
+        // Other NVIDIA modules' nodes (NVSwitch, GPUDirect Storage) are live, not stale,
+        // and not gpurun's to grant.
+        for (path, major) in [("/dev/nvidia-nvswitch0", 241), ("/dev/nvidia-fs0", 242)] {
+            assert_eq!(
+                scan(&spec_with_node(path, major, 0), &roots).expect("a live NVIDIA major"),
+                [],
+                "{path}"
+            );
+        }
         assert_eq!(nodes.len(), 1);
         assert_eq!(nodes[0].kind, Kind::Gpu(0));
         assert_eq!(
@@ -498,7 +528,8 @@ mod tests {
                 gpu: Some(195),
                 uvm: None,
                 caps: Some(236),
-                imex: Some(238)
+                imex: Some(238),
+                others: Vec::new(),
             }
         );
         assert_eq!(
