@@ -287,12 +287,11 @@ pub fn take(spec: &mut Spec) -> Result<Work, GpuError> {
 /// The runtime's entry: reads the node configuration only for a spec holding an NVIDIA
 /// hook, then [`handle`]s it and logs what was done. `cover` names the directory under
 /// the state directory that covers `/proc/driver` when the kernel has no NVIDIA module.
-pub fn prepare(spec: &mut Spec, rootfs: &Path, cover: &str) -> Result<(), GpuError> {
+pub fn prepare(spec: &mut Spec, rootfs: &Path, cover: &str, cfg: &Config) -> Result<(), GpuError> {
     if !present(spec) {
         return Ok(());
     }
-    let cfg = Config::load()?;
-    let done = handle(spec, &Target { rootfs, cover }, &cfg)?;
+    let done = handle(spec, &Target { rootfs, cover }, cfg)?;
     // The caller's own input: on stderr without --log, as a config warning is.
     for w in &done.warnings {
         crate::log::warn_caller(w);

@@ -73,19 +73,35 @@ pub struct GpuGrant {
 /// in the edited spec, whether a request brought them or the engine did, are done last.
 pub fn prepare(spec: &mut Spec, c: &Container<'_>) -> Result<Option<GpuGrant>, GpuError> {
     drop_internal_annotations(spec);
-    let grant = request_grant(spec, c)?;
-    super::nvhooks::prepare(spec, c.rootfs, PROC_DRIVER_COVER)?;
+    let mut cfg = None;
+    let grant = request_grant(spec, c, &mut cfg)?;
+    if super::nvhooks::present(spec) {
+        let cfg = loaded(&mut cfg)?;
+        super::nvhooks::prepare(spec, c.rootfs, PROC_DRIVER_COVER, cfg)?;
+    }
     Ok(grant)
 }
 
-fn request_grant(spec: &mut Spec, c: &Container<'_>) -> Result<Option<GpuGrant>, GpuError> {
+/// The node configuration, read once per create however many steps need it.
+fn loaded(slot: &mut Option<Config>) -> Result<&Config, super::config::ConfigError> {
+    match slot {
+        Some(cfg) => Ok(cfg),
+        None => Ok(slot.insert(Config::load()?)),
+    }
+}
+
+fn request_grant(
+    spec: &mut Spec,
+    c: &Container<'_>,
+    slot: &mut Option<Config>,
+) -> Result<Option<GpuGrant>, GpuError> {
     let asked = request::read(spec)?;
     let asks = asked.is_some() || c.cli.is_some();
     if !asks && !applied::lists_char_devices(spec) {
-        warn_if_config_broken();
+        warn_if_config_broken(slot);
         return Ok(None);
     }
-    let cfg = match Config::load() {
+    let cfg = match loaded(slot) {
         Ok(cfg) => cfg,
         Err(e) if !asks => {
             crate::log::warn_caller(&format!(
@@ -101,11 +117,11 @@ fn request_grant(spec: &mut Spec, c: &Container<'_>) -> Result<Option<GpuGrant>,
     if !asks && nodes.is_empty() {
         return Ok(None);
     }
-    check_state_dir(&cfg, c.root)?;
+    check_state_dir(cfg, c.root)?;
     if !nodes.is_empty() {
         applied::check_files(spec, &roots)?;
     }
-    let Some(inj) = grant_for(spec, asked, &nodes, c, &cfg)? else {
+    let Some(inj) = grant_for(spec, asked, &nodes, c, cfg)? else {
         return Ok(None);
     };
     report(&inj);
@@ -113,7 +129,7 @@ fn request_grant(spec: &mut Spec, c: &Container<'_>) -> Result<Option<GpuGrant>,
         return Ok(None);
     }
     let mps = request::env_map(spec).contains_key("CUDA_MPS_PIPE_DIRECTORY");
-    GpuGrant::reserve(&cfg, c, &inj, mps).map(Some)
+    GpuGrant::reserve(cfg, c, &inj, mps).map(Some)
 }
 
 /// One request worked out on a copy of the spec: how the combining rule names it, and the
@@ -281,8 +297,8 @@ fn drop_internal_annotations(spec: &mut Spec) {
 /// A container that asks for no GPU does not need the node configuration: a broken file
 /// is worth a warning (on stderr without `--log`, where the person at the shell sees it),
 /// not a failed create.
-fn warn_if_config_broken() {
-    if let Err(e) = Config::load() {
+fn warn_if_config_broken(slot: &mut Option<Config>) {
+    if let Err(e) = loaded(slot) {
         crate::log::warn_caller(&format!(
             "[gpu-config-ignored] {e}; ignored: this container asks for no GPU"
         ));
