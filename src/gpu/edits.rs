@@ -371,7 +371,6 @@ fn apply_cdi<'i>(
         }
     }
     out.wants_params = applied.disable_device_node_modification;
-    ed.log.extend(applied.log);
     Ok(out)
 }
 

@@ -22,7 +22,6 @@ pub struct Applied {
     pub gpu_minors: Vec<u32>,
     /// An NVIDIA hook asked for `ModifyDeviceFiles: 0`.
     pub disable_device_node_modification: bool,
-    pub log: Vec<String>,
 }
 
 fn cdi_err(msg: String) -> GpuError {
