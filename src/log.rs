@@ -8,7 +8,7 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
@@ -170,6 +170,44 @@ pub fn rfc3339(t: SystemTime) -> String {
     )
 }
 
+/// A duration as a person writes one on the command line: `30s`, `5m`, `1h`, `2d`,
+/// `1h30m`, `500ms`, or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("{s:?} is not a duration (30s, 5m, 1h, 2d, 1h30m, 500ms)");
+    if s.is_empty() {
+        return Err(bad());
+    }
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        let tail = &rest[digits..];
+        let unit = tail
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(tail.len());
+        let part = match &tail[..unit] {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.saturating_mul(60)),
+            "h" => Duration::from_secs(n.saturating_mul(3600)),
+            "d" => Duration::from_secs(n.saturating_mul(86_400)),
+            _ => return Err(bad()),
+        };
+        total = total.saturating_add(part);
+        rest = &tail[unit..];
+    }
+    Ok(total)
+}
+
+/// Seconds since the Unix epoch (0 for a clock set before it).
+pub fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
 /// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
 /// (Howard Hinnant's algorithm).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
@@ -226,5 +264,22 @@ mod tests {
         );
         assert_eq!(reason_code("[GPU-x] [gpu-] no"), None);
         assert_eq!(reason_code("nothing [here"), None);
+    }
+
+    #[test]
+    fn durations_as_people_write_them() {
+        use std::time::Duration;
+        let d = |s| parse_duration(s).ok();
+        assert_eq!(d("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(d("5m"), Some(Duration::from_secs(300)));
+        assert_eq!(d("1h"), Some(Duration::from_secs(3600)));
+        assert_eq!(d("2d"), Some(Duration::from_secs(172_800)));
+        assert_eq!(d("1h30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(d("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(d("90"), Some(Duration::from_secs(90)));
+        assert_eq!(d("0"), Some(Duration::ZERO));
+        for bad in ["", "s", "5x", "1.5h", "-1s", "m5"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
     }
 }

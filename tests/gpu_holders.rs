@@ -12,17 +12,14 @@ use common::*;
 use gpu_node::*;
 
 use std::process::Stdio;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use gpurun::gpu::fake::smi;
 use gpurun::gpu::observe::OBSERVED_FILE;
 use serde_json::Value;
 
 fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
+    gpurun::log::unix_secs(SystemTime::now())
 }
 
 /// `2026-12-06T15:40:02Z`, as `gpurun gpus` prints a time.

@@ -4,7 +4,7 @@
 //! `/etc/gpurun/config.toml`) for the driver roots and the host-wide state directory.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use clap::{Args, Subcommand};
 use serde::Serialize;
@@ -36,7 +36,7 @@ pub struct GpusArgs {
     pub wait: Option<String>,
     /// With --wait: give up after this long (30s, 5m, 1h), exiting non-zero with the
     /// holder's name.
-    #[arg(long, value_name = "DURATION", requires = "wait", value_parser = super::gpu_wait::parse_duration)]
+    #[arg(long, value_name = "DURATION", requires = "wait", value_parser = crate::log::parse_duration)]
     pub timeout: Option<Duration>,
     /// Print the GPU journal instead: every grant and release, how each job ended, who
     /// killed it; optionally of one GPU (index or UUID) or one container id.
@@ -228,7 +228,7 @@ fn views(inv: &Inventory, leases: &[Lease], live: Option<&Live>) -> Vec<GpuView>
 /// Sets each holder's activity from this run's processes and the earlier runs' record,
 /// and records what this run saw. Only a run whose nvidia-smi answered observes.
 fn observe_activity(state_dir: &Path, leases: &[Lease], rows: &mut [GpuView]) {
-    let now = unix_now();
+    let now = crate::log::unix_secs(SystemTime::now());
     let activity = {
         let sightings: Vec<Sighting> = rows
             .iter()
@@ -256,12 +256,6 @@ fn observe_activity(state_dir: &Path, leases: &[Lease], rows: &mut [GpuView]) {
     for (h, a) in holders.zip(activity) {
         h.activity = a;
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// `gpurun gpus`: the discovered GPUs with the live leases on each, and what nvidia-smi
@@ -310,7 +304,7 @@ fn print_gpus(rows: &[GpuView], live: bool) {
             r.minor.to_string(),
         ]
     };
-    let now = unix_now();
+    let now = crate::log::unix_secs(SystemTime::now());
     let holders = |r: &GpuView| {
         let cells: Vec<String> = r
             .holders

@@ -267,7 +267,7 @@ impl Leases {
             holder: holder.clone(),
             gpus: gpus.to_vec(),
             sharing,
-            acquired: unix_now(),
+            acquired: Some(crate::log::unix_secs(std::time::SystemTime::now())),
             source: notes.source.clone(),
             mps: notes.mps,
         };
@@ -330,13 +330,6 @@ fn file_name(id: &str, root: &Path) -> Result<String, GpuError> {
         "{id}@{:016x}.json",
         fnv1a(root.as_os_str().as_encoded_bytes())
     ))
-}
-
-fn unix_now() -> Option<u64> {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()
-        .map(|d| d.as_secs())
 }
 
 /// FNV-1a, to turn a root path into a fixed-width file-name part.

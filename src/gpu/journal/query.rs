@@ -40,19 +40,9 @@ pub fn parse_since(s: &str, now: SystemTime) -> Result<i64, String> {
     if let Some(t) = parse_rfc3339_ms(s) {
         return Ok(t);
     }
-    let unit_ms = |c: char| match c {
-        's' => Some(1_000),
-        'm' => Some(60_000),
-        'h' => Some(3_600_000),
-        'd' => Some(86_400_000),
-        _ => None,
-    };
-    let bad = || format!("--since {s:?}: neither an RFC 3339 time nor a duration like 1h");
-    let last = s.chars().last().ok_or_else(bad)?;
-    let n: i64 = s[..s.len() - last.len_utf8()].parse().map_err(|_| bad())?;
-    let ms = n
-        .checked_mul(unit_ms(last).ok_or_else(bad)?)
-        .ok_or_else(bad)?;
+    let ms = crate::log::parse_duration(s)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .map_err(|_| format!("--since {s:?}: neither an RFC 3339 time nor a duration like 1h"))?;
     let now_ms = now
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
