@@ -43,24 +43,33 @@ pub fn print(target: &str, since: Option<&str>, format: &str) -> Result<()> {
     Ok(())
 }
 
-/// A GPU UUID or index, else a container id; empty selects everything. A number is a GPU
-/// index, resolved to its UUID through the node's discovery (the journal keeps UUIDs).
+/// A GPU as `--gpus` and `--wait` name one (a UUID as it is, since the journal may name
+/// GPUs this node no longer has; an index, PCI address or MIG device through discovery),
+/// else a container id; empty selects everything.
 fn resolve(target: &str, cfg: &Config) -> Result<Option<Target>> {
+    use crate::gpu::request::{self, DeviceId};
     if target.is_empty() {
         return Ok(None);
     }
-    if target.len() > 4 && target[..4].eq_ignore_ascii_case("GPU-") {
-        return Ok(Some(Target::Gpu(target.to_string())));
-    }
-    let Ok(index) = target.parse::<u32>() else {
-        return Ok(Some(Target::Container(target.to_string())));
+    let id = match DeviceId::parse(target) {
+        Ok(DeviceId::GpuUuid(u)) => return Ok(Some(Target::Gpu(u))),
+        Ok(
+            id @ (DeviceId::Index(_)
+            | DeviceId::Bus(_)
+            | DeviceId::MigUuid(_)
+            | DeviceId::MigIndex(..)),
+        ) => id,
+        _ => return Ok(Some(Target::Container(target.to_string()))),
     };
     let inv = crate::gpu::discover_cached(cfg)?;
-    inv.gpus
-        .iter()
-        .find(|g| g.index == index)
-        .map(|g| Some(Target::Gpu(g.uuid.clone())))
-        .ok_or_else(|| Error::Usage(format!("--history {index}: this node has no GPU {index}")))
+    let sel = request::resolve(std::slice::from_ref(&id), &inv)
+        .map_err(|e| Error::Usage(format!("--history {target}: {e}")))?;
+    match sel.gpus.as_slice() {
+        [g] => Ok(Some(Target::Gpu(g.uuid.clone()))),
+        _ => Err(Error::Usage(format!(
+            "--history {target}: this node has no such GPU"
+        ))),
+    }
 }
 
 /// The records as a JSON array; a release also carries `ended`, the summary of how the
