@@ -356,7 +356,11 @@ fn a_foreground_run_records_its_exit_status_and_history_filters() {
     };
     assert_eq!(ids(&["0"]).len(), 3, "GPU 0 by index");
     assert_eq!(ids(&[GPU0]).len(), 3, "GPU 0 by UUID");
-    assert_eq!(ids(&["0000:3b:00.0"]).len(), 3, "GPU 0 by PCI address, as --wait names it");
+    assert_eq!(
+        ids(&["0000:3b:00.0"]).len(),
+        3,
+        "GPU 0 by PCI address, as --wait names it"
+    );
     assert!(ids(&["1"]).is_empty(), "nothing on GPU 1");
     assert!(ids(&["no-such-job"]).is_empty());
     assert_eq!(ids(&["--since", "1h"]).len(), 3);

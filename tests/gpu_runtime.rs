@@ -286,6 +286,7 @@ fn an_exclusive_gpu_refuses_a_second_holder_until_the_first_is_deleted() {
     assert_eq!(holders[0]["root"], rt.root.path().display().to_string());
     assert_eq!(holders[0]["pid"], pid);
     assert_eq!(holders[0]["sharing"], "exclusive");
+    assert_eq!(holders[0]["source"], "env", "how the grant was asked for");
     assert_eq!(gpus[1]["holders"].as_array().unwrap().len(), 0);
     let table = node.ok(&rt, &["gpus"]);
     assert!(table.starts_with("INDEX"), "{table}");

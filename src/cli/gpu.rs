@@ -91,6 +91,9 @@ struct HolderView {
     root: PathBuf,
     pid: i32,
     sharing: crate::gpu::config::Sharing,
+    /// How the grant was asked for (`env`, `cli`, `applied`, `cdi-annotations`, …);
+    /// `null` for a lease written before gpurun recorded it.
+    source: Option<String>,
     /// Shares the GPU through MPS.
     mps: bool,
     /// When the lease was taken (seconds since the Unix epoch); `null` for a lease
@@ -154,6 +157,7 @@ fn holder_views(leases: &[Lease], uuid: &str) -> Vec<HolderView> {
             root: l.holder.root.clone(),
             pid: l.holder.pid,
             sharing: l.sharing,
+            source: l.source.clone(),
             mps: l.mps,
             acquired: l.acquired,
             activity: Activity::Unknown,
