@@ -146,7 +146,9 @@ fn grant_for(
     cfg: &Config,
 ) -> Result<Option<Injection>, GpuError> {
     let mut worked: Vec<Worked> = Vec::new();
-    worked.extend(applied_grant(spec, nodes, c, cfg)?);
+    // Discovery once per create, whichever requests need it.
+    let mut inv = None;
+    worked.extend(applied_grant(spec, nodes, c, cfg, &mut inv)?);
     // The image's env asks only where nothing explicit does; beside an explicit grant it
     // is ignored, with a warning.
     let explicit_elsewhere = !worked.is_empty() || c.cli.is_some();
@@ -162,11 +164,11 @@ fn grant_for(
             Parsed::Ignored(warning) => {
                 return Ok(Some(edits::refuse(spec, warning, cfg.gpus.sharing)));
             }
-            Parsed::Request(req) => worked.push(native_grant(spec, &req, c, cfg)?),
+            Parsed::Request(req) => worked.push(native_grant(spec, &req, c, cfg, &mut inv)?),
         }
     }
     if let Some(cli) = c.cli {
-        worked.push(cli_grant(spec, cli, c, cfg)?);
+        worked.push(cli_grant(spec, cli, c, cfg, &mut inv)?);
     }
     let explicit: Vec<Explicit> = worked.iter().map(|w| w.0.clone()).collect();
     let warning = combine::combine(&explicit, env_value.as_deref())?;
@@ -194,20 +196,21 @@ fn applied_grant(
     nodes: &[applied::Node],
     c: &Container<'_>,
     cfg: &Config,
+    inv: &mut Option<Inventory>,
 ) -> Result<Option<Worked>, GpuError> {
     if nodes.is_empty() {
         return Ok(None);
     }
-    let inv = cache::discover_for_start(cfg)?;
-    if applied::is_host_dump(spec, nodes, &inv, request::is_privileged(spec)) {
+    let inv = discovered(inv, cfg)?;
+    if applied::is_host_dump(spec, nodes, inv, request::is_privileged(spec)) {
         return Ok(None);
     }
-    let mapped = applied::map(nodes, &inv)?;
+    let mapped = applied::map(nodes, inv)?;
     edits::keep_applied_nodes(spec, &mapped);
     if mapped.gpus.is_empty() {
         return Ok(None);
     }
-    let (s, inj) = act_applied(spec, &mapped, c, cfg, &inv)?;
+    let (s, inj) = act_applied(spec, &mapped, c, cfg, inv)?;
     let names: Vec<String> = mapped
         .nodes
         .iter()
@@ -226,8 +229,9 @@ fn native_grant(
     req: &Request,
     c: &Container<'_>,
     cfg: &Config,
+    inv: &mut Option<Inventory>,
 ) -> Result<Worked, GpuError> {
-    let (s, inj) = inject(spec, req, c, cfg)?;
+    let (s, inj) = inject(spec, req, c, cfg, inv)?;
     Ok((explicit(combine::describe(req), &inj), s, inj))
 }
 
@@ -237,9 +241,10 @@ fn cli_grant(
     cli: &CliRequest,
     c: &Container<'_>,
     cfg: &Config,
+    inv: &mut Option<Inventory>,
 ) -> Result<Worked, GpuError> {
     let req = request::from_cli(cli, spec, cfg)?;
-    let (mut s, inj) = inject(spec, &req, c, cfg)?;
+    let (mut s, inj) = inject(spec, &req, c, cfg, inv)?;
     edits::set_visible_devices(&mut s, &inj.grant.gpus);
     Ok((explicit(format!("--gpus {}", cli.devices), &inj), s, inj))
 }
@@ -329,16 +334,18 @@ fn inject(
     req: &Request,
     c: &Container<'_>,
     cfg: &Config,
+    slot: &mut Option<Inventory>,
 ) -> Result<(Spec, Injection), GpuError> {
     let gen_dir = cfg.gpus.state_dir.join(PROC_DRIVER_STORE);
     let target = target(c, &gen_dir);
-    let inv = cache::discover_for_start(cfg)?;
-    let mut edited = edits::inject(spec, req, &target, cfg, &inv);
-    if inv.enrichment.pending {
+    let inv = discovered(slot, cfg)?;
+    let pending = inv.enrichment.pending;
+    let mut edited = edits::inject(spec, req, &target, cfg, inv);
+    if pending {
         let needs_facts = edited.as_ref().map_or(true, |e| e.injection.undecided);
         if needs_facts {
-            let inv = cache::rediscover(cfg)?;
-            edited = edits::inject(spec, req, &target, cfg, &inv);
+            let inv = slot.insert(cache::rediscover(cfg)?);
+            edited = edits::inject(spec, req, &target, cfg, inv);
         } else {
             cache::start_refresh(cfg, spawn_refresh);
         }
@@ -347,6 +354,17 @@ fn inject(
     let mut s = edited.spec;
     cover(&mut s, cfg)?;
     Ok((s, edited.injection))
+}
+
+/// The node's inventory, discovered once per create however many requests need it.
+fn discovered<'i>(
+    slot: &'i mut Option<Inventory>,
+    cfg: &Config,
+) -> Result<&'i Inventory, GpuError> {
+    match slot {
+        Some(inv) => Ok(inv),
+        None => Ok(slot.insert(cache::discover_for_start(cfg)?)),
+    }
 }
 
 /// No NVIDIA module in this kernel (a fake driver tree): the container's procfs has no
