@@ -17,6 +17,8 @@ use super::procfs;
 use super::{GpuError, Roots, STALE_FIX};
 
 /// Who made the nodes and mounts checked here, as refusals name it.
+pub use super::procfs::Majors;
+
 pub const ORIGIN: &str = "applied by the engine";
 /// The minors of the control nodes on the GPU major.
 const CTL_MINOR: u32 = 255;
@@ -37,53 +39,15 @@ fn is_default_node(major: i64, minor: i64) -> bool {
             .any(|d| (d.major, d.minor) == (major, minor))
 }
 
-/// The NVIDIA character-device majors of the running driver.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Majors {
-    /// `nvidia` (driver 550.40 and later) or `nvidia-frontend` (before).
-    pub gpu: Option<u32>,
-    pub uvm: Option<u32>,
-    pub caps: Option<u32>,
-    pub imex: Option<u32>,
-    /// The other live majors whose names start with `nvidia` (GPUDirect Storage's
-    /// `nvidia-fs`, `nvidia-nvswitch`, `nvidia-nvlink`, …): their nodes are valid and
-    /// not gpurun's to grant.
-    pub others: Vec<u32>,
-}
-
 impl Majors {
     /// From `<proc root>/proc/devices`; a host without one has no NVIDIA majors.
     pub fn read(proc_root: &Path) -> Result<Majors, GpuError> {
         let path = proc_root.join("proc/devices");
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Majors::default()),
-            Err(e) => return Err(GpuError::io("reading", &path, e)),
-        };
-        let m = procfs::parse_devices(&text);
-        Ok(Majors {
-            gpu: m
-                .get("nvidia")
-                .or_else(|| m.get("nvidia-frontend"))
-                .copied(),
-            uvm: m.get("nvidia-uvm").copied(),
-            caps: m.get("nvidia-caps").copied(),
-            imex: m.get("nvidia-caps-imex-channels").copied(),
-            others: m
-                .iter()
-                .filter(|(name, _)| {
-                    ![
-                        "nvidia",
-                        "nvidia-frontend",
-                        "nvidia-uvm",
-                        "nvidia-caps",
-                        "nvidia-caps-imex-channels",
-                    ]
-                    .contains(&name.as_str())
-                })
-                .map(|(_, major)| *major)
-                .collect(),
-        })
+        match std::fs::read_to_string(&path) {
+            Ok(t) => Ok(Majors::from_devices(&t)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Majors::default()),
+            Err(e) => Err(GpuError::io("reading", &path, e)),
+        }
     }
 
     /// No NVIDIA driver is loaded: no node can be checked against it.

@@ -2,7 +2,6 @@
 //! §1), then NVML enrichment through the driver root's nvidia-smi ([`super::nvml`]). Every
 //! read goes through one of the three roots.
 
-use std::collections::BTreeMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -40,11 +39,7 @@ pub(super) fn scan(roots: &Roots) -> Result<Inventory, GpuError> {
     let (driver_version, libraries) =
         driverfiles::libraries(&roots.driver, proc_version.as_deref())?;
 
-    let nvidia_major = majors
-        .get("nvidia")
-        .or_else(|| majors.get("nvidia-frontend"))
-        .copied();
-    let Some(nvidia_major) = nvidia_major else {
+    let Some(nvidia_major) = majors.gpu else {
         return Err(GpuError::NoDriver(format!(
             "no nvidia or nvidia-frontend character device in {}",
             proc.join("devices").display()
@@ -72,15 +67,15 @@ pub(super) fn scan(roots: &Roots) -> Result<Inventory, GpuError> {
     } else {
         None
     };
-    let (uvm, uvm_tools) = match majors.get("nvidia-uvm") {
-        Some(&m) => (
+    let (uvm, uvm_tools) = match majors.uvm {
+        Some(m) => (
             Some(node("nvidia-uvm", m, 0)?),
             Some(node("nvidia-uvm-tools", m, 1)?),
         ),
         None => (None, None),
     };
-    let mig_devices = match majors.get("nvidia-caps") {
-        Some(&m) => read_mig(roots, &proc, &gpus, m)?,
+    let mig_devices = match majors.caps {
+        Some(m) => read_mig(roots, &proc, &gpus, m)?,
         None => Vec::new(),
     };
 
@@ -110,10 +105,10 @@ fn read_optional(path: &Path) -> Result<Option<String>, GpuError> {
     }
 }
 
-fn read_majors(proc: &Path) -> Result<BTreeMap<String, u32>, GpuError> {
+fn read_majors(proc: &Path) -> Result<procfs::Majors, GpuError> {
     let path = proc.join("devices");
     let text = std::fs::read_to_string(&path).map_err(|e| GpuError::io("reading", &path, e))?;
-    Ok(procfs::parse_devices(&text))
+    Ok(procfs::Majors::from_devices(&text))
 }
 
 /// Reads a quick key of the host's GPU set: the driver version line and each GPU's

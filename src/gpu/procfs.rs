@@ -151,6 +151,50 @@ pub fn parse_devices(text: &str) -> BTreeMap<String, u32> {
     out
 }
 
+/// The NVIDIA character-device majors of the running driver.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Majors {
+    /// `nvidia` (driver 550.40 and later) or `nvidia-frontend` (before).
+    pub gpu: Option<u32>,
+    pub uvm: Option<u32>,
+    pub caps: Option<u32>,
+    pub imex: Option<u32>,
+    /// The other live majors whose names start with `nvidia` (GPUDirect Storage's
+    /// `nvidia-fs`, `nvidia-nvswitch`, `nvidia-nvlink`, …): their nodes are valid and
+    /// not gpurun's to grant.
+    pub others: Vec<u32>,
+}
+
+/// The names of the majors [`Majors`] tells apart.
+const KNOWN_MAJORS: [&str; 5] = [
+    "nvidia",
+    "nvidia-frontend",
+    "nvidia-uvm",
+    "nvidia-caps",
+    "nvidia-caps-imex-channels",
+];
+
+impl Majors {
+    /// From the text of `/proc/devices`.
+    pub fn from_devices(text: &str) -> Majors {
+        let m = parse_devices(text);
+        Majors {
+            gpu: m
+                .get("nvidia")
+                .or_else(|| m.get("nvidia-frontend"))
+                .copied(),
+            uvm: m.get("nvidia-uvm").copied(),
+            caps: m.get("nvidia-caps").copied(),
+            imex: m.get("nvidia-caps-imex-channels").copied(),
+            others: m
+                .iter()
+                .filter(|(name, _)| !KNOWN_MAJORS.contains(&name.as_str()))
+                .map(|(_, major)| *major)
+                .collect(),
+        }
+    }
+}
+
 /// Lines of `/proc/driver/nvidia-caps/mig-minors`: `<name> <minor>`.
 pub fn parse_mig_minors(text: &str) -> BTreeMap<String, u32> {
     text.lines()
