@@ -5,25 +5,39 @@
 //! another GPU set gives another directory. The store lives in the host-wide GPU state
 //! directory (`/run/gpurun-gpus` by default, a tmpfs), so it is gone at reboot.
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
 
 use super::GpuError;
 
 /// What goes into one generated directory: files (relative path, content) and empty
 /// directories that later mounts cover.
-#[derive(Default, Hash)]
+#[derive(Default)]
 pub struct Content {
     pub files: Vec<(String, Vec<u8>)>,
     pub dirs: Vec<String>,
 }
 
 impl Content {
+    /// SHA-256 over the file count, then every name and content, each length-prefixed: the store trusts a
+    /// directory found by its key, and image-derived content (a generated `ld.so.cache`)
+    /// goes into it, so the key must not be one an image could collide with.
     fn key(&self) -> String {
-        let mut h = DefaultHasher::new();
-        self.hash(&mut h);
-        format!("{:016x}", h.finish())
+        let mut h = Sha256::new();
+        let mut part = |b: &[u8]| {
+            h.update((b.len() as u64).to_le_bytes());
+            h.update(b);
+        };
+        part(&(self.files.len() as u64).to_le_bytes());
+        for (rel, data) in &self.files {
+            part(rel.as_bytes());
+            part(data);
+        }
+        for d in &self.dirs {
+            part(d.as_bytes());
+        }
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
     }
 }
 
@@ -107,5 +121,19 @@ mod tests {
             .collect();
         assert!(names.iter().all(|n| !n.starts_with(".tmp")), "{names:?}");
         assert_eq!(names.len(), 2);
+    }
+
+    #[test]
+    fn moving_a_name_between_files_and_directories_changes_the_key() {
+        let file = Content {
+            files: vec![("a".into(), b"b".to_vec())],
+            dirs: Vec::new(),
+        };
+        let dirs = Content {
+            files: Vec::new(),
+            dirs: vec!["a".into(), "b".into()],
+        };
+        assert_ne!(file.key(), dirs.key());
+        assert_eq!(file.key().len(), 64, "a SHA-256 in hex");
     }
 }
