@@ -524,3 +524,47 @@ fn an_image_cache_that_is_a_fifo_neither_stalls_nor_fails_create() {
     assert_ran(&out);
     assert!(has_line(&out, "ran"), "{}", stdout(&out));
 }
+
+#[test]
+fn nvidia_hooks_without_a_mount_namespace_are_refused_before_any_mount() {
+    if skip("nvidia_hooks_without_a_mount_namespace_are_refused_before_any_mount") {
+        return;
+    }
+    let node = Node::new(false);
+    let rt = Runtime::new();
+    let mut b = bundle("true");
+    // No mount namespace and nothing to mount: runc's "shares the host's mounts" case.
+    b.config["linux"]["namespaces"] = json!([{"type": "pid"}]);
+    b.config["mounts"] = json!([]);
+    for f in ["maskedPaths", "readonlyPaths"] {
+        b.config["linux"].as_object_mut().unwrap().remove(f);
+    }
+    b.config.as_object_mut().unwrap().remove("hostname");
+    set_hooks(
+        &mut b,
+        vec![hook(
+            "/usr/bin/nvidia-cdi-hook",
+            &["disable-device-node-modification"],
+        )],
+    );
+    let before = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .count();
+    let out = node.run(&rt, &b, &id("hooks-no-mntns"));
+    let after = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .count();
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "NVIDIA's hook done as a mount on the host's table"
+    );
+    assert!(
+        stderr(&out).contains("needs a mount namespace"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(before, after, "the host's mount table changed");
+}
