@@ -131,18 +131,19 @@ impl Store {
     fn lock(&self, how: FlockArg) -> Result<Flock<File>, JournalError> {
         let path = self.dir.join(LOCK);
         let deadline = Instant::now() + LOCK_WAIT;
+        let mut f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(io("opening the GPU journal lock", &path))?;
         loop {
-            let f = OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .mode(0o600)
-                .custom_flags(libc::O_CLOEXEC)
-                .open(&path)
-                .map_err(io("opening the GPU journal lock", &path))?;
             match Flock::lock(f, how) {
                 Ok(l) => return Ok(l),
-                Err((_, nix::errno::Errno::EWOULDBLOCK)) if Instant::now() < deadline => {
+                Err((back, nix::errno::Errno::EWOULDBLOCK)) if Instant::now() < deadline => {
+                    f = back;
                     std::thread::sleep(Duration::from_millis(5));
                 }
                 Err((_, errno)) => {
