@@ -139,15 +139,14 @@ pub fn save(state_dir: &Path, record: &Record) -> Result<(), GpuError> {
 /// The pid `pid` has in its innermost pid namespace (the last field of `NSpid:` in
 /// `<proc>/<pid>/status`): the pid `ps` shows inside the container.
 pub fn innermost_pid(proc: &Path, pid: i32) -> Option<i32> {
-    let text = std::fs::read_to_string(proc.join(pid.to_string()).join("status")).ok()?;
-    innermost_of_status(&text)
+    innermost_of(&super::procfs::process_status(proc, pid)?)
 }
 
-fn innermost_of_status(status: &str) -> Option<i32> {
+fn innermost_of(status: &std::collections::BTreeMap<String, String>) -> Option<i32> {
     status
-        .lines()
-        .find_map(|l| l.strip_prefix("NSpid:"))
-        .and_then(|rest| rest.split_whitespace().last())
+        .get("NSpid")?
+        .split_whitespace()
+        .last()
         .and_then(|p| p.parse().ok())
 }
 
@@ -268,9 +267,18 @@ mod tests {
     #[test]
     fn nspid_gives_the_innermost_pid() {
         let status = "Name:\tsleep\nPid:\t4242\nNSpid:\t4242\t7\nNSpgid:\t4242\t7\n";
-        assert_eq!(innermost_of_status(status), Some(7));
-        assert_eq!(innermost_of_status("NSpid:\t99\n"), Some(99));
-        assert_eq!(innermost_of_status("Pid:\t1\n"), None);
+        assert_eq!(
+            innermost_of(&crate::gpu::procfs::key_values(status)),
+            Some(7)
+        );
+        assert_eq!(
+            innermost_of(&crate::gpu::procfs::key_values("NSpid:\t99\n")),
+            Some(99)
+        );
+        assert_eq!(
+            innermost_of(&crate::gpu::procfs::key_values("Pid:\t1\n")),
+            None
+        );
         let me = std::process::id() as i32;
         assert!(innermost_pid(Path::new("/proc"), me).is_some());
         assert_eq!(innermost_pid(Path::new("/proc"), -1), None);

@@ -80,6 +80,12 @@ pub fn key_values(text: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// The fields of `<proc>/<pid>/status`; `None` when the process is gone.
+pub fn process_status(proc: &std::path::Path, pid: i32) -> Option<BTreeMap<String, String>> {
+    let text = std::fs::read_to_string(proc.join(pid.to_string()).join("status")).ok()?;
+    Some(key_values(&text))
+}
+
 /// The fields of `/proc/driver/nvidia/gpus/<bus>/information` discovery uses.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Information {

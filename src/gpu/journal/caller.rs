@@ -94,18 +94,13 @@ pub fn of(proc: &Path, pid: i32) -> Caller {
 /// The process and its parent's pid.
 fn read(proc: &Path, pid: i32) -> Option<(Proc, Option<i32>)> {
     let dir = proc.join(pid.to_string());
-    let status = std::fs::read_to_string(dir.join("status")).ok()?;
-    let field = |key: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .map(str::trim)
-    };
-    let comm = field("Name:").unwrap_or_default().to_string();
-    let uid = field("Uid:")
+    let status = crate::gpu::procfs::process_status(proc, pid)?;
+    let field = |key: &str| status.get(key).map(String::as_str);
+    let comm = field("Name").unwrap_or_default().to_string();
+    let uid = field("Uid")
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok());
-    let ppid = field("PPid:").and_then(|v| v.parse().ok());
+    let ppid = field("PPid").and_then(|v| v.parse().ok());
     let cmdline = std::fs::read(dir.join("cmdline")).unwrap_or_default();
     Some((
         Proc {
