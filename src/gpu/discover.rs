@@ -144,7 +144,12 @@ fn host_node_exists(roots: &Roots, name: &str) -> bool {
 
 /// A node at `/dev/<name>`: the host node, when present, must be the expected character
 /// device (a regular file stands in for it in unprivileged test trees).
-fn node(roots: &Roots, name: &str, major: u32, minor: u32) -> Result<DeviceNode, GpuError> {
+pub(super) fn node(
+    roots: &Roots,
+    name: &str,
+    major: u32,
+    minor: u32,
+) -> Result<DeviceNode, GpuError> {
     let path = PathBuf::from("/dev").join(name);
     let host = roots.dev.join("dev").join(name);
     let mut n = DeviceNode {

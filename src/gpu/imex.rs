@@ -1,7 +1,6 @@
 //! IMEX channels (`NVIDIA_IMEX_CHANNELS`, the device plugin's `imex/<n>` mounts): the
 //! channel nodes a request names, on the driver's `nvidia-caps-imex-channels` major.
 
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
 use super::applied::Majors;
@@ -43,7 +42,14 @@ pub fn nodes(ids: &[DeviceId], roots: &Roots) -> Result<Vec<DeviceNode>, GpuErro
     channels.dedup();
     channels
         .into_iter()
-        .map(|c| node(&host_dir, major, c))
+        .map(|c| {
+            super::discover::node(
+                roots,
+                &format!("{}/channel{c}", IMEX_DIR.trim_start_matches("/dev/")),
+                major,
+                c,
+            )
+        })
         .collect()
 }
 
@@ -63,38 +69,4 @@ fn host_channels(dir: &Path) -> Result<Vec<u32>, GpuError> {
                 .ok()
         })
         .collect())
-}
-
-fn node(host_dir: &Path, major: u32, channel: u32) -> Result<DeviceNode, GpuError> {
-    let name = format!("channel{channel}");
-    let mut node = DeviceNode {
-        path: Path::new(IMEX_DIR).join(&name),
-        major,
-        minor: channel,
-        mode: 0o666,
-        uid: 0,
-        gid: 0,
-    };
-    let host = host_dir.join(&name);
-    if let Ok(m) = std::fs::metadata(&host) {
-        if m.file_type().is_char_device() {
-            let live = (
-                nix::sys::stat::major(m.rdev()),
-                nix::sys::stat::minor(m.rdev()),
-            );
-            if live != (u64::from(major), u64::from(channel)) {
-                return Err(GpuError::HostNode {
-                    path: host,
-                    message: format!(
-                        "is {}:{}, not IMEX channel {major}:{channel}",
-                        live.0, live.1
-                    ),
-                });
-            }
-            node.mode = m.mode() & 0o777;
-            node.uid = m.uid();
-            node.gid = m.gid();
-        }
-    }
-    Ok(node)
 }
