@@ -85,10 +85,15 @@ pub fn joined(cells: Vec<String>) -> String {
 /// `2026-12-06T15:40:02Z`.
 pub fn clock(unix: u64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix);
-    let full = crate::log::rfc3339(t);
-    match full.split_once('.') {
-        Some((secs, _)) => format!("{secs}Z"),
-        None => full,
+    to_the_second(&crate::log::rfc3339(t))
+}
+
+/// `2026-12-06T16:03:45.127811821Z` as `2026-12-06T16:03:45Z`: a table's width is better
+/// spent on what happened than on nanoseconds.
+pub fn to_the_second(t: &str) -> String {
+    match (t.get(..19), t.ends_with('Z')) {
+        (Some(head), true) => format!("{head}Z"),
+        _ => t.to_string(),
     }
 }
 

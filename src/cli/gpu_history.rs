@@ -95,7 +95,7 @@ fn print_table(h: &History, shown: &[usize]) {
         .map(|&i| {
             let r = &h.records[i];
             [
-                to_the_second(&r.time),
+                super::gpu_cells::to_the_second(&r.time),
                 crate::gpu::journal::event_name(&r.event).to_string(),
                 r.container.clone(),
                 r.gpus.join(","),
@@ -104,15 +104,6 @@ fn print_table(h: &History, shown: &[usize]) {
         })
         .collect();
     super::output::print_table(&["TIME", "EVENT", "CONTAINER", "GPUS", "DETAIL"], &rows);
-}
-
-/// `2026-12-06T16:03:45.127811821Z` as `2026-12-06T16:03:45Z`: the table's width is
-/// better spent on the detail.
-fn to_the_second(t: &str) -> String {
-    match (t.get(..19), t.ends_with('Z')) {
-        (Some(head), true) => format!("{head}Z"),
-        _ => t.to_string(),
-    }
 }
 
 fn detail(records: &[Record], i: usize) -> String {
