@@ -46,6 +46,19 @@ impl Arch {
         }
     }
 
+    /// The architecture bits of an entry's flags: the inverse of reading them.
+    pub fn flag_bits(self) -> i32 {
+        match self {
+            Arch::I386 => 0x0000,
+            Arch::X8664 => 0x0300,
+            Arch::X32 => 0x0800,
+            Arch::Ppc64 => 0x0500,
+            Arch::ArmHf => 0x0900,
+            Arch::Aarch64 => 0x0a00,
+            Arch::Other(bits) => bits & FLAG_ARCH_MASK,
+        }
+    }
+
     /// The 64-bit architecture this program runs on.
     pub fn native() -> Arch {
         if cfg!(target_arch = "aarch64") {
@@ -187,6 +200,24 @@ fn string_at(strings: &[u8], off: u32) -> Result<String, LdCacheError> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    #[test]
+    fn architecture_bits_read_back_as_written() {
+        for a in [
+            Arch::I386,
+            Arch::X8664,
+            Arch::X32,
+            Arch::Ppc64,
+            Arch::ArmHf,
+            Arch::Aarch64,
+            Arch::Other(0x0f00),
+        ] {
+            assert_eq!(Arch::from_flags(0x0003 | a.flag_bits()), a, "{a:?}");
+        }
+        if cfg!(target_arch = "x86_64") {
+            assert_eq!(Arch::native().flag_bits(), 0x0300);
+        }
+    }
+
     use super::*;
 
     /// Builds a new-format cache by hand: (flags, key, value) entries.

@@ -20,14 +20,7 @@ pub const HWCAP_EXTENSION: u64 = 1 << 62;
 
 /// The flags the loader of this program's architecture accepts (`_DL_CACHE_DEFAULT_ID`).
 pub fn native_flags() -> i32 {
-    let arch = if cfg!(target_arch = "aarch64") {
-        0x0a00
-    } else if cfg!(target_arch = "powerpc64") {
-        0x0500
-    } else {
-        0x0300
-    };
-    FLAG_ELF_LIBC6 | arch
+    FLAG_ELF_LIBC6 | super::ldcache::Arch::native().flag_bits()
 }
 
 /// glibc's `_dl_cache_libcmp`.
