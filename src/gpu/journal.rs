@@ -91,7 +91,8 @@ pub struct Grant {
     /// Where the request came from, by the name the lease records too (`env`, `cli`,
     /// `applied`, `cdi-annotations`, …).
     pub source: String,
-    /// SHA-256 of the bundle's `config.json` as create read it.
+    /// SHA-256 of the bundle's `config.json`, read again once the container exists (a
+    /// file changed between the two reads would show here, not what was run).
     pub config_sha256: Option<String>,
     /// The image annotations the engine set (CRI image name, OCI image annotations).
     pub image: BTreeMap<String, String>,
