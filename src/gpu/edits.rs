@@ -207,6 +207,15 @@ pub fn proc_driver_mounts(
 /// before the first mount under `/proc/driver/nvidia`. The caller decides when: the fact is
 /// the running kernel's, not the driver roots'. Nothing changes when the spec has no mount
 /// there, or already mounts `/proc/driver`.
+/// [`cover_proc_driver`] where the kernel has no NVIDIA module (a fake driver tree): the
+/// container's procfs then has no `driver/nvidia` for the generated files to land on.
+pub fn cover_proc_driver_without_module(spec: &mut Spec, shim_dir: &Path) -> Result<(), GpuError> {
+    if Path::new(PROC_DRIVER_NVIDIA).is_dir() {
+        return Ok(());
+    }
+    cover_proc_driver(spec, shim_dir)
+}
+
 pub fn cover_proc_driver(spec: &mut Spec, shim_dir: &Path) -> Result<(), GpuError> {
     let mut mounts = spec.mounts().clone().unwrap_or_default();
     let under = |m: &Mount, p: &str| normalize(m.destination()).starts_with(p);
@@ -221,6 +230,29 @@ pub fn cover_proc_driver(spec: &mut Spec, shim_dir: &Path) -> Result<(), GpuErro
     }
     let nvidia = shim_dir.join("nvidia");
     std::fs::create_dir_all(&nvidia).map_err(|e| GpuError::io("creating", &nvidia, e))?;
+    // A file mounted below `/proc/driver/nvidia` with nothing mounted at it (NVIDIA's
+    // params alone) lands in the cover: it needs its mount point there.
+    for m in mounts.iter().filter(|m| under(m, PROC_DRIVER_NVIDIA)) {
+        let dest = normalize(m.destination());
+        let (Ok(rel), Some(src)) = (dest.strip_prefix(PROC_DRIVER), m.source().as_ref()) else {
+            continue;
+        };
+        if rel.as_os_str().is_empty() || !src.is_file() {
+            continue;
+        }
+        let point = shim_dir.join(rel);
+        point
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&point)
+                    .map(drop)
+            })
+            .map_err(|e| GpuError::io("creating", &point, e))?;
+    }
     let mut m = Mount::default();
     m.set_destination(PathBuf::from(PROC_DRIVER));
     m.set_source(Some(shim_dir.to_path_buf()));
@@ -539,5 +571,25 @@ mod tests {
         );
         cover_proc_driver(&mut s, &shim).unwrap();
         assert_eq!(destinations(&s), want, "covering twice changes nothing");
+    }
+
+    #[test]
+    fn a_file_mounted_alone_below_proc_driver_nvidia_gets_its_mount_point_in_the_cover() {
+        let t = tempfile::tempdir().unwrap();
+        let shim = t.path().join("shim");
+        let params = t.path().join("params");
+        std::fs::write(&params, "ModifyDeviceFiles: 0\n").unwrap();
+        let mut s = crate::gpu::fake::spec(&[], true, &[]);
+        Editor::new(&mut s).bind(
+            &params,
+            Path::new("/proc/driver/nvidia/params"),
+            PROC_OPTIONS,
+        );
+        cover_proc_driver(&mut s, &shim).unwrap();
+        assert!(shim.join("nvidia/params").is_file(), "the mount point");
+        assert_eq!(
+            destinations(&s),
+            ["/proc", "/proc/driver", "/proc/driver/nvidia/params"]
+        );
     }
 }

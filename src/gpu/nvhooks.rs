@@ -403,31 +403,17 @@ fn params(spec: &mut Spec, cfg: &Config, store: &Path, cover: &Path) -> Result<(
         let d = super::paths::normalize(m.destination());
         d == Path::new("/proc/driver/nvidia") || d == Path::new(PARAMS)
     });
+    if covered {
+        return Ok(());
+    }
     let host = cfg.nvidia.proc_root.join("proc/driver/nvidia/params");
     let Ok(text) = std::fs::read_to_string(&host) else {
         return Ok(());
     };
-    if covered {
-        return Ok(());
-    }
     let content = super::procfs::params_without_device_modification(&text);
     let file = generated(store, "params", content.into_bytes())?;
     Editor::new(spec).bind(&file, Path::new(PARAMS), PROC_OPTIONS);
-    // No NVIDIA module in this kernel (a fake driver tree): the cover over /proc/driver
-    // needs a params file of its own for this mount to land on.
-    if !Path::new("/proc/driver/nvidia").is_dir() {
-        let target = cover.join("nvidia/params");
-        std::fs::create_dir_all(cover.join("nvidia"))
-            .and_then(|()| {
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&target)
-            })
-            .map_err(|e| GpuError::io("creating", &target, e))?;
-        super::edits::cover_proc_driver(spec, cover)?;
-    }
-    Ok(())
+    super::edits::cover_proc_driver_without_module(spec, cover)
 }
 
 /// The driver's application profile limiting EGL and Vulkan to the container's GPUs,

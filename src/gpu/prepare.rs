@@ -370,10 +370,7 @@ fn discovered<'i>(
 /// No NVIDIA module in this kernel (a fake driver tree): the container's procfs has no
 /// driver/nvidia to mount over.
 fn cover(spec: &mut Spec, cfg: &Config) -> Result<(), GpuError> {
-    if !Path::new("/proc/driver/nvidia").is_dir() {
-        edits::cover_proc_driver(spec, &cfg.gpus.state_dir.join(PROC_DRIVER_COVER))?;
-    }
-    Ok(())
+    edits::cover_proc_driver_without_module(spec, &cfg.gpus.state_dir.join(PROC_DRIVER_COVER))
 }
 
 /// The request's warnings are about the caller's own input (an ignored variable, an
