@@ -85,7 +85,10 @@ pub fn parse(hook: &Hook) -> Result<Option<Subcommand>, GpuError> {
     if binary == "nvidia-ctk" {
         match at {
             Some(i) if args[i] == "hook" => at = words(i + 1).map(|j| j + i + 1),
-            _ => return Ok(None),
+            // Another nvidia-ctk command in a hook is still NVIDIA's binary as host root:
+            // skipped with a warning, like a subcommand gpurun does not know.
+            Some(i) => return Ok(Some(Subcommand::Unknown(args[i].clone()))),
+            None => return Ok(Some(Subcommand::Unknown(String::new()))),
         }
     }
     let mut rest = at.map_or(&[][..], |i| &args[i..]).iter();

@@ -74,8 +74,8 @@ fn nvidia_hooks_are_known_by_file_name_and_their_subcommand_parsed() {
             &["nvidia-ctk", "runtime", "configure"]
         ))
         .expect("parses"),
-        None,
-        "nvidia-ctk without `hook` is not a hook"
+        Some(Subcommand::Unknown("runtime".into())),
+        "nvidia-ctk without `hook` is NVIDIA's binary all the same: skipped, never run"
     );
     assert_eq!(
         parse(&hook(
