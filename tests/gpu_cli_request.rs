@@ -24,29 +24,6 @@ fn run_with(node: &Node, rt: &Runtime, b: &Bundle, cid: &str, flags: &[&str]) ->
         .unwrap()
 }
 
-/// `gpurun create`; its stderr goes to a file (the container's init keeps a pipe open).
-fn create_with(node: &Node, rt: &Runtime, b: &Bundle, cid: &str, flags: &[&str]) -> Output {
-    b.write();
-    rt.track(cid);
-    let err_path = b.path().join(format!("create-{cid}.stderr"));
-    let status = node
-        .cmd(rt)
-        .arg("create")
-        .args(flags)
-        .arg("-b")
-        .arg(b.path())
-        .arg(cid)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&err_path).unwrap())
-        .status()
-        .unwrap();
-    Output {
-        status,
-        stdout: Vec::new(),
-        stderr: std::fs::read(&err_path).unwrap_or_default(),
-    }
-}
-
 fn cuda_image(script: &str) -> Bundle {
     let mut b = bundle(script);
     set_env(&mut b, "NVIDIA_VISIBLE_DEVICES=all");
@@ -119,7 +96,7 @@ fn gpus_flag_against_a_cdi_annotation_for_another_gpu_is_refused_naming_both() {
     let mut b = bundle("true");
     annotate(&mut b, "cdi.k8s.io/gpu", "nvidia.com/gpu=1");
     let cid = id("cli-conflict");
-    let out = create_with(&node, &rt, &b, &cid, &["--gpus", "0"]);
+    let out = node.create_with(&rt, &b, &cid, &["--gpus", "0"]);
     assert_ne!(out.status.code(), Some(0));
     let err = stderr(&out);
     for want in [
@@ -135,7 +112,7 @@ fn gpus_flag_against_a_cdi_annotation_for_another_gpu_is_refused_naming_both() {
 
     // Naming the same GPU is one grant: one holder, no conflict.
     let cid = id("cli-same");
-    let out = create_with(&node, &rt, &b, &cid, &["--gpus", "1"]);
+    let out = node.create_with(&rt, &b, &cid, &["--gpus", "1"]);
     assert_ran(&out);
     assert!(
         !stderr(&out).contains("gpu-request-conflict"),
@@ -165,20 +142,14 @@ fn gpus_flag_with_exclusive_holds_the_gpu_and_refuses_a_second_holder_by_name() 
     let rt = Runtime::new();
     let b = cuda_image("true");
     let first = id("cli-excl");
-    assert_ran(&create_with(
-        &node,
-        &rt,
-        &b,
-        &first,
-        &["--gpus", "0", "--exclusive"],
-    ));
+    assert_ran(&node.create_with(&rt, &b, &first, &["--gpus", "0", "--exclusive"]));
     let gpus = node.gpus_json(&rt);
     let g0 = gpus.iter().find(|g| g["uuid"] == GPU0).unwrap();
     assert_eq!(g0["holders"][0]["id"], first.as_str());
     assert_eq!(g0["holders"][0]["sharing"], "exclusive");
 
     let second = id("cli-second");
-    let out = create_with(&node, &rt, &b, &second, &["--gpus", "0"]);
+    let out = node.create_with(&rt, &b, &second, &["--gpus", "0"]);
     assert_ne!(out.status.code(), Some(0));
     let err = stderr(&out);
     assert!(
@@ -187,7 +158,7 @@ fn gpus_flag_with_exclusive_holds_the_gpu_and_refuses_a_second_holder_by_name() 
     );
     // GPU 1 is free.
     let third = id("cli-third");
-    assert_ran(&create_with(&node, &rt, &b, &third, &["--gpus", "1"]));
+    assert_ran(&node.create_with(&rt, &b, &third, &["--gpus", "1"]));
     for c in [&first, &third] {
         node.ok(&rt, &["delete", "--force", c]);
     }

@@ -108,12 +108,19 @@ impl Node {
 
     /// `gpurun create`; the container's stdio goes to files (a pipe would stay open).
     pub fn create(&self, rt: &Runtime, b: &Bundle, id: &str) -> Output {
+        self.create_with(rt, b, id, &[])
+    }
+
+    /// `gpurun create <flags>` (`--gpus 1`, …).
+    pub fn create_with(&self, rt: &Runtime, b: &Bundle, id: &str, flags: &[&str]) -> Output {
         b.write();
         rt.track(id);
         let err_path = b.path().join(format!("create-{id}.stderr"));
         let status = self
             .cmd(rt)
-            .args(["create", "-b"])
+            .arg("create")
+            .args(flags)
+            .arg("-b")
             .arg(b.path())
             .arg(id)
             .stdout(Stdio::null())
